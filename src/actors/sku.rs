@@ -1,0 +1,569 @@
+//! `SkuActor`: the single writer of one SKU's stock.
+//!
+//! Messages to one SKU are handled one at a time, so reserving needs no lock and cannot
+//! oversell. A command is handled in one synchronous step: reserve a place in the writer's
+//! queue, expire due holds, decide, apply to memory, submit the rows and events as one
+//! [`Change`], and answer with the change's [`Ticket`]. The HTTP handler waits for that
+//! ticket to be durable before it responds; the actor never waits, so the next command is
+//! decided against the new state while the previous one is still being flushed. Reads answer
+//! with the ticket of the actor's last change, so nothing is reported before it is durable.
+//!
+//! A panic while handling a message (a broken invariant is asserted, never ignored) stops the
+//! actor; its supervisor restarts it, and the restarted actor reloads its state from storage
+//! once every change it submitted is durable. The panicking request gets no answer (500).
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use super::mailbox::MailboxSlot;
+use crate::domain::sku::{
+    apply_all, decide, decide_on_settled, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
+};
+use crate::domain::{Clock, ReservationId, SkuId};
+use crate::metrics as names;
+use crate::persistence::rows::{restore_sku, settled_by, sku_change_ops, DomainEvent, IdempotencyRecord, SkuRow};
+use crate::persistence::writer::Change;
+use crate::persistence::{codec, keys, Op, Store, Ticket, Writer};
+
+/// An answer together with the ticket to wait on before reporting it.
+#[derive(Debug)]
+pub struct Acked<T> {
+    /// The answer.
+    pub value: T,
+    /// Durable once this ticket is; 0 when nothing needs waiting for.
+    pub ticket: Ticket,
+}
+
+/// Where an actor sends its answer.
+pub type Reply<T> = oneshot::Sender<Acked<T>>;
+
+/// What a successful command produced.
+#[derive(Debug, Clone)]
+pub enum SkuOutcome {
+    /// The SKU after the command; `created` when the command created it.
+    Sku {
+        /// The counters.
+        view: SkuView,
+        /// Whether this command created the SKU.
+        created: bool,
+    },
+    /// The reservation the command made, released or committed.
+    Reservation(Reservation),
+}
+
+/// Why a command produced no outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkuFailure {
+    /// The domain refused it (an expected answer, such as insufficient stock).
+    Rejected(SkuRejection),
+    /// The writer's queue was full; nothing was changed.
+    Overloaded,
+    /// Reading storage failed; nothing was changed.
+    Store(String),
+}
+
+/// The answer to a command.
+pub type SkuReply = Result<SkuOutcome, SkuFailure>;
+
+/// Renders an answer as the HTTP status and body that an idempotency record replays.
+pub type Render = fn(&SkuReply) -> (u16, Vec<u8>);
+
+/// Asks the actor to store its answer under an idempotency key, in the same batch as the
+/// change itself, so a retry after a crash finds the answer if and only if the change exists.
+#[derive(Debug, Clone)]
+pub struct IdempotencyDraft {
+    /// The record's store key (scope and client key).
+    pub key: Vec<u8>,
+    /// Fingerprint of the request, to tell a replay from a reuse with another body.
+    pub fingerprint: [u8; 32],
+    /// Turns the answer into what HTTP replays.
+    pub render: Render,
+    /// How long the record is kept.
+    pub retention_ms: u64,
+}
+
+/// Changes the SKU: create or update, restock, adjust, reserve, release, commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExecuteSkuCommand {
+    /// What to do.
+    pub command: SkuCommand,
+    /// Store the answer under this idempotency key, if any.
+    pub idempotency: Option<IdempotencyDraft>,
+    /// Where to answer.
+    pub reply: Reply<SkuReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Reads the SKU's counters; `None` if it does not exist.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetSku {
+    /// Where to answer.
+    pub reply: Reply<Option<SkuView>>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Reads one reservation of this SKU, held or settled; `Ok(None)` if unknown here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetReservation {
+    /// Which reservation.
+    pub id: ReservationId,
+    /// Where to answer.
+    pub reply: Reply<Result<Option<Reservation>, SkuFailure>>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// What every SKU actor shares: storage, time and limits.
+pub struct SkuDeps {
+    /// The group-commit writer.
+    pub writer: Arc<Writer>,
+    /// The store, for reading settled reservations and reloading after a restart.
+    pub store: Arc<dyn Store>,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Bounds on one SKU's state.
+    pub limits: SkuLimits,
+    /// How long settled reservations stay readable.
+    pub settled_retention_ms: u64,
+    /// Which SKU holds each held reservation, so reservation routes find their actor.
+    pub hold_index: Arc<DashMap<ReservationId, SkuId>>,
+}
+
+/// How soon to retry expiring holds when the writer's queue was full.
+const EXPIRY_RETRY: Duration = Duration::from_millis(100);
+
+/// The actor that owns one SKU's stock.
+pub struct SkuActor {
+    /// The SKU this actor owns, for its whole life.
+    sku: SkuId,
+    /// The SKU's state; `None` until it is created (or while reloading after a restart).
+    state: Option<SkuState>,
+    /// Shared storage, clock and limits.
+    deps: Arc<SkuDeps>,
+    /// The ticket of the last change this actor submitted: reads wait for it.
+    last_ticket: Ticket,
+    /// Reservations settled by changes that may not be durable yet, so that this actor
+    /// answers about them correctly before storage has them. Pruned once durable.
+    recently_settled: HashMap<ReservationId, Reservation>,
+    /// The same, in ticket order, for pruning.
+    recently_settled_order: VecDeque<(Ticket, ReservationId)>,
+    /// The pending expiry timer: when it fires and its handle.
+    expiry_timer: Option<(u64, SpawnHandle)>,
+    /// Set after a panic: the restarted actor reloads from storage before handling messages.
+    reload_pending: bool,
+}
+
+impl SkuActor {
+    /// An actor for `sku` with the given state (`None` for a SKU about to be created).
+    pub fn new(sku: SkuId, state: Option<SkuState>, deps: Arc<SkuDeps>) -> Self {
+        Self {
+            sku,
+            state,
+            deps,
+            last_ticket: 0,
+            recently_settled: HashMap::new(),
+            recently_settled_order: VecDeque::new(),
+            expiry_timer: None,
+            reload_pending: false,
+        }
+    }
+
+    /// Runs one command and submits its change; returns the answer and the ticket to wait on.
+    fn execute(&mut self, command: &SkuCommand, idempotency: Option<IdempotencyDraft>) -> (SkuReply, Ticket) {
+        self.prune_recently_settled();
+        let now_ms = self.deps.clock.now_ms();
+        // A local handle: the permit borrows the writer while `self` is mutated.
+        let deps = Arc::clone(&self.deps);
+        let Some(permit) = deps.writer.try_reserve() else {
+            metrics::counter!(names::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer").increment(1);
+            return (Err(SkuFailure::Overloaded), self.last_ticket);
+        };
+        let mut events = Vec::new();
+        let mut settled = Vec::new();
+        let expire_due = SkuCommand::ExpireDue;
+        self.decide_and_apply(&expire_due, now_ms, &mut events, &mut settled)
+            .expect("expiring due holds is never refused");
+        let reply = if matches!(command, SkuCommand::ExpireDue) {
+            self.state
+                .as_ref()
+                .map(|state| SkuOutcome::Sku {
+                    view: state.view(),
+                    created: false,
+                })
+                .ok_or(SkuFailure::Rejected(SkuRejection::SkuNotFound))
+        } else {
+            self.run_command(command, now_ms, &mut events, &mut settled)
+        };
+
+        let mut ops = match &self.state {
+            Some(state) if !events.is_empty() => {
+                sku_change_ops(state, &events, &settled, now_ms, self.deps.settled_retention_ms)
+            }
+            _ => Vec::new(),
+        };
+        // Only answers that will stand are stored: an overload or a failed read is retried.
+        let storable = matches!(reply, Ok(_) | Err(SkuFailure::Rejected(_)));
+        if let Some(draft) = idempotency.filter(|_| storable) {
+            let (status, body) = (draft.render)(&reply);
+            let record = IdempotencyRecord {
+                fingerprint: draft.fingerprint,
+                status,
+                body,
+                created_ms: now_ms,
+            };
+            let due_ms = now_ms.saturating_add(draft.retention_ms);
+            ops.push(Op::Put(keys::expiring(due_ms, &draft.key), Vec::new()));
+            ops.push(Op::Put(draft.key, codec::encode(&record)));
+        }
+        if ops.is_empty() {
+            return (reply, self.last_ticket);
+        }
+        let domain_events = events
+            .iter()
+            .map(|event| DomainEvent::Sku {
+                sku: self.sku.clone(),
+                event: event.clone(),
+            })
+            .collect();
+        let ticket = permit.submit(Change {
+            ops,
+            events: domain_events,
+            time_ms: now_ms,
+        });
+        self.last_ticket = ticket;
+        for record in settled {
+            self.recently_settled_order.push_back((ticket, record.id));
+            self.recently_settled.insert(record.id, record);
+        }
+        record_event_metrics(&events);
+        (reply, ticket)
+    }
+
+    /// Decides `command` (not `ExpireDue`), applies it, and builds the answer.
+    fn run_command(
+        &mut self,
+        command: &SkuCommand,
+        now_ms: u64,
+        events: &mut Vec<SkuEvent>,
+        settled: &mut Vec<Reservation>,
+    ) -> SkuReply {
+        // Releasing or committing a reservation this SKU no longer holds is answered from its
+        // settled record.
+        if let SkuCommand::Release { id } | SkuCommand::Commit { id } = command {
+            let held = self.state.as_ref().is_some_and(|state| state.hold(id).is_some());
+            if !held {
+                return match self.settled_reservation(id) {
+                    Ok(Some(record)) => decide_on_settled(command, &record)
+                        .map(SkuOutcome::Reservation)
+                        .map_err(SkuFailure::Rejected),
+                    Ok(None) => Err(SkuFailure::Rejected(SkuRejection::ReservationNotFound)),
+                    Err(failure) => Err(failure),
+                };
+            }
+        }
+        let existed = self.state.is_some();
+        let start = events.len();
+        if let Err(rejection) = self.decide_and_apply(command, now_ms, events, settled) {
+            if matches!(rejection, SkuRejection::InsufficientStock { .. })
+                && matches!(command, SkuCommand::Reserve { .. })
+            {
+                metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "insufficient_stock").increment(1);
+            }
+            return Err(SkuFailure::Rejected(rejection));
+        }
+        let state = self.state.as_ref().expect("a command that succeeded leaves a SKU");
+        let answer = match command {
+            SkuCommand::Reserve { id, .. } => {
+                let hold = state.hold(id).expect("a successful reservation is held");
+                SkuOutcome::Reservation(state.held_reservation(hold))
+            }
+            SkuCommand::Release { id } | SkuCommand::Commit { id } => {
+                let record = settled
+                    .iter()
+                    .find(|record| record.id == *id)
+                    .expect("a successful release or commit settles its reservation");
+                SkuOutcome::Reservation(record.clone())
+            }
+            _ => SkuOutcome::Sku {
+                view: state.view(),
+                created: !existed
+                    && events[start..]
+                        .iter()
+                        .any(|event| matches!(event, SkuEvent::SkuCreated { .. })),
+            },
+        };
+        Ok(answer)
+    }
+
+    /// Decides one command against the current state and applies its events, collecting them
+    /// and the settled records they leave.
+    fn decide_and_apply(
+        &mut self,
+        command: &SkuCommand,
+        now_ms: u64,
+        events: &mut Vec<SkuEvent>,
+        settled: &mut Vec<Reservation>,
+    ) -> Result<(), SkuRejection> {
+        if self.state.is_none() && matches!(command, SkuCommand::ExpireDue) {
+            return Ok(());
+        }
+        let decided = decide(self.state.as_ref(), command, now_ms, self.deps.limits)?;
+        settled.extend(settled_by(self.state.as_ref(), &decided, now_ms));
+        apply_all(&self.sku, &mut self.state, &decided);
+        for event in &decided {
+            match event {
+                SkuEvent::StockReserved { hold } => {
+                    self.deps.hold_index.insert(hold.id, self.sku.clone());
+                }
+                other => {
+                    if let Some((id, _)) = other.settles() {
+                        self.deps.hold_index.remove(&id);
+                    }
+                }
+            }
+        }
+        events.extend(decided);
+        Ok(())
+    }
+
+    /// A reservation this SKU no longer holds: from recent memory, else from storage.
+    fn settled_reservation(&self, id: &ReservationId) -> Result<Option<Reservation>, SkuFailure> {
+        if let Some(record) = self.recently_settled.get(id) {
+            return Ok(Some(record.clone()));
+        }
+        let key = keys::reservation(id);
+        let stored = self
+            .deps
+            .store
+            .get(&key)
+            .and_then(|value| {
+                value
+                    .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
+                    .transpose()
+            })
+            .map_err(|error| SkuFailure::Store(error.to_string()))?;
+        Ok(stored.filter(|record| record.sku == self.sku))
+    }
+
+    /// Forgets settled records whose change is durable: storage answers for them now.
+    fn prune_recently_settled(&mut self) {
+        let durable = self.deps.writer.durability().durable();
+        while let Some((ticket, id)) = self.recently_settled_order.front() {
+            if *ticket > durable {
+                break;
+            }
+            self.recently_settled.remove(id);
+            self.recently_settled_order.pop_front();
+        }
+    }
+
+    /// Arms the expiry timer for the earliest held reservation, if it changed.
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        let next = self.state.as_ref().and_then(SkuState::next_expiry_ms);
+        if next == self.expiry_timer.as_ref().map(|(at, _)| *at) {
+            return;
+        }
+        if let Some((_, handle)) = self.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at_ms) = next {
+            let delay = Duration::from_millis(at_ms.saturating_sub(self.deps.clock.now_ms()));
+            self.arm_expiry_timer(ctx, at_ms, delay);
+        }
+    }
+
+    fn arm_expiry_timer(&mut self, ctx: &mut Context<Self>, at_ms: u64, delay: Duration) {
+        let handle = ctx.run_later(delay, |actor, ctx| {
+            actor.expiry_timer = None;
+            let outcome = catch_unwind(AssertUnwindSafe(|| actor.execute(&SkuCommand::ExpireDue, None)));
+            match outcome {
+                Ok((Err(SkuFailure::Overloaded), _)) => {
+                    let retry_at = actor.deps.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
+                    actor.arm_expiry_timer(ctx, retry_at, EXPIRY_RETRY);
+                }
+                Ok(_) => actor.schedule_expiry(ctx),
+                Err(_) => actor.crash(ctx),
+            }
+        });
+        self.expiry_timer = Some((at_ms, handle));
+    }
+
+    /// Gives up the in-memory state after a panic and stops, so the supervisor restarts the
+    /// actor and it reloads from storage.
+    fn crash(&mut self, ctx: &mut Context<Self>) {
+        tracing::error!(sku = %self.sku, "SKU actor panicked; restarting it from storage");
+        metrics::counter!(names::ACTOR_RESTARTS_TOTAL, "kind" => "sku").increment(1);
+        self.state = None;
+        self.reload_pending = true;
+        ctx.stop();
+    }
+
+    /// Reads the SKU and its holds from storage.
+    fn load(&self) -> anyhow::Result<Option<SkuState>> {
+        let store = &self.deps.store;
+        let key = keys::sku(&self.sku);
+        let Some(bytes) = store.get(&key)? else {
+            return Ok(None);
+        };
+        let row: SkuRow = codec::decode(&key, &bytes)?;
+        let prefix = keys::holds_of(&self.sku);
+        let mut holds = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan(&prefix, after.as_deref(), 10_000)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, value) in page {
+                holds.push(codec::decode(&key, &value)?);
+            }
+        }
+        let state = restore_sku(self.sku.clone(), row, holds).map_err(anyhow::Error::msg)?;
+        Ok(Some(state))
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        match self.load() {
+            Ok(state) => {
+                if let Some(state) = &state {
+                    for hold in state.holds() {
+                        self.deps.hold_index.insert(hold.id, self.sku.clone());
+                    }
+                }
+                self.state = state;
+                self.reload_pending = false;
+                tracing::info!(sku = %self.sku, "SKU actor reloaded from storage");
+                self.schedule_expiry(ctx);
+            }
+            Err(error) => {
+                // Storage that cannot be read is as fatal here as at startup.
+                tracing::error!(sku = %self.sku, error = %error, "cannot reload SKU from storage; stopping");
+                std::process::exit(70);
+            }
+        }
+    }
+}
+
+fn record_event_metrics(events: &[SkuEvent]) {
+    for event in events {
+        let outcome = match event {
+            SkuEvent::StockReserved { .. } => {
+                metrics::gauge!(names::RESERVATIONS_HELD).increment(1.0);
+                "reserved"
+            }
+            SkuEvent::ReservationReleased { .. } => "released",
+            SkuEvent::ReservationCommitted { .. } => "committed",
+            SkuEvent::ReservationExpired { .. } => "expired",
+            _ => continue,
+        };
+        if outcome != "reserved" {
+            metrics::gauge!(names::RESERVATIONS_HELD).decrement(1.0);
+        }
+        metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => outcome).increment(1);
+    }
+}
+
+impl Actor for SkuActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The real bound is the Mailbox's; actix's own would park shared senders.
+        ctx.set_mailbox_capacity(0);
+        if self.reload_pending {
+            let durability = Arc::clone(self.deps.writer.durability());
+            let ticket = self.last_ticket;
+            // Handle nothing until every change this actor submitted is durable and reloaded.
+            ctx.wait(async move { durability.wait(ticket).await }.into_actor(self).map(
+                |result, actor, ctx| match result {
+                    Ok(()) => actor.reload(ctx),
+                    Err(_) => tracing::error!(sku = %actor.sku, "writer failed during reload"),
+                },
+            ));
+            return;
+        }
+        // Holds that lapsed while the server was down are released now, before any request.
+        if self.state.as_ref().and_then(SkuState::next_expiry_ms).is_some() {
+            let now_ms = self.deps.clock.now_ms();
+            let due = self
+                .state
+                .as_ref()
+                .and_then(SkuState::next_expiry_ms)
+                .is_some_and(|at| at <= now_ms);
+            if due {
+                self.arm_expiry_timer(ctx, now_ms, Duration::ZERO);
+                return;
+            }
+        }
+        self.schedule_expiry(ctx);
+    }
+}
+
+impl Supervised for SkuActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.expiry_timer = None;
+        self.reload_pending = true;
+    }
+}
+
+impl Handler<ExecuteSkuCommand> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ExecuteSkuCommand, ctx: &mut Self::Context) {
+        let ExecuteSkuCommand {
+            command,
+            idempotency,
+            reply,
+            slot: _slot,
+        } = message;
+        match catch_unwind(AssertUnwindSafe(|| self.execute(&command, idempotency))) {
+            Ok((value, ticket)) => {
+                // The requester may have gone away; the change stands either way.
+                let _ = reply.send(Acked { value, ticket });
+                self.schedule_expiry(ctx);
+            }
+            Err(_) => self.crash(ctx),
+        }
+    }
+}
+
+impl Handler<GetSku> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetSku, _ctx: &mut Self::Context) {
+        let value = self.state.as_ref().map(SkuState::view);
+        let _ = message.reply.send(Acked {
+            value,
+            ticket: self.last_ticket,
+        });
+    }
+}
+
+impl Handler<GetReservation> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetReservation, _ctx: &mut Self::Context) {
+        self.prune_recently_settled();
+        let held = self
+            .state
+            .as_ref()
+            .and_then(|state| state.hold(&message.id).map(|hold| state.held_reservation(hold)));
+        let value = match held {
+            Some(reservation) => Ok(Some(reservation)),
+            None => self.settled_reservation(&message.id),
+        };
+        let _ = message.reply.send(Acked {
+            value,
+            ticket: self.last_ticket,
+        });
+    }
+}

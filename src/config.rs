@@ -1,0 +1,450 @@
+//! Configuration: a typed struct read from a TOML file with environment overrides.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file, `STOCKROOM_<SECTION>__<KEY>`
+//! environment variables, and for the admin token `STOCKROOM_ADMIN_TOKEN`. Unknown keys are
+//! refused, so a typo fails at start instead of being ignored. Every key and its default is
+//! documented in the repository's `config.toml`; names end in their unit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP listener and request limits.
+    pub http: HttpSettings,
+    /// Where and how data is stored.
+    pub store: StoreSettings,
+    /// The group-commit writer.
+    pub writer: WriterSettings,
+    /// Actor placement and mailboxes.
+    pub actors: ActorSettings,
+    /// Reservation limits.
+    pub reservation: ReservationSettings,
+    /// Idempotency records.
+    pub idempotency: IdempotencySettings,
+    /// Event-log retention.
+    pub events: EventSettings,
+    /// Credentials.
+    pub auth: AuthSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// HTTP listener and request limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest request body accepted, in bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Time given to in-flight requests on shutdown.
+    pub shutdown_timeout_seconds: u64,
+    /// Most open connections per worker.
+    pub max_connections_per_worker: usize,
+    /// Time a client has to send its request head.
+    pub request_head_timeout_seconds: u64,
+    /// Keep-alive time of an idle connection.
+    pub keep_alive_seconds: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".to_owned(),
+            workers: 0,
+            max_body_bytes: 16 * 1024,
+            shutdown_timeout_seconds: 30,
+            max_connections_per_worker: 25_000,
+            request_head_timeout_seconds: 5,
+            keep_alive_seconds: 30,
+        }
+    }
+}
+
+/// Where and how data is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// The data directory: the database and the generated admin token live here.
+    pub data_dir: PathBuf,
+    /// sled's page cache.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            cache_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The group-commit writer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterSettings {
+    /// Most changes applied and flushed as one batch.
+    pub max_batch_items: usize,
+    /// Most changes waiting for the writer; beyond it requests get 503.
+    pub queue_capacity_items: usize,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        Self {
+            max_batch_items: 4096,
+            queue_capacity_items: 65_536,
+        }
+    }
+}
+
+/// Actor placement and mailboxes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorSettings {
+    /// Arbiter threads that run the actors; 0 means one per core.
+    pub arbiters: usize,
+    /// Most messages waiting for one actor; beyond it requests get 503.
+    pub mailbox_capacity_messages: usize,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            arbiters: 0,
+            mailbox_capacity_messages: 8192,
+        }
+    }
+}
+
+/// Reservation limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservationSettings {
+    /// Hold time when a request gives no `ttl_seconds`.
+    pub default_ttl_seconds: u64,
+    /// Longest hold a request may ask for.
+    pub max_ttl_seconds: u64,
+    /// Most units one request may reserve (at most 1,000,000).
+    pub max_qty: u64,
+    /// Most reservations one SKU may hold at once.
+    pub max_holds_per_sku: usize,
+    /// How long settled (committed, released, expired) reservations stay readable.
+    pub settled_retention_hours: u64,
+}
+
+impl Default for ReservationSettings {
+    fn default() -> Self {
+        Self {
+            default_ttl_seconds: 900,
+            max_ttl_seconds: 86_400,
+            max_qty: 1_000_000,
+            max_holds_per_sku: 1_000_000,
+            settled_retention_hours: 168,
+        }
+    }
+}
+
+/// Idempotency records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    /// How long a stored answer is replayed for a repeated key (at least 24).
+    pub retention_hours: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self { retention_hours: 24 }
+    }
+}
+
+/// Event-log retention and the background sweeper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// Most events kept in the log; older ones are removed by the sweeper.
+    pub retention_max_events: u64,
+    /// How often the retention sweeper runs.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            retention_max_events: 1_000_000,
+            sweep_interval_seconds: 10,
+        }
+    }
+}
+
+/// Credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The admin bearer token. If unset (and `STOCKROOM_ADMIN_TOKEN` is unset), one is
+    /// generated on first start and stored in `<data_dir>/admin_token`.
+    pub admin_token: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `stockroom=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The environment variable that overrides `auth.admin_token`.
+pub const ADMIN_TOKEN_ENV: &str = "STOCKROOM_ADMIN_TOKEN";
+
+impl Settings {
+    /// Loads settings: `path` if given (it must exist), else `config.toml` in the working
+    /// directory if present, then the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match path {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("config.toml")),
+        }
+        Self::from_figment(figment, std::env::vars())
+    }
+
+    /// Settings from defaults and a TOML text, then `env` as overrides (for tests).
+    pub fn from_toml_and_env(toml: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let figment = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml));
+        Self::from_figment(figment, env)
+    }
+
+    fn from_figment(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let admin_token = env
+            .iter()
+            .find(|(key, _)| key == ADMIN_TOKEN_ENV)
+            .map(|(_, value)| value.clone());
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("STOCKROOM_") && key.contains("__"))
+            .collect();
+        // The overrides come from the given list rather than the process environment, so
+        // tests can pass their own; the nesting rule is figment's `Env::split("__")`.
+        let mut settings: Settings = figment
+            .merge(EnvList(overrides))
+            .extract()
+            .context("invalid configuration")?;
+        if let Some(token) = admin_token {
+            settings.auth.admin_token = Some(token);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The bind address, parsed.
+    pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
+        self.http
+            .bind
+            .parse()
+            .with_context(|| format!("http.bind {:?} is not an address like 127.0.0.1:8080", self.http.bind))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind_address()?;
+        let checks = [
+            (self.http.max_body_bytes > 0, "http.max_body_bytes must be positive"),
+            (
+                self.writer.max_batch_items > 0,
+                "writer.max_batch_items must be positive",
+            ),
+            (
+                self.writer.queue_capacity_items > 0,
+                "writer.queue_capacity_items must be positive",
+            ),
+            (
+                self.actors.mailbox_capacity_messages > 0,
+                "actors.mailbox_capacity_messages must be positive",
+            ),
+            (
+                (1..=1_000_000).contains(&self.reservation.max_qty),
+                "reservation.max_qty must be 1 to 1000000",
+            ),
+            (
+                self.reservation.max_ttl_seconds > 0,
+                "reservation.max_ttl_seconds must be positive",
+            ),
+            (
+                (1..=self.reservation.max_ttl_seconds).contains(&self.reservation.default_ttl_seconds),
+                "reservation.default_ttl_seconds must be 1 to reservation.max_ttl_seconds",
+            ),
+            (
+                self.reservation.max_holds_per_sku > 0,
+                "reservation.max_holds_per_sku must be positive",
+            ),
+            (
+                self.idempotency.retention_hours >= 24,
+                "idempotency.retention_hours must be at least 24",
+            ),
+            (
+                self.events.retention_max_events > 0,
+                "events.retention_max_events must be positive",
+            ),
+            (
+                self.events.sweep_interval_seconds > 0,
+                "events.sweep_interval_seconds must be positive",
+            ),
+            (
+                self.auth
+                    .admin_token
+                    .as_ref()
+                    .is_none_or(|token| token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic())),
+                "auth.admin_token must be at least 16 printable characters without spaces",
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                bail!("{message}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A figment provider over `STOCKROOM_SECTION__KEY=value` pairs (a filtered environment).
+struct EnvList(Vec<(String, String)>);
+
+impl figment::Provider for EnvList {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("STOCKROOM_ environment variables")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut dict = figment::value::Dict::new();
+        for (key, value) in &self.0 {
+            let path = key.trim_start_matches("STOCKROOM_").to_ascii_lowercase();
+            let parts: Vec<&str> = path.split("__").collect();
+            // Infallible: text that is not a number, bool or array stays a string.
+            let parsed: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            insert_nested(&mut dict, &parts, parsed);
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+/// Inserts `value` at `path` (`["http", "bind"]`), creating the tables on the way.
+fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    match path {
+        [] => {}
+        [leaf] => {
+            dict.insert((*leaf).to_owned(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict.entry((*head).to_owned()).or_insert_with(|| Dict::new().into());
+            if let Value::Dict(_, nested) = entry {
+                insert_nested(nested, rest, value);
+            } else {
+                let mut nested = Dict::new();
+                insert_nested(&mut nested, rest, value);
+                *entry = nested.into();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_8080_with_data_in_dot_data() {
+        let settings = Settings::from_toml_and_env("", env(&[])).unwrap();
+        assert_eq!(settings.http.bind, "127.0.0.1:8080");
+        assert_eq!(settings.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(settings.auth.admin_token, None);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let toml = "[http]\nbind = \"127.0.0.1:7000\"\n[writer]\nmax_batch_items = 10\n";
+        let settings = Settings::from_toml_and_env(
+            toml,
+            env(&[
+                ("STOCKROOM_HTTP__BIND", "127.0.0.1:9000"),
+                ("STOCKROOM_STORE__DATA_DIR", "/var/lib/stockroom"),
+                ("STOCKROOM_ADMIN_TOKEN", "0123456789abcdef0123"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.bind, "127.0.0.1:9000");
+        assert_eq!(settings.store.data_dir, PathBuf::from("/var/lib/stockroom"));
+        assert_eq!(
+            settings.writer.max_batch_items, 10,
+            "file values stay when not overridden"
+        );
+        assert_eq!(settings.auth.admin_token.as_deref(), Some("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Settings::from_toml_and_env("[http]\nbnd = \"x\"\n", env(&[])).is_err());
+        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_HTTP__BIND", "nowhere")])).is_err());
+        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_WRITER__MAX_BATCH_ITEMS", "0")])).is_err());
+        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_ADMIN_TOKEN", "short")])).is_err());
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses_to_the_defaults() {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let settings = Settings::from_toml_and_env(&shipped, env(&[])).unwrap();
+        let defaults = Settings::default();
+        assert_eq!(
+            serde_json::to_value(&settings).unwrap(),
+            serde_json::to_value(&defaults).unwrap(),
+            "config.toml documents the defaults"
+        );
+    }
+}

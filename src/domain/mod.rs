@@ -1,0 +1,15 @@
+//! The pure domain: newtypes parsed at the edge and the state machines of the aggregates.
+//!
+//! Nothing here does IO or reads a clock: every function takes the current time as an
+//! argument, so the same code runs inside actors, in recovery and in seeded simulations.
+//! The shape of every state machine is `decide(state, command, now) -> Result<events,
+//! rejection>` followed by `apply(state, event)`: deciding never mutates, applying never fails.
+
+pub mod clock;
+pub mod ids;
+pub mod sku;
+pub mod values;
+
+pub use clock::{Clock, SystemClock};
+pub use ids::{ReservationId, SkuId};
+pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};

@@ -1,0 +1,238 @@
+//! The engine: the running store, writer, arbiters and actors behind the HTTP API.
+//!
+//! [`Engine::start`] opens the store, recovers every SKU from its state rows, checks the
+//! invariants, starts the group-commit writer and one arbiter per core, and starts an actor
+//! for each SKU. Only then is the engine handed to the HTTP layer, which answers `503
+//! not_ready` until that moment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Arbiter;
+use anyhow::Context;
+use dashmap::DashMap;
+
+use crate::actors::{Registry, SkuDeps};
+use crate::config::Settings;
+use crate::domain::sku::SkuLimits;
+use crate::domain::Clock;
+use crate::http::idempotency::IdempotencyGate;
+use crate::metrics as names;
+use crate::persistence::recovery::{recover, Recovered};
+use crate::persistence::writer::{Change, FatalHandler};
+use crate::persistence::{keys, Op, SledStore, Store, Writer, WriterConfig};
+
+/// Wraps the opened store, so tests can inject faults at the seam.
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
+
+/// Limits the HTTP layer applies to requests, resolved from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Most units per request.
+    pub qty_max: u64,
+    /// Hold time when none is given.
+    pub default_ttl_seconds: u64,
+    /// Longest hold.
+    pub max_ttl_seconds: u64,
+    /// How long idempotency records are kept.
+    pub idempotency_retention_ms: u64,
+}
+
+/// The running core of the server.
+pub struct Engine {
+    /// Actors by SKU, holds by reservation.
+    pub registry: Registry,
+    /// The group-commit writer.
+    pub writer: Arc<Writer>,
+    /// The store (reads; writes go through the writer).
+    pub store: Arc<dyn Store>,
+    /// Idempotency-Key admission.
+    pub idempotency: IdempotencyGate,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Request limits.
+    pub limits: RequestLimits,
+    /// The arbiters the actors run on, stopped at shutdown.
+    arbiters: Vec<Arbiter>,
+    /// Most events kept in the log.
+    retention_max_events: u64,
+}
+
+/// The directory of the sled database inside the data directory.
+pub fn store_dir(settings: &Settings) -> PathBuf {
+    settings.store.data_dir.join("store")
+}
+
+/// Rows deleted by one retention pass, at most.
+const SWEEP_ROWS_MAX: usize = 10_000;
+
+impl Engine {
+    /// Opens the store and recovers (blocking work, run off the async threads), then starts
+    /// the writer, arbiters and actors. Must run inside the actix system.
+    pub async fn start(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        wrap_store: Option<StoreWrapper>,
+        on_fatal: FatalHandler,
+    ) -> anyhow::Result<Arc<Self>> {
+        let dir = store_dir(settings);
+        let cache_capacity_bytes = settings.store.cache_capacity_bytes;
+        let (store, recovered) =
+            actix_web::rt::task::spawn_blocking(move || -> anyhow::Result<(Arc<dyn Store>, Recovered)> {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let sled = SledStore::open(&dir, cache_capacity_bytes)
+                    .with_context(|| format!("opening the store in {}", dir.display()))?;
+                let mut store: Arc<dyn Store> = Arc::new(sled);
+                if let Some(wrap) = wrap_store {
+                    store = wrap(store);
+                }
+                let recovered = recover(store.as_ref()).context("recovering state from the store")?;
+                Ok((store, recovered))
+            })
+            .await
+            .context("the recovery thread panicked")??;
+
+        let writer = Writer::start(
+            Arc::clone(&store),
+            WriterConfig {
+                max_batch_items: settings.writer.max_batch_items,
+                queue_capacity_items: settings.writer.queue_capacity_items,
+            },
+            recovered.next_event_seq,
+            on_fatal,
+        )
+        .context("starting the writer thread")?;
+
+        let arbiter_count = match settings.actors.arbiters {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..arbiter_count).map(|_| Arbiter::new()).collect();
+        let deps = Arc::new(SkuDeps {
+            writer: Arc::clone(&writer),
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            limits: SkuLimits {
+                holds_max: settings.reservation.max_holds_per_sku,
+            },
+            settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
+            hold_index: Arc::new(DashMap::new()),
+        });
+        let registry = Registry::new(
+            arbiters.iter().map(Arbiter::handle).collect(),
+            deps,
+            settings.actors.mailbox_capacity_messages,
+        );
+        let sku_count = recovered.skus.len();
+        for state in recovered.skus {
+            registry.start_recovered(state);
+        }
+        metrics::gauge!(names::RECOVERY_SECONDS).set(recovered.elapsed.as_secs_f64());
+        tracing::info!(
+            skus = sku_count,
+            holds = recovered.holds,
+            next_event_seq = recovered.next_event_seq,
+            elapsed_ms = recovered.elapsed.as_millis() as u64,
+            "recovered"
+        );
+        Ok(Arc::new(Self {
+            registry,
+            idempotency: IdempotencyGate::new(Arc::clone(&store)),
+            writer,
+            store,
+            clock,
+            limits: RequestLimits {
+                qty_max: settings.reservation.max_qty,
+                default_ttl_seconds: settings.reservation.default_ttl_seconds,
+                max_ttl_seconds: settings.reservation.max_ttl_seconds,
+                idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
+            },
+            arbiters,
+            retention_max_events: settings.events.retention_max_events,
+        }))
+    }
+
+    /// Waits until every change submitted so far is durable (a read barrier).
+    pub async fn barrier(&self) -> Result<(), crate::persistence::writer::WriterFailed> {
+        self.writer.durability().wait(self.writer.last_submitted()).await
+    }
+
+    /// One retention pass: deletes rows whose retention ran out and events beyond the
+    /// configured count, at most [`SWEEP_ROWS_MAX`] of each. Returns the rows deleted.
+    pub fn sweep(&self) -> anyhow::Result<usize> {
+        let now_ms = self.clock.now_ms();
+        let mut ops = Vec::new();
+        for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
+            let Some((due_ms, target)) = keys::expiring_parts(&key) else {
+                continue;
+            };
+            if due_ms > now_ms {
+                break;
+            }
+            ops.push(Op::Delete(target.to_vec()));
+            ops.push(Op::Delete(key));
+        }
+        if let (Some(first), Some(last)) = (
+            self.store
+                .scan(&[keys::EVENT], None, 1)?
+                .first()
+                .and_then(|(key, _)| keys::event_seq(key)),
+            self.store
+                .last_key(&[keys::EVENT])?
+                .and_then(|key| keys::event_seq(&key)),
+        ) {
+            let keep_from = last.saturating_add(1).saturating_sub(self.retention_max_events);
+            let end = keep_from.min(first.saturating_add(SWEEP_ROWS_MAX as u64));
+            ops.extend((first..end).map(|seq| Op::Delete(keys::event(seq))));
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let deleted = ops.len();
+        let Some(permit) = self.writer.try_reserve() else {
+            return Ok(0);
+        };
+        permit.submit(Change {
+            ops,
+            events: Vec::new(),
+            time_ms: now_ms,
+        });
+        metrics::counter!(names::RETENTION_DELETED_TOTAL).increment(deleted as u64);
+        Ok(deleted)
+    }
+
+    /// Runs retention every `interval` until the engine is dropped elsewhere.
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
+        let engine = Arc::downgrade(self);
+        actix_web::rt::spawn(async move {
+            let mut ticker = actix_web::rt::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(engine) = engine.upgrade() else { return };
+                let swept = actix_web::rt::task::spawn_blocking(move || engine.sweep()).await;
+                match swept {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(rows)) => tracing::debug!(rows, "retention removed rows"),
+                    Ok(Err(error)) => tracing::warn!(error = %error, "retention pass failed"),
+                    Err(_) => tracing::warn!("retention pass panicked"),
+                }
+            }
+        });
+    }
+
+    /// Makes everything queued durable, stops the writer and the arbiters.
+    pub async fn shutdown(&self) {
+        let writer = Arc::clone(&self.writer);
+        if actix_web::rt::task::spawn_blocking(move || writer.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("closing the writer panicked");
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `ApiError`: every error the HTTP API answers, with its status and stable code.
+//!
+//! Bodies are `{"error": {"code", "message", ...details}}`. A 5xx body never carries
+//! internals: the cause goes to the log, the client gets a generic sentence.
+//!
+//! | status | codes |
+//! |--------|-------|
+//! | 400 | `invalid_json`, `invalid_sku`, `invalid_quantity`, `invalid_delta`, `invalid_price`, `invalid_currency`, `invalid_name`, `invalid_reason`, `invalid_ttl`, `invalid_on_hand`, `invalid_id`, `invalid_query`, `invalid_idempotency_key` |
+//! | 401 | `unauthorized` |
+//! | 403 | `forbidden` |
+//! | 404 | `not_found` |
+//! | 405 | `method_not_allowed` |
+//! | 409 | `insufficient_stock`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `idempotency_key_in_flight` |
+//! | 413 | `payload_too_large` |
+//! | 415 | `unsupported_media_type` |
+//! | 422 | `idempotency_key_reused` |
+//! | 500 | `internal` |
+//! | 503 | `overloaded`, `not_ready`, `unavailable` (all with `Retry-After`) |
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::actors::{AskError, SkuFailure};
+use crate::domain::sku::SkuRejection;
+use crate::domain::InvalidValue;
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; `code` says which part.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable reason code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// 401: missing, malformed or unknown credentials.
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    /// 403: valid credentials without the right to this route.
+    #[error("these credentials may not use this route")]
+    Forbidden,
+    /// 404: no such resource (or not visible to these credentials).
+    #[error("not found")]
+    NotFound,
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the request conflicts with the current state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable reason code.
+        code: &'static str,
+        /// What conflicted.
+        message: String,
+        /// Extra fields merged into the error object (such as `available`).
+        details: Map<String, Value>,
+    },
+    /// 413: the body exceeds the configured limit.
+    #[error("request body exceeds {limit_bytes} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// 415: the body is not JSON.
+    #[error("request bodies must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 422: an idempotency key was reused for a different request.
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    /// 503: a bounded queue is full; retry later.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    /// 503: recovery has not finished.
+    #[error("the server is starting; retry shortly")]
+    NotReady,
+    /// 503: storage failed and the server is stopping; nothing was acknowledged.
+    #[error("the server is unavailable; the request was not applied")]
+    Unavailable,
+    /// 500: a bug; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with a reason code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 409 without details.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// The stable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::Overloaded => "overloaded",
+            ApiError::NotReady => "not_ready",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body of the error.
+    pub fn body(&self) -> Value {
+        let mut error = Map::new();
+        error.insert("code".to_owned(), json!(self.code()));
+        error.insert("message".to_owned(), json!(self.to_string()));
+        if let ApiError::Conflict { details, .. } = self {
+            error.extend(details.clone());
+        }
+        if let ApiError::PayloadTooLarge { limit_bytes } = self {
+            error.insert("limit_bytes".to_owned(), json!(limit_bytes));
+        }
+        json!({ "error": error })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
+        }
+        response.json(self.body())
+    }
+}
+
+impl From<InvalidValue> for ApiError {
+    fn from(invalid: InvalidValue) -> Self {
+        ApiError::BadRequest {
+            code: invalid.code,
+            message: invalid.message,
+        }
+    }
+}
+
+impl From<AskError> for ApiError {
+    fn from(error: AskError) -> Self {
+        match error {
+            AskError::Overloaded => ApiError::Overloaded,
+            AskError::NoAnswer => {
+                ApiError::Internal(anyhow::anyhow!("an actor did not answer (it panicked or stopped)"))
+            }
+        }
+    }
+}
+
+impl From<SkuRejection> for ApiError {
+    fn from(rejection: SkuRejection) -> Self {
+        let message = rejection.to_string();
+        let (code, details) = match rejection {
+            SkuRejection::SkuNotFound | SkuRejection::ReservationNotFound => return ApiError::NotFound,
+            SkuRejection::InsufficientStock { available } => ("insufficient_stock", json!({ "available": available })),
+            SkuRejection::OnHandNotUpdatable { on_hand } => ("on_hand_not_updatable", json!({ "on_hand": on_hand })),
+            SkuRejection::StockLimitExceeded => ("stock_limit_exceeded", json!({})),
+            SkuRejection::HoldLimitReached { holds_max } => ("hold_limit_reached", json!({ "holds_max": holds_max })),
+            SkuRejection::ReservationCommitted => ("reservation_committed", json!({})),
+            SkuRejection::ReservationReleased => ("reservation_released", json!({})),
+            SkuRejection::ReservationExpired => ("reservation_expired", json!({})),
+        };
+        let details = match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        ApiError::Conflict { code, message, details }
+    }
+}
+
+impl From<SkuFailure> for ApiError {
+    fn from(failure: SkuFailure) -> Self {
+        match failure {
+            SkuFailure::Rejected(rejection) => rejection.into(),
+            SkuFailure::Overloaded => ApiError::Overloaded,
+            SkuFailure::Store(cause) => ApiError::Internal(anyhow::anyhow!("store read failed: {cause}")),
+        }
+    }
+}
+
+/// Answers a path that exists with a method it does not support.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// Answers a path that does not exist.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

@@ -1,0 +1,192 @@
+//! The HTTP JSON API (actix-web): routes per resource, one error type, request metrics.
+//!
+//! Every handler parses its input into domain values, sends one message to the owning actor,
+//! waits until the change it reports is durable, and only then answers.
+
+pub mod error;
+pub mod health;
+pub mod idempotency;
+pub mod request;
+pub mod reservations;
+pub mod skus;
+pub mod views;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::actors::sku::{ExecuteSkuCommand, IdempotencyDraft, Render};
+use crate::actors::{Mailbox, SkuActor};
+use crate::config::Settings;
+use crate::domain::sku::SkuCommand;
+use crate::engine::Engine;
+use crate::metrics as names;
+use error::ApiError;
+use idempotency::Admission;
+use request::IdempotencyKey;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The engine, set once recovery has finished; `/ready` answers 200 from then on.
+    pub engine: OnceLock<Arc<Engine>>,
+    /// The configuration.
+    pub settings: Arc<Settings>,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The engine, or `503 not_ready` while recovering.
+    pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
+        self.engine.get().ok_or(ApiError::NotReady)
+    }
+}
+
+/// Registers every route.
+pub fn routes(config: &mut web::ServiceConfig) {
+    let query_errors = web::QueryConfig::default()
+        .error_handler(|error, _| ApiError::bad_request("invalid_query", error.to_string()).into());
+    config
+        .app_data(query_errors)
+        .service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/v1/skus").route(web::get().to(skus::list)))
+        .service(
+            resource("/v1/skus/{sku}")
+                .route(web::get().to(skus::get))
+                .route(web::put().to(skus::upsert)),
+        )
+        .service(resource("/v1/skus/{sku}/restock").route(web::post().to(skus::restock)))
+        .service(resource("/v1/skus/{sku}/adjust").route(web::post().to(skus::adjust)))
+        .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::create)))
+        .service(
+            resource("/v1/reservations/{id}")
+                .route(web::get().to(reservations::get))
+                .route(web::delete().to(reservations::release)),
+        )
+        .service(resource("/v1/reservations/{id}/commit").route(web::post().to(reservations::commit)))
+        .default_service(web::to(error::not_found));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(error::method_not_allowed))
+}
+
+/// Records every request's route, method, status and latency.
+pub fn record_request<S, B>(
+    request: actix_web::dev::ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let call = service.call(request);
+    async move {
+        let response = call.await?;
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = response.status().as_u16().to_string();
+        metrics::histogram!(names::HTTP_REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
+            .increment(1);
+        Ok(response)
+    }
+}
+
+/// A JSON response with a status.
+pub fn json_response(status: u16, body: Vec<u8>) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body)
+}
+
+/// A keyed request as the idempotency gate needs it.
+pub struct Keyed<'a> {
+    /// The key, if the client sent one.
+    pub key: &'a IdempotencyKey,
+    /// Who sent it: keys are scoped to credentials.
+    pub scope: &'a str,
+    /// Fingerprint of method, path and canonical body.
+    pub fingerprint: [u8; 32],
+}
+
+/// Sends `command` to a SKU actor, waits until its change is durable, and answers with
+/// `render`. With an idempotency key, a repeat replays the stored answer.
+pub async fn execute_sku_command(
+    engine: &Engine,
+    mailbox: &Mailbox<SkuActor>,
+    command: SkuCommand,
+    keyed: Keyed<'_>,
+    render: Render,
+) -> Result<HttpResponse, ApiError> {
+    let mut _guard = None;
+    let mut draft = None;
+    if let Some(key) = &keyed.key.0 {
+        match engine.idempotency.admit(keyed.scope, key, keyed.fingerprint)? {
+            Admission::Replay(record) => {
+                // The record may have been applied but not yet flushed by a request whose
+                // client went away; report it only once durable.
+                engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
+                metrics::counter!(names::IDEMPOTENT_REPLAYS_TOTAL).increment(1);
+                let mut response = json_response(record.status, record.body);
+                response.headers_mut().insert(
+                    header::HeaderName::from_static("idempotent-replayed"),
+                    HeaderValue::from_static("true"),
+                );
+                return Ok(response);
+            }
+            Admission::Proceed(guard) => {
+                draft = Some(IdempotencyDraft {
+                    key: guard.key.clone(),
+                    fingerprint: keyed.fingerprint,
+                    render,
+                    retention_ms: engine.limits.idempotency_retention_ms,
+                });
+                _guard = Some(guard);
+            }
+        }
+    }
+    let receiver = mailbox.ask(|reply, slot| ExecuteSkuCommand {
+        command,
+        idempotency: draft,
+        reply,
+        slot,
+    })?;
+    let acked = receiver
+        .await
+        .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+    engine
+        .writer
+        .durability()
+        .wait(acked.ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let (status, body) = render(&acked.value);
+    Ok(json_response(status, body))
+}
+
+/// The status and body of an error, as stored for idempotent replay.
+pub fn error_parts(error: &ApiError) -> (u16, Vec<u8>) {
+    use actix_web::ResponseError;
+    let body = serde_json::to_vec(&error.body()).unwrap_or_default();
+    (error.status_code().as_u16(), body)
+}
+
+/// The path parameter named `name`, for handlers that take the raw request.
+pub fn path_param<'a>(request: &'a HttpRequest, name: &str) -> &'a str {
+    request.match_info().get(name).unwrap_or_default()
+}

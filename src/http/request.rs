@@ -1,0 +1,191 @@
+//! Request extraction: bounded JSON bodies, the admin credential, the `Idempotency-Key`.
+//!
+//! Everything a client sends is parsed here into typed values or refused with a 4xx and a
+//! reason; handlers never see raw input.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// A JSON body parsed into `T`, with the canonical form of what was sent (for idempotency
+/// fingerprints). An empty body reads as `{}`.
+pub struct JsonBody<T> {
+    /// The parsed body.
+    pub value: T,
+    /// The body re-serialised with sorted keys and no whitespace.
+    pub canonical: Vec<u8>,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit_bytes = request
+            .app_data::<web::Data<AppState>>()
+            .map_or(16 * 1024, |state| state.settings.http.max_body_bytes);
+        let content_type_ok = match request.headers().get(header::CONTENT_TYPE) {
+            None => true,
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|text| text.split(';').next())
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json")),
+        };
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_length.is_some_and(|length| length > limit_bytes) {
+                return Err(ApiError::PayloadTooLarge { limit_bytes });
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|error| {
+                    ApiError::bad_request("invalid_body", format!("could not read the body: {error}"))
+                })?;
+                if body.len() + chunk.len() > limit_bytes {
+                    return Err(ApiError::PayloadTooLarge { limit_bytes });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+                b"{}"
+            } else {
+                &body
+            };
+            if !content_type_ok && !body.is_empty() {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let json: serde_json::Value = serde_json::from_slice(text).map_err(|error| {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {error}"))
+            })?;
+            if !json.is_object() {
+                return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
+            }
+            // serde_json's map is ordered by key, so this is a canonical form.
+            let canonical = serde_json::to_vec(&json).map_err(|error| ApiError::Internal(error.into()))?;
+            let value =
+                T::deserialize(json).map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))?;
+            Ok(JsonBody { value, canonical })
+        })
+    }
+}
+
+/// A body that must be empty or `{}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// The admin credential: `Authorization: Bearer <admin token>`.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(admin(request))
+    }
+}
+
+fn admin(request: &HttpRequest) -> Result<Admin, ApiError> {
+    let state = request
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+    let token = bearer_token(request)?;
+    if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+        Ok(Admin)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The token of an `Authorization: Bearer` header; 401 when missing or malformed.
+pub fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized)?;
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized)?;
+    let (scheme, token) = text.split_once(' ').ok_or(ApiError::Unauthorized)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(token)
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    left.iter().zip(right).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// Longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+
+/// The optional `Idempotency-Key` header: 1 to 255 printable ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl FromRequest for IdempotencyKey {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let parsed = match request.headers().get("idempotency-key") {
+            None => Ok(IdempotencyKey(None)),
+            Some(value) => {
+                let bytes = value.as_bytes();
+                let valid = (1..=IDEMPOTENCY_KEY_LENGTH_MAX).contains(&bytes.len())
+                    && bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
+                match value.to_str() {
+                    Ok(text) if valid => Ok(IdempotencyKey(Some(text.to_owned()))),
+                    _ => Err(ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters"),
+                    )),
+                }
+            }
+        };
+        std::future::ready(parsed)
+    }
+}
+
+/// The fingerprint of a request: method, path and canonical body.
+pub fn fingerprint(request: &HttpRequest, canonical_body: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(request.method().as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(request.path().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical_body);
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+    }
+}

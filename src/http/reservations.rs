@@ -1,0 +1,145 @@
+//! Reservation routes: `/v1/skus/{sku}/reservations` and `/v1/reservations/{id}...`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::request::{fingerprint, Admin, IdempotencyKey, JsonBody, NoFields};
+use super::skus::ADMIN_SCOPE;
+use super::views::{render_reservation, render_reserved, ReservationBody};
+use super::{execute_sku_command, path_param, AppState, Keyed};
+use crate::actors::sku::GetReservation;
+use crate::domain::sku::{Reservation, SkuCommand};
+use crate::domain::{Quantity, ReservationId, SkuId};
+use crate::engine::Engine;
+use crate::persistence::{codec, keys};
+
+/// Body of `POST /v1/skus/{sku}/reservations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    qty: i64,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /v1/skus/{sku}/reservations`: holds units until `expires_at`.
+pub async fn create(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<ReserveRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
+    let max_ttl = engine.limits.max_ttl_seconds;
+    let ttl_seconds = match body.value.ttl_seconds {
+        None => engine.limits.default_ttl_seconds,
+        Some(raw) => u64::try_from(raw)
+            .ok()
+            .filter(|ttl| (1..=max_ttl).contains(ttl))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_ttl",
+                    format!("ttl_seconds must be an integer from 1 to {max_ttl}"),
+                )
+            })?,
+    };
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let command = SkuCommand::Reserve {
+        id: ReservationId::generate(),
+        qty,
+        ttl_ms: ttl_seconds * 1000,
+    };
+    let keyed = Keyed {
+        key: &key,
+        scope: ADMIN_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    execute_sku_command(engine, &mailbox, command, keyed, render_reserved).await
+}
+
+/// `GET /v1/reservations/{id}`: a reservation, held or settled.
+pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let id = ReservationId::parse(path_param(&request, "id"))?;
+    if let Some(mailbox) = engine.registry.holder_of(&id).and_then(|sku| engine.registry.sku(&sku)) {
+        let acked = mailbox
+            .ask(|reply, slot| GetReservation { id, reply, slot })?
+            .await
+            .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+        engine
+            .writer
+            .durability()
+            .wait(acked.ticket)
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        if let Some(reservation) = acked.value? {
+            return Ok(HttpResponse::Ok().json(ReservationBody::from(&reservation)));
+        }
+    }
+    let settled = settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(ReservationBody::from(&settled)))
+}
+
+/// `DELETE /v1/reservations/{id}`: releases a held reservation (idempotent).
+pub async fn release(
+    admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    settle(admin, state, request, key, body, |id| SkuCommand::Release { id }).await
+}
+
+/// `POST /v1/reservations/{id}/commit`: the held units leave `on_hand`.
+pub async fn commit(
+    admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    settle(admin, state, request, key, body, |id| SkuCommand::Commit { id }).await
+}
+
+async fn settle(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+    command: fn(ReservationId) -> SkuCommand,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let id = ReservationId::parse(path_param(&request, "id"))?;
+    let sku = match engine.registry.holder_of(&id) {
+        Some(sku) => sku,
+        None => settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?.sku,
+    };
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let keyed = Keyed {
+        key: &key,
+        scope: ADMIN_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    execute_sku_command(engine, &mailbox, command(id), keyed, render_reservation).await
+}
+
+/// A settled reservation from storage, once every change made so far is durable (a
+/// reservation settled a moment ago is then in storage).
+async fn settled_reservation(engine: &Engine, id: &ReservationId) -> Result<Option<Reservation>, ApiError> {
+    engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
+    let key = keys::reservation(id);
+    let stored = engine
+        .store
+        .get(&key)
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    stored
+        .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
+        .transpose()
+        .map_err(|error| ApiError::Internal(error.into()))
+}

@@ -1,0 +1,255 @@
+//! Catalog and stock routes: `/v1/skus...`.
+
+use std::collections::HashSet;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::request::{fingerprint, Admin, IdempotencyKey, JsonBody};
+use super::views::{render_sku, render_upsert, to_json, SkuBody};
+use super::{execute_sku_command, path_param, AppState, Keyed};
+use crate::actors::sku::GetSku;
+use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
+use crate::domain::values::parse_price_minor;
+use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
+use crate::persistence::rows::SkuRow;
+use crate::persistence::{codec, keys};
+
+/// Idempotency keys sent with the admin token share this scope.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// Body of `PUT /v1/skus/{sku}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertSkuRequest {
+    name: String,
+    price_minor: i64,
+    currency: String,
+    #[serde(default)]
+    on_hand: Option<i64>,
+}
+
+/// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
+pub async fn upsert(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<UpsertSkuRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let fields = &body.value;
+    let product = Product {
+        name: Name::parse(&fields.name, "name", "invalid_name")?,
+        price_minor: parse_price_minor(fields.price_minor)?,
+        currency: Currency::parse(&fields.currency)?,
+    };
+    let on_hand = fields
+        .on_hand
+        .map(|raw| {
+            u64::try_from(raw)
+                .ok()
+                .filter(|on_hand| *on_hand <= ON_HAND_MAX)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_on_hand",
+                        format!("on_hand must be an integer from 0 to {ON_HAND_MAX}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let mailbox = engine.registry.sku_or_start(&sku);
+    let keyed = Keyed {
+        key: &key,
+        scope: ADMIN_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    execute_sku_command(
+        engine,
+        &mailbox,
+        SkuCommand::Upsert { product, on_hand },
+        keyed,
+        render_upsert,
+    )
+    .await
+}
+
+/// `GET /v1/skus/{sku}`: the SKU's counters.
+pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let acked = mailbox
+        .ask(|reply, slot| GetSku { reply, slot })?
+        .await
+        .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+    engine
+        .writer
+        .durability()
+        .wait(acked.ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let view = acked.value.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(SkuBody::from(&view)))
+}
+
+/// Query of `GET /v1/skus`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    ids: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Most ids one `?ids=` list may name.
+const LIST_IDS_MAX: usize = 100;
+/// Default and largest page size of `?after=&limit=`.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 1000;
+
+/// `GET /v1/skus?ids=a,b,c` or `?after=<sku>&limit=<n>`: several SKUs at once, as durably
+/// stored. Unknown ids are left out of `items`.
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let query = query.into_inner();
+    if query.ids.is_some() && (query.after.is_some() || query.limit.is_some()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "use either ids or after/limit, not both",
+        ));
+    }
+    engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
+    let read = |key: &[u8], bytes: &[u8]| -> Result<Option<SkuView>, ApiError> {
+        let Some(sku) = keys::sku_of(key) else { return Ok(None) };
+        let row: SkuRow = codec::decode(key, bytes).map_err(|error| ApiError::Internal(error.into()))?;
+        Ok(Some(SkuView {
+            sku,
+            available: row.on_hand.saturating_sub(row.reserved),
+            product: row.product,
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+        }))
+    };
+    let mut views = Vec::new();
+    let mut next = None;
+    if let Some(ids) = query.ids {
+        let ids: Vec<&str> = ids.split(',').filter(|id| !id.is_empty()).collect();
+        if ids.is_empty() || ids.len() > LIST_IDS_MAX {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("ids must name 1 to {LIST_IDS_MAX} SKUs"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for id in ids {
+            let sku = SkuId::parse(id)?;
+            if !seen.insert(sku.clone()) {
+                continue;
+            }
+            let key = keys::sku(&sku);
+            let stored = engine
+                .store
+                .get(&key)
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            if let Some(bytes) = stored {
+                views.extend(read(&key, &bytes)?);
+            }
+        }
+    } else {
+        let limit = match query.limit {
+            None => LIST_LIMIT_DEFAULT,
+            Some(limit) => usize::try_from(limit)
+                .ok()
+                .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}"))
+                })?,
+        };
+        let after = query
+            .after
+            .as_deref()
+            .map(SkuId::parse)
+            .transpose()?
+            .map(|sku| keys::sku(&sku));
+        let mut rows = engine
+            .store
+            .scan(&[keys::SKU], after.as_deref(), limit + 1)
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        for (key, bytes) in &rows {
+            views.extend(read(key, bytes)?);
+        }
+        if more {
+            next = views.last().map(|view| view.sku.to_string());
+        }
+    }
+    let items: Vec<SkuBody<'_>> = views.iter().map(SkuBody::from).collect();
+    let body = serde_json::json!({ "items": items, "next": next });
+    Ok(HttpResponse::Ok().content_type("application/json").body(to_json(&body)))
+}
+
+/// Body of `POST /v1/skus/{sku}/restock`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestockRequest {
+    qty: i64,
+}
+
+/// `POST /v1/skus/{sku}/restock`: adds received units.
+pub async fn restock(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<RestockRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let keyed = Keyed {
+        key: &key,
+        scope: ADMIN_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    execute_sku_command(engine, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
+}
+
+/// Body of `POST /v1/skus/{sku}/adjust`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    delta: i64,
+    reason: String,
+}
+
+/// `POST /v1/skus/{sku}/adjust`: corrects `on_hand`; may not take `available` below zero.
+pub async fn adjust(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<AdjustRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let delta = StockDelta::parse(body.value.delta)?;
+    let reason = Name::parse(&body.value.reason, "reason", "invalid_reason")?;
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let keyed = Keyed {
+        key: &key,
+        scope: ADMIN_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    execute_sku_command(
+        engine,
+        &mailbox,
+        SkuCommand::Adjust { delta, reason },
+        keyed,
+        render_sku,
+    )
+    .await
+}

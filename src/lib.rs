@@ -1,0 +1,25 @@
+//! stockroom: real-time stock, reservations, carts and orders for an online shop.
+//!
+//! Layout, from the outside in:
+//!
+//! - [`main`](../stockroom/index.html) parses `--config` and runs [`startup::Application`].
+//! - [`startup`]: binds HTTP at once, recovers the [`engine`] in the background, serves until
+//!   a signal, then makes everything durable.
+//! - [`http`]: the JSON API; each handler parses input, asks one actor, waits for
+//!   durability, answers. [`http::error`] holds the error code table.
+//! - [`actors`]: one actor per aggregate, the single writer of its state; the registry that
+//!   finds them; bounded mailboxes.
+//! - [`domain`]: pure state machines (`decide` / `apply`) and the newtypes parsed at the edge.
+//! - [`persistence`]: the store interface and its durability contract, the sled store, the
+//!   group-commit writer, recovery.
+//! - [`config`], [`telemetry`], [`metrics`]: operations.
+
+pub mod actors;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod persistence;
+pub mod startup;
+pub mod telemetry;

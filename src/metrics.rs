@@ -1,0 +1,108 @@
+//! Metric names, their meaning, and the Prometheus recorder behind `/metrics`.
+//!
+//! Names end in their unit. Every metric is described here so that `/metrics` carries help
+//! text and `docs/` can point at one list.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// HTTP requests by `route` (the matched pattern), `method` and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "stockroom_http_requests_total";
+/// HTTP request latency by `route` and `method`, from first byte to response.
+pub const HTTP_REQUEST_SECONDS: &str = "stockroom_http_request_duration_seconds";
+/// Reservation attempts and settlements by `outcome`.
+pub const RESERVATIONS_TOTAL: &str = "stockroom_reservations_total";
+/// Reservations held right now, over all SKUs.
+pub const RESERVATIONS_HELD: &str = "stockroom_reservations_held";
+/// Actors running, by `kind`.
+pub const ACTORS_ALIVE: &str = "stockroom_actors_alive";
+/// Actors restarted from storage after a panic, by `kind`.
+pub const ACTOR_RESTARTS_TOTAL: &str = "stockroom_actor_restarts_total";
+/// Requests refused because a mailbox or the writer queue was full, by `queue`.
+pub const OVERLOAD_REFUSALS_TOTAL: &str = "stockroom_overload_refusals_total";
+/// Changes per group-commit batch.
+pub const WRITER_BATCH_CHANGES: &str = "stockroom_writer_batch_changes";
+/// Time of one flush (sled flush plus fsync of its data file).
+pub const WRITER_FLUSH_SECONDS: &str = "stockroom_writer_flush_duration_seconds";
+/// Time to apply and flush one batch.
+pub const WRITER_BATCH_SECONDS: &str = "stockroom_writer_batch_duration_seconds";
+/// Changes made durable.
+pub const WRITER_CHANGES_TOTAL: &str = "stockroom_writer_changes_total";
+/// Store failures (each one stops the server).
+pub const WRITER_FAILURES_TOTAL: &str = "stockroom_writer_failures_total";
+/// Events appended to the event log.
+pub const EVENTS_WRITTEN_TOTAL: &str = "stockroom_events_written_total";
+/// Rows removed by retention (idempotency records, settled reservations, old events).
+pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
+/// Time the last recovery took, until ready.
+pub const RECOVERY_SECONDS: &str = "stockroom_recovery_duration_seconds";
+/// Requests answered from a stored idempotency record.
+pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "stockroom_idempotent_replays_total";
+
+/// Latency buckets in seconds: 50 µs to 5 s.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Batch size buckets, in changes.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle. Later calls
+/// (several servers in one test process) share the first recorder.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS_SECONDS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Full(WRITER_BATCH_CHANGES.to_owned()), BATCH_BUCKETS)
+                })
+                // expect: the bucket lists above are non-empty constants.
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by route, method and status.");
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by route and method."
+    );
+    describe_counter!(
+        RESERVATIONS_TOTAL,
+        "Reservation outcomes: reserved, insufficient_stock, committed, released, expired."
+    );
+    describe_gauge!(RESERVATIONS_HELD, "Reservations held right now.");
+    describe_gauge!(ACTORS_ALIVE, "Actors running, by kind.");
+    describe_counter!(ACTOR_RESTARTS_TOTAL, "Actors restarted from storage after a panic.");
+    describe_counter!(
+        OVERLOAD_REFUSALS_TOTAL,
+        "Requests refused with 503 because a bounded queue was full."
+    );
+    describe_histogram!(WRITER_BATCH_CHANGES, "Changes made durable per group-commit batch.");
+    describe_histogram!(WRITER_FLUSH_SECONDS, Unit::Seconds, "Flush plus fsync time per batch.");
+    describe_histogram!(WRITER_BATCH_SECONDS, Unit::Seconds, "Apply plus flush time per batch.");
+    describe_counter!(WRITER_CHANGES_TOTAL, "Changes made durable.");
+    describe_counter!(WRITER_FAILURES_TOTAL, "Store failures; each stops the server.");
+    describe_counter!(EVENTS_WRITTEN_TOTAL, "Events appended to the event log.");
+    describe_counter!(RETENTION_DELETED_TOTAL, "Rows removed by retention.");
+    describe_gauge!(RECOVERY_SECONDS, Unit::Seconds, "Duration of the last recovery.");
+    describe_counter!(
+        IDEMPOTENT_REPLAYS_TOTAL,
+        "Requests answered from a stored idempotency record."
+    );
+}

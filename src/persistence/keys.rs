@@ -1,0 +1,142 @@
+//! The key layout: one ordered keyspace, a one-byte prefix per kind of row.
+//!
+//! | prefix | key after the prefix                    | value                          |
+//! |--------|-----------------------------------------|--------------------------------|
+//! | `s`    | SKU id                                  | [`SkuRow`](super::rows::SkuRow) |
+//! | `h`    | SKU id, `0x00`, reservation id (16 B)   | [`Hold`](crate::domain::sku::Hold) |
+//! | `r`    | reservation id (16 B)                   | settled [`Reservation`](crate::domain::sku::Reservation) |
+//! | `e`    | event sequence number (u64 big-endian)  | [`EventRecord`](super::rows::EventRecord) |
+//! | `i`    | scope, `0x00`, idempotency key          | [`IdempotencyRecord`](super::rows::IdempotencyRecord) |
+//! | `x`    | due time ms (u64 BE), then a whole key  | empty: that key is deleted when due |
+//!
+//! SKU ids and scopes never contain `0x00`, so the separator keeps prefixes unambiguous.
+//! Holds are grouped by SKU so that one SKU's holds can be reloaded with one prefix scan.
+
+use crate::domain::{ReservationId, SkuId};
+
+/// Prefix of SKU counter rows.
+pub const SKU: u8 = b's';
+/// Prefix of held reservation rows.
+pub const HOLD: u8 = b'h';
+/// Prefix of settled reservation rows.
+pub const RESERVATION: u8 = b'r';
+/// Prefix of the event log (the outbox).
+pub const EVENT: u8 = b'e';
+/// Prefix of idempotency records.
+pub const IDEMPOTENCY: u8 = b'i';
+/// Prefix of the retention index: rows to delete at a given time.
+pub const EXPIRING: u8 = b'x';
+
+/// Key of a SKU's counters.
+pub fn sku(sku: &SkuId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + sku.as_str().len());
+    key.push(SKU);
+    key.extend_from_slice(sku.as_str().as_bytes());
+    key
+}
+
+/// The SKU id of a SKU row key.
+pub fn sku_of(key: &[u8]) -> Option<SkuId> {
+    let text = std::str::from_utf8(key.strip_prefix(&[SKU])?).ok()?;
+    SkuId::parse(text).ok()
+}
+
+/// Prefix of every hold of one SKU.
+pub fn holds_of(sku: &SkuId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + sku.as_str().len() + 16);
+    key.push(HOLD);
+    key.extend_from_slice(sku.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Key of one held reservation.
+pub fn hold(sku: &SkuId, id: &ReservationId) -> Vec<u8> {
+    let mut key = holds_of(sku);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of a settled reservation.
+pub fn reservation(id: &ReservationId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(RESERVATION);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of an event-log entry.
+pub fn event(seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(EVENT);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence number of an event-log key.
+pub fn event_seq(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(&[EVENT])?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Key of an idempotency record: the key is scoped to the credential that sent it.
+pub fn idempotency(scope: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + scope.len() + key.len());
+    out.push(IDEMPOTENCY);
+    out.extend_from_slice(scope.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// Retention-index key: delete `target` at `due_ms`.
+pub fn expiring(due_ms: u64, target: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + target.len());
+    key.push(EXPIRING);
+    key.extend_from_slice(&due_ms.to_be_bytes());
+    key.extend_from_slice(target);
+    key
+}
+
+/// The due time and target of a retention-index key.
+pub fn expiring_parts(key: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = key.strip_prefix(&[EXPIRING])?;
+    if rest.len() < 8 {
+        return None;
+    }
+    let (due, target) = rest.split_at(8);
+    Some((u64::from_be_bytes(due.try_into().ok()?), target))
+}
+
+/// Shows a key for logs: printable bytes as text, others escaped.
+pub fn display(key: &[u8]) -> String {
+    key.escape_ascii().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_sort_by_sequence_number() {
+        assert!(event(255) < event(256));
+        assert_eq!(event_seq(&event(7)), Some(7));
+    }
+
+    #[test]
+    fn holds_of_one_sku_do_not_share_a_prefix_with_a_longer_sku() {
+        let short = SkuId::parse("a").unwrap();
+        let long = SkuId::parse("ab").unwrap();
+        let id = ReservationId::generate();
+        assert!(hold(&short, &id).starts_with(&holds_of(&short)));
+        assert!(!hold(&long, &id).starts_with(&holds_of(&short)));
+    }
+
+    #[test]
+    fn retention_keys_round_trip() {
+        let target = reservation(&ReservationId::generate());
+        let key = expiring(42, &target);
+        assert_eq!(expiring_parts(&key), Some((42, target.as_slice())));
+        assert_eq!(sku_of(&sku(&SkuId::parse("x-1").unwrap())).unwrap().as_str(), "x-1");
+    }
+}

@@ -1,0 +1,129 @@
+//! The stored rows, and how a SKU change turns into puts and deletes.
+//!
+//! Rows are fine-grained current state (one per SKU, one per hold, one per settled
+//! reservation), so recovery reads state instead of replaying events.
+
+use serde::{Deserialize, Serialize};
+
+use super::{codec, keys, Op};
+use crate::domain::sku::{settled_reservation, Hold, Product, Reservation, SkuEvent, SkuState};
+use crate::domain::SkuId;
+
+/// A SKU's product and counters; its holds are rows of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuRow {
+    /// Name and price.
+    pub product: Product,
+    /// Units in stock.
+    pub on_hand: u64,
+    /// Units held: equals the sum of the SKU's hold rows.
+    pub reserved: u64,
+}
+
+/// A domain event tagged with the aggregate it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainEvent {
+    /// An event of a SKU's inventory.
+    Sku {
+        /// The SKU.
+        sku: SkuId,
+        /// What happened.
+        event: SkuEvent,
+    },
+}
+
+impl DomainEvent {
+    /// The aggregate id, used as the Kafka record key and CloudEvents subject.
+    pub fn subject(&self) -> &str {
+        match self {
+            DomainEvent::Sku { sku, .. } => sku.as_str(),
+        }
+    }
+
+    /// The CloudEvents type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DomainEvent::Sku { event, .. } => event.type_name(),
+        }
+    }
+}
+
+/// One entry of the event log (the outbox).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Global sequence number: unique, increasing, in commit order.
+    pub seq: u64,
+    /// When the change was decided.
+    pub time_ms: u64,
+    /// What happened.
+    pub event: DomainEvent,
+}
+
+/// A stored answer to a request that carried an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the request's method, path and canonical body.
+    pub fingerprint: [u8; 32],
+    /// The HTTP status that was answered.
+    pub status: u16,
+    /// The JSON body that was answered.
+    pub body: Vec<u8>,
+    /// When the answer was stored.
+    pub created_ms: u64,
+}
+
+/// The settled records that `events` will leave, read from the state *before* they apply.
+pub fn settled_by(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64) -> Vec<Reservation> {
+    let Some(state) = state else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter_map(|event| {
+            let (id, settled_state) = event.settles()?;
+            let hold = state.hold(&id)?;
+            Some(settled_reservation(state.sku(), hold, settled_state, now_ms))
+        })
+        .collect()
+}
+
+/// The puts and deletes that store a SKU after `events` applied, given the records they
+/// settled. Settled records are kept until `now_ms + settled_retention_ms`.
+pub fn sku_change_ops(
+    after: &SkuState,
+    events: &[SkuEvent],
+    settled: &[Reservation],
+    now_ms: u64,
+    settled_retention_ms: u64,
+) -> Vec<Op> {
+    let sku = after.sku();
+    let mut ops = Vec::with_capacity(1 + 3 * events.len());
+    ops.push(Op::Put(keys::sku(sku), codec::encode(&sku_row(after))));
+    for event in events {
+        if let SkuEvent::StockReserved { hold } = event {
+            ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode(hold)));
+        }
+    }
+    let due_ms = now_ms.saturating_add(settled_retention_ms);
+    for record in settled {
+        let key = keys::reservation(&record.id);
+        ops.push(Op::Delete(keys::hold(sku, &record.id)));
+        ops.push(Op::Put(keys::expiring(due_ms, &key), Vec::new()));
+        ops.push(Op::Put(key, codec::encode(record)));
+    }
+    ops
+}
+
+/// The stored counters of a SKU.
+pub fn sku_row(state: &SkuState) -> SkuRow {
+    SkuRow {
+        product: state.product().clone(),
+        on_hand: state.on_hand(),
+        reserved: state.reserved(),
+    }
+}
+
+/// Rebuilds a SKU from its row and hold rows, checking its invariants.
+pub fn restore_sku(sku: SkuId, row: SkuRow, holds: Vec<Hold>) -> Result<SkuState, String> {
+    SkuState::restore(sku, row.product, row.on_hand, row.reserved, holds)
+}

@@ -53,8 +53,8 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// Request limits.
     pub limits: RequestLimits,
-    /// The arbiters the actors run on, stopped at shutdown.
-    arbiters: Vec<Arbiter>,
+    /// The arbiters the actors run on, stopped and joined at shutdown.
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
     /// Most events kept in the log.
     retention_max_events: u64,
 }
@@ -148,7 +148,7 @@ impl Engine {
                 max_ttl_seconds: settings.reservation.max_ttl_seconds,
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
-            arbiters,
+            arbiters: std::sync::Mutex::new(arbiters),
             retention_max_events: settings.events.retention_max_events,
         }))
     }
@@ -222,17 +222,25 @@ impl Engine {
         });
     }
 
-    /// Makes everything queued durable, stops the writer and the arbiters.
+    /// Makes everything queued durable, stops the writer, then stops and joins the arbiters
+    /// (dropping the actors and their handles on the store).
     pub async fn shutdown(&self) {
         let writer = Arc::clone(&self.writer);
-        if actix_web::rt::task::spawn_blocking(move || writer.close())
-            .await
-            .is_err()
-        {
-            tracing::error!("closing the writer panicked");
-        }
-        for arbiter in &self.arbiters {
-            arbiter.stop();
+        let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let stopped = actix_web::rt::task::spawn_blocking(move || {
+            writer.close();
+            for arbiter in &arbiters {
+                arbiter.stop();
+            }
+            for arbiter in arbiters {
+                if arbiter.join().is_err() {
+                    tracing::error!("an arbiter thread panicked");
+                }
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::error!("shutting down the engine panicked");
         }
     }
 }

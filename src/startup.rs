@@ -154,7 +154,16 @@ impl Application {
             }
             Some(reason) = self.fatal.recv() => {
                 tracing::error!(%reason, "fatal error; stopping");
-                handle.stop(false).await;
+                // The server processes its stop command only while polled.
+                actix_web::rt::spawn(async move { handle.stop(false).await });
+                if let Err(error) = (&mut self.server).await {
+                    tracing::warn!(error = %error, "the HTTP server failed while stopping");
+                }
+                // Nothing more can be acknowledged (the writer is failed); stop the actors so
+                // the store is released.
+                if let Some(engine) = self.state.engine.get() {
+                    engine.shutdown().await;
+                }
                 bail!(reason)
             }
         }

@@ -21,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::sku::{ExecuteSkuCommand, IdempotencyDraft, Render};
-use crate::actors::{Mailbox, SkuActor};
+use crate::actors::{Mailbox, SkuActor, SkuFailure};
 use crate::config::Settings;
 use crate::domain::sku::SkuCommand;
 use crate::engine::Engine;
@@ -175,6 +175,11 @@ pub async fn execute_sku_command(
         .wait(acked.ticket)
         .await
         .map_err(|_| ApiError::Unavailable)?;
+    // Overloads and failed reads are not answers that stand (nor are they stored): they go
+    // out as errors, with their headers and logging.
+    if let Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) = acked.value {
+        return Err(failure.into());
+    }
     let (status, body) = render(&acked.value);
     Ok(json_response(status, body))
 }

@@ -1,0 +1,453 @@
+//! Malformed requests get the right 4xx and error code, never a 5xx.
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{error_code, TestApp, ADMIN_TOKEN};
+
+/// One malformed request and the answer it must get.
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    body: Option<String>,
+    /// `None`: the admin token; `Some("")`: no header; else that header value.
+    authorization: Option<&'static str>,
+    content_type: &'static str,
+    idempotency_key: Option<String>,
+    status: StatusCode,
+    code: &'static str,
+}
+
+fn case(name: &'static str, method: Method, path: &str, body: &str, status: u16, code: &'static str) -> Case {
+    Case {
+        name,
+        method,
+        path: path.to_owned(),
+        body: (!body.is_empty()).then(|| body.to_owned()),
+        authorization: None,
+        content_type: "application/json",
+        idempotency_key: None,
+        status: StatusCode::from_u16(status).unwrap(),
+        code,
+    }
+}
+
+#[actix_web::test]
+async fn malformed_requests_get_the_right_4xx_and_error_code() {
+    let app = TestApp::spawn().await;
+    app.create_sku("mug", 5).await;
+    let held: Value = app.reserve("mug", 1, 600).await.json().await.unwrap();
+    let held_id = held["reservation_id"].as_str().unwrap();
+    let unknown_id = "01900000-0000-7000-8000-000000000000";
+    let sku_body = r#"{"name":"Mug","price_minor":1299,"currency":"EUR"}"#;
+    use Method as M;
+    let mut cases = vec![
+        case(
+            "SKU id with a space",
+            M::PUT,
+            "/v1/skus/bad%20id",
+            sku_body,
+            400,
+            "invalid_sku",
+        ),
+        case(
+            "SKU id of 65 characters",
+            M::PUT,
+            &format!("/v1/skus/{}", "x".repeat(65)),
+            sku_body,
+            400,
+            "invalid_sku",
+        ),
+        case(
+            "SKU id with a slash-like character",
+            M::GET,
+            "/v1/skus/a%2Fb",
+            "",
+            400,
+            "invalid_sku",
+        ),
+        case(
+            "SKU without a name",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"price_minor":1,"currency":"EUR"}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "blank name",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"  ","price_minor":1,"currency":"EUR"}"#,
+            400,
+            "invalid_name",
+        ),
+        case(
+            "negative price",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x","price_minor":-1,"currency":"EUR"}"#,
+            400,
+            "invalid_price",
+        ),
+        case(
+            "price as a float",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x","price_minor":12.99,"currency":"EUR"}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "lower-case currency",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x","price_minor":1,"currency":"eur"}"#,
+            400,
+            "invalid_currency",
+        ),
+        case(
+            "negative on_hand",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x","price_minor":1,"currency":"EUR","on_hand":-1}"#,
+            400,
+            "invalid_on_hand",
+        ),
+        case(
+            "unknown field",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x","price_minor":1,"currency":"EUR","colour":"red"}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "truncated JSON",
+            M::PUT,
+            "/v1/skus/new",
+            r#"{"name":"x""#,
+            400,
+            "invalid_json",
+        ),
+        case("JSON array body", M::PUT, "/v1/skus/new", "[]", 400, "invalid_json"),
+        case(
+            "restock of zero",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":0}"#,
+            400,
+            "invalid_quantity",
+        ),
+        case(
+            "negative restock",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":-5}"#,
+            400,
+            "invalid_quantity",
+        ),
+        case(
+            "restock over a million",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":1000001}"#,
+            400,
+            "invalid_quantity",
+        ),
+        case(
+            "quantity as a string",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":"1"}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "quantity beyond 64 bits",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":1e30}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "restock of an unknown SKU",
+            M::POST,
+            "/v1/skus/nope/restock",
+            r#"{"qty":1}"#,
+            404,
+            "not_found",
+        ),
+        case(
+            "adjust by zero",
+            M::POST,
+            "/v1/skus/mug/adjust",
+            r#"{"delta":0,"reason":"x"}"#,
+            400,
+            "invalid_delta",
+        ),
+        case(
+            "adjust without a reason",
+            M::POST,
+            "/v1/skus/mug/adjust",
+            r#"{"delta":1}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "adjust with an empty reason",
+            M::POST,
+            "/v1/skus/mug/adjust",
+            r#"{"delta":1,"reason":""}"#,
+            400,
+            "invalid_reason",
+        ),
+        case(
+            "shrinkage beyond available",
+            M::POST,
+            "/v1/skus/mug/adjust",
+            r#"{"delta":-5,"reason":"lost"}"#,
+            409,
+            "insufficient_stock",
+        ),
+        case(
+            "reservation with ttl 0",
+            M::POST,
+            "/v1/skus/mug/reservations",
+            r#"{"qty":1,"ttl_seconds":0}"#,
+            400,
+            "invalid_ttl",
+        ),
+        case(
+            "reservation with ttl over the maximum",
+            M::POST,
+            "/v1/skus/mug/reservations",
+            r#"{"qty":1,"ttl_seconds":86401}"#,
+            400,
+            "invalid_ttl",
+        ),
+        case(
+            "reservation of zero units",
+            M::POST,
+            "/v1/skus/mug/reservations",
+            r#"{"qty":0}"#,
+            400,
+            "invalid_quantity",
+        ),
+        case(
+            "reservation beyond stock",
+            M::POST,
+            "/v1/skus/mug/reservations",
+            r#"{"qty":5}"#,
+            409,
+            "insufficient_stock",
+        ),
+        case(
+            "reservation of an unknown SKU",
+            M::POST,
+            "/v1/skus/nope/reservations",
+            r#"{"qty":1}"#,
+            404,
+            "not_found",
+        ),
+        case(
+            "reservation id that is not a UUID",
+            M::GET,
+            "/v1/reservations/abc",
+            "",
+            400,
+            "invalid_id",
+        ),
+        case(
+            "unknown reservation",
+            M::GET,
+            &format!("/v1/reservations/{unknown_id}"),
+            "",
+            404,
+            "not_found",
+        ),
+        case(
+            "commit of an unknown reservation",
+            M::POST,
+            &format!("/v1/reservations/{unknown_id}/commit"),
+            "",
+            404,
+            "not_found",
+        ),
+        case(
+            "release with a body field",
+            M::DELETE,
+            &format!("/v1/reservations/{held_id}"),
+            r#"{"why":"x"}"#,
+            400,
+            "invalid_json",
+        ),
+        case(
+            "list with limit 0",
+            M::GET,
+            "/v1/skus?limit=0",
+            "",
+            400,
+            "invalid_query",
+        ),
+        case(
+            "list with limit not a number",
+            M::GET,
+            "/v1/skus?limit=ten",
+            "",
+            400,
+            "invalid_query",
+        ),
+        case(
+            "list with ids and after",
+            M::GET,
+            "/v1/skus?ids=a&after=b",
+            "",
+            400,
+            "invalid_query",
+        ),
+        case(
+            "list with a bad id",
+            M::GET,
+            "/v1/skus?ids=ok,not%20ok",
+            "",
+            400,
+            "invalid_sku",
+        ),
+        case("unknown SKU", M::GET, "/v1/skus/nope", "", 404, "not_found"),
+        case("unknown path", M::GET, "/v1/nothing-here", "", 404, "not_found"),
+        case(
+            "unsupported method",
+            M::PATCH,
+            "/v1/skus/mug",
+            "",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    let mut extra = |mut case: Case, adjust: &dyn Fn(&mut Case)| {
+        adjust(&mut case);
+        cases.push(case);
+    };
+    extra(
+        case("no credentials", M::PUT, "/v1/skus/new", sku_body, 401, "unauthorized"),
+        &|c| c.authorization = Some(""),
+    );
+    extra(
+        case(
+            "wrong admin token",
+            M::PUT,
+            "/v1/skus/new",
+            sku_body,
+            401,
+            "unauthorized",
+        ),
+        &|c| c.authorization = Some("Bearer wrong-token-wrong-token"),
+    );
+    extra(
+        case(
+            "basic auth instead of bearer",
+            M::PUT,
+            "/v1/skus/new",
+            sku_body,
+            401,
+            "unauthorized",
+        ),
+        &|c| c.authorization = Some("Basic YWRtaW46YWRtaW4="),
+    );
+    extra(
+        case(
+            "reservation read without credentials",
+            M::GET,
+            &format!("/v1/reservations/{held_id}"),
+            "",
+            401,
+            "unauthorized",
+        ),
+        &|c| c.authorization = Some(""),
+    );
+    extra(
+        case(
+            "body that is not JSON",
+            M::POST,
+            "/v1/skus/mug/restock",
+            "qty=1",
+            415,
+            "unsupported_media_type",
+        ),
+        &|c| c.content_type = "application/x-www-form-urlencoded",
+    );
+    extra(
+        case(
+            "body over the size limit",
+            M::POST,
+            "/v1/skus/mug/restock",
+            &format!(r#"{{"qty":1,"pad":"{}"}}"#, "x".repeat(20_000)),
+            413,
+            "payload_too_large",
+        ),
+        &|_| {},
+    );
+    extra(
+        case(
+            "idempotency key of 256 characters",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":1}"#,
+            400,
+            "invalid_idempotency_key",
+        ),
+        &|c| c.idempotency_key = Some("k".repeat(256)),
+    );
+    extra(
+        case(
+            "idempotency key with a control character",
+            M::POST,
+            "/v1/skus/mug/restock",
+            r#"{"qty":1}"#,
+            400,
+            "invalid_idempotency_key",
+        ),
+        &|c| c.idempotency_key = Some("tab\there".to_owned()),
+    );
+
+    let mut failures = Vec::new();
+    for case in &cases {
+        let mut request = app.client.request(case.method.clone(), app.url(&case.path));
+        match case.authorization {
+            None => request = request.header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}")),
+            Some("") => {}
+            Some(value) => request = request.header(AUTHORIZATION, value),
+        }
+        if let Some(body) = &case.body {
+            request = request.header(CONTENT_TYPE, case.content_type).body(body.clone());
+        }
+        if let Some(key) = &case.idempotency_key {
+            request = request.header("Idempotency-Key", key.as_str());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_server_error() || status != case.status || error_code(&body) != case.code {
+            failures.push(format!(
+                "{}: expected {} {}, got {} {}",
+                case.name, case.status, case.code, status, body
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        crate::helpers::counters(&app.sku("mug").await),
+        (5, 1, 4),
+        "no malformed request changed stock"
+    );
+}

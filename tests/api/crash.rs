@@ -1,0 +1,361 @@
+//! Crash safety: the real binary under concurrent load, killed with SIGKILL at a random
+//! moment and restarted on the same data directory, many times.
+//!
+//! Every request carries an `Idempotency-Key`, so after a restart the requests that were in
+//! flight at the kill are sent again with their keys: each then has exactly one known
+//! outcome, and the model of what was acknowledged is exact. After every restart:
+//! `on_hand == initial + restocked + adjusted - committed` and `reserved == sum of held`
+//! for every SKU, `available >= 0`, and sampled reservations are in the acknowledged state.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::ADMIN_TOKEN;
+
+/// The real `stockroom` binary, running on a data directory.
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `dir` with a free port and waits until it is ready.
+    pub async fn start(dir: &Path, client: &reqwest::Client) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
+            .current_dir(dir)
+            .env("STOCKROOM_HTTP__BIND", "127.0.0.1:0")
+            .env("STOCKROOM_HTTP__WORKERS", "2")
+            .env("STOCKROOM_STORE__DATA_DIR", dir.join("data"))
+            .env("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the stockroom binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (address_sender, address) = std::sync::mpsc::channel();
+        // Drains the log so the child never blocks on a full pipe; reports the address.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = address_sender.send(address);
+                }
+            }
+        });
+        let address = address
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server logs its address");
+        let server = Self {
+            child,
+            base: format!("http://{address}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{}/ready", server.base)).send().await;
+            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the restarted server did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SKUS: [&str; 4] = ["red", "green", "blue", "gold"];
+const INITIAL_ON_HAND: i64 = 100_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Reserve { sku: String, qty: i64 },
+    Commit { id: String, sku: String, qty: i64 },
+    Release { id: String },
+    Restock { sku: String, qty: i64 },
+    Adjust { sku: String, delta: i64 },
+}
+
+/// What the clients know was acknowledged.
+#[derive(Default)]
+struct Model {
+    restocked: HashMap<String, i64>,
+    adjusted: HashMap<String, i64>,
+    committed: HashMap<String, i64>,
+    /// Held reservations nobody is settling: id -> (sku, qty).
+    held: HashMap<String, (String, i64)>,
+    /// Held reservations a request is settling right now.
+    claimed: HashMap<String, (String, i64)>,
+    /// Settled reservations and the state they were acknowledged in.
+    settled: HashMap<String, &'static str>,
+    /// Requests sent without an answer yet, by idempotency key.
+    pending: HashMap<String, Op>,
+}
+
+impl Model {
+    fn choose(&mut self, rng: &mut StdRng) -> Op {
+        let sku = SKUS[rng.random_range(0..SKUS.len())].to_owned();
+        match rng.random_range(0..100) {
+            roll @ 40..80 if !self.held.is_empty() => {
+                let index = rng.random_range(0..self.held.len());
+                let id = self.held.keys().nth(index).cloned().unwrap_or_default();
+                let (sku, qty) = self.held.remove(&id).unwrap_or_default();
+                self.claimed.insert(id.clone(), (sku.clone(), qty));
+                if roll < 60 {
+                    Op::Commit { id, sku, qty }
+                } else {
+                    Op::Release { id }
+                }
+            }
+            80..90 => Op::Restock {
+                sku,
+                qty: rng.random_range(1..=10),
+            },
+            90.. => {
+                let magnitude = rng.random_range(1..=5);
+                Op::Adjust {
+                    sku,
+                    delta: if rng.random_bool(0.5) { magnitude } else { -magnitude },
+                }
+            }
+            _ => Op::Reserve {
+                sku,
+                qty: rng.random_range(1..=5),
+            },
+        }
+    }
+
+    fn apply(&mut self, op: &Op, status: StatusCode, body: &Value) {
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        match (op, status.as_u16()) {
+            (Op::Reserve { sku, qty }, 201) => {
+                let id = body["reservation_id"].as_str().expect("reservation id").to_owned();
+                self.held.insert(id, (sku.clone(), *qty));
+            }
+            (Op::Reserve { .. } | Op::Adjust { .. }, 409) if code == "insufficient_stock" => {}
+            (Op::Commit { id, sku, qty }, 200) => {
+                assert_eq!(body["state"], "committed");
+                self.claimed.remove(id);
+                *self.committed.entry(sku.clone()).or_default() += qty;
+                self.settled.insert(id.clone(), "committed");
+            }
+            (Op::Release { id }, 200) => {
+                assert_eq!(body["state"], "released");
+                self.claimed.remove(id);
+                self.settled.insert(id.clone(), "released");
+            }
+            (Op::Restock { sku, qty }, 200) => *self.restocked.entry(sku.clone()).or_default() += qty,
+            (Op::Adjust { sku, delta }, 200) => *self.adjusted.entry(sku.clone()).or_default() += delta,
+            (op, status) => panic!("unexpected answer {status} {body} to {op:?}"),
+        }
+    }
+}
+
+/// Sends `op` with `key`; retries 503s. `Err` when the server is gone.
+async fn send(client: &reqwest::Client, base: &str, key: &str, op: &Op) -> Result<(StatusCode, Value), reqwest::Error> {
+    let (method, path, body) = match op {
+        Op::Reserve { sku, qty } => (
+            Method::POST,
+            format!("/v1/skus/{sku}/reservations"),
+            json!({"qty": qty, "ttl_seconds": 3600}),
+        ),
+        Op::Commit { id, .. } => (Method::POST, format!("/v1/reservations/{id}/commit"), json!({})),
+        Op::Release { id } => (Method::DELETE, format!("/v1/reservations/{id}"), json!({})),
+        Op::Restock { sku, qty } => (Method::POST, format!("/v1/skus/{sku}/restock"), json!({"qty": qty})),
+        Op::Adjust { sku, delta } => (
+            Method::POST,
+            format!("/v1/skus/{sku}/adjust"),
+            json!({"delta": delta, "reason": "crash test"}),
+        ),
+    };
+    loop {
+        let response = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::CONFLICT && body["error"]["code"] == "idempotency_key_in_flight"
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        return Ok((status, body));
+    }
+}
+
+async fn check(client: &reqwest::Client, base: &str, model: &Model, rng: &mut StdRng, cycle: usize) {
+    assert!(
+        model.claimed.is_empty() && model.pending.is_empty(),
+        "every request was resolved"
+    );
+    for sku in SKUS {
+        let body: Value = client
+            .get(format!("{base}/v1/skus/{sku}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let get = |name: &str| body[name].as_i64().unwrap();
+        let expected_on_hand = INITIAL_ON_HAND
+            + model.restocked.get(sku).copied().unwrap_or(0)
+            + model.adjusted.get(sku).copied().unwrap_or(0)
+            - model.committed.get(sku).copied().unwrap_or(0);
+        let expected_reserved: i64 = model
+            .held
+            .values()
+            .filter(|(owner, _)| owner == sku)
+            .map(|(_, qty)| qty)
+            .sum();
+        assert_eq!(get("on_hand"), expected_on_hand, "cycle {cycle}: on_hand of {sku}");
+        assert_eq!(get("reserved"), expected_reserved, "cycle {cycle}: reserved of {sku}");
+        assert_eq!(
+            get("available"),
+            expected_on_hand - expected_reserved,
+            "cycle {cycle}: available of {sku}"
+        );
+        assert!(get("available") >= 0);
+    }
+    let sample_held: Vec<&String> = model.held.keys().filter(|_| rng.random_bool(0.05)).take(10).collect();
+    let sample_settled: Vec<(&String, &&str)> = model
+        .settled
+        .iter()
+        .filter(|_| rng.random_bool(0.05))
+        .take(10)
+        .collect();
+    for (id, expected) in sample_held.into_iter().map(|id| (id, &"held")).chain(sample_settled) {
+        let body: Value = client
+            .get(format!("{base}/v1/reservations/{id}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["state"], *expected, "cycle {cycle}: reservation {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
+    let cycles: usize = std::env::var("STOCKROOM_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("STOCKROOM_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("crash test seed {seed} (STOCKROOM_CRASH_SEED to repeat)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let model = Arc::new(Mutex::new(Model::default()));
+
+    let mut server = ServerProcess::start(dir.path(), &client).await;
+    for sku in SKUS {
+        let created = client
+            .put(format!("{}/v1/skus/{sku}", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": sku, "price_minor": 100, "currency": "EUR", "on_hand": INITIAL_ON_HAND}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    let mut acknowledged_total = 0usize;
+    for cycle in 0..cycles {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..12)
+            .map(|worker| {
+                let (client, base, model, stop) = (
+                    client.clone(),
+                    server.base.clone(),
+                    Arc::clone(&model),
+                    Arc::clone(&stop),
+                );
+                let mut rng = StdRng::seed_from_u64(rng.random());
+                tokio::spawn(async move {
+                    let mut acknowledged = 0;
+                    for n in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let key = format!("c{cycle}-w{worker}-{n}");
+                        let op = {
+                            let mut model = model.lock().unwrap();
+                            let op = model.choose(&mut rng);
+                            model.pending.insert(key.clone(), op.clone());
+                            op
+                        };
+                        match send(&client, &base, &key, &op).await {
+                            Ok((status, body)) => {
+                                let mut model = model.lock().unwrap();
+                                model.pending.remove(&key);
+                                model.apply(&op, status, &body);
+                                acknowledged += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        server.kill();
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            acknowledged_total += worker.await.expect("a worker panicked");
+        }
+
+        server = ServerProcess::start(dir.path(), &client).await;
+        let pending: Vec<(String, Op)> = model.lock().unwrap().pending.drain().collect();
+        for (key, op) in &pending {
+            let (status, body) = send(&client, &server.base, key, op)
+                .await
+                .expect("the restarted server answers");
+            model.lock().unwrap().apply(op, status, &body);
+        }
+        let snapshot = std::mem::take(&mut *model.lock().unwrap());
+        check(&client, &server.base, &snapshot, &mut rng, cycle).await;
+        *model.lock().unwrap() = snapshot;
+    }
+    assert!(
+        acknowledged_total > cycles * 10,
+        "the load did real work: {acknowledged_total} acknowledged requests"
+    );
+    println!("{cycles} SIGKILL cycles, {acknowledged_total} acknowledged requests, every one accounted for");
+}

@@ -1,0 +1,168 @@
+//! `TestApp`: a running server plus a client that knows the admin token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use stockroom::config::Settings;
+use stockroom::startup::{Application, Options};
+use tempfile::TempDir;
+
+/// The admin token every test server is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A server running in this process.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A client with a connection pool of its own.
+    pub client: reqwest::Client,
+    /// The data directory, shared with later restarts.
+    pub dir: Arc<TempDir>,
+    handle: ServerHandle,
+    run: Option<actix_web::rt::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test server in `dir`: port 0, a known admin token, quiet sweeps.
+pub fn test_settings(dir: &TempDir) -> Settings {
+    let mut settings = Settings::default();
+    settings.http.bind = "127.0.0.1:0".to_owned();
+    settings.http.workers = 2;
+    settings.store.data_dir = dir.path().to_owned();
+    settings.store.cache_capacity_bytes = 16 * 1024 * 1024;
+    settings.auth.admin_token = Some(ADMIN_TOKEN.to_owned());
+    settings.actors.arbiters = 2;
+    settings
+}
+
+impl TestApp {
+    /// A server on a fresh data directory with default settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |_| {}).await
+    }
+
+    /// A server on `dir`, with test seams and adjusted settings; returns once it is ready.
+    pub async fn spawn_with(dir: Arc<TempDir>, options: Options, adjust: impl FnOnce(&mut Settings)) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            stockroom::telemetry::init(&Default::default());
+        }
+        let mut settings = test_settings(&dir);
+        adjust(&mut settings);
+        let app = Application::build_with(settings, options)
+            .await
+            .expect("the server builds");
+        let base = format!("http://{}", app.address());
+        let handle = app.handle();
+        let run = actix_web::rt::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let app = Self {
+            base,
+            client,
+            dir,
+            handle,
+            run: Some(run),
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
+    /// Polls `/ready` until it answers 200.
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.client.get(self.url("/ready")).send().await;
+            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server gracefully (as SIGTERM does) and returns its data directory.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        self.handle.stop(true).await;
+        let run = self.run.take().expect("running");
+        run.await.expect("the server task").expect("a graceful stop returns Ok");
+        self.dir.clone()
+    }
+
+    /// Waits for the server to stop by itself and returns how it ended.
+    pub async fn stopped(mut self) -> anyhow::Result<()> {
+        let run = self.run.take().expect("running");
+        actix_web::rt::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the server stops within 10 s")
+            .expect("the server task")
+    }
+
+    /// A full URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Creates a SKU with `on_hand` units; panics unless 201.
+    pub async fn create_sku(&self, sku: &str, on_hand: u64) -> Value {
+        let response = self
+            .admin(Method::PUT, &format!("/v1/skus/{sku}"))
+            .json(&json!({ "name": format!("Product {sku}"), "price_minor": 1299, "currency": "EUR", "on_hand": on_hand }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "creating {sku}");
+        response.json().await.unwrap()
+    }
+
+    /// Reserves `qty` of `sku` for `ttl_seconds`.
+    pub async fn reserve(&self, sku: &str, qty: u64, ttl_seconds: u64) -> Response {
+        self.admin(Method::POST, &format!("/v1/skus/{sku}/reservations"))
+            .json(&json!({ "qty": qty, "ttl_seconds": ttl_seconds }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The SKU body; panics unless 200.
+    pub async fn sku(&self, sku: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/skus/{sku}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "reading {sku}");
+        response.json().await.unwrap()
+    }
+
+    /// The reservation body; panics unless 200.
+    pub async fn reservation(&self, id: &str) -> Value {
+        let response = self
+            .admin(Method::GET, &format!("/v1/reservations/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "reading reservation {id}");
+        response.json().await.unwrap()
+    }
+}
+
+/// `(on_hand, reserved, available)` of a SKU body.
+pub fn counters(sku: &Value) -> (u64, u64, u64) {
+    let field = |name: &str| sku[name].as_u64().unwrap_or_else(|| panic!("{name} missing in {sku}"));
+    (field("on_hand"), field("reserved"), field("available"))
+}
+
+/// The error code of an error body.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: the real server on port 0 with a fresh data directory, driven over HTTP.
+//! One test binary (fast to link); one module per area. The crash tests run the real binary.
+
+mod bad_input;
+mod crash;
+mod expiry;
+mod faults;
+mod helpers;
+mod idempotency;
+mod overload;
+mod stock;

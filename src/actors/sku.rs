@@ -22,12 +22,13 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 use super::mailbox::MailboxSlot;
+pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
-    apply_all, decide, decide_on_settled, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
+    execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
 };
 use crate::domain::{Clock, ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::rows::{restore_sku, settled_by, sku_change_ops, DomainEvent, IdempotencyRecord, SkuRow};
+use crate::persistence::rows::{restore_sku, sku_change_ops, DomainEvent, IdempotencyRecord, SkuRow};
 use crate::persistence::writer::Change;
 use crate::persistence::{codec, keys, Op, Store, Ticket, Writer};
 
@@ -42,20 +43,6 @@ pub struct Acked<T> {
 
 /// Where an actor sends its answer.
 pub type Reply<T> = oneshot::Sender<Acked<T>>;
-
-/// What a successful command produced.
-#[derive(Debug, Clone)]
-pub enum SkuOutcome {
-    /// The SKU after the command; `created` when the command created it.
-    Sku {
-        /// The counters.
-        view: SkuView,
-        /// Whether this command created the SKU.
-        created: bool,
-    },
-    /// The reservation the command made, released or committed.
-    Reservation(Reservation),
-}
 
 /// Why a command produced no outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,26 +176,29 @@ impl SkuActor {
             metrics::counter!(names::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer").increment(1);
             return (Err(SkuFailure::Overloaded), self.last_ticket);
         };
-        let mut events = Vec::new();
-        let mut settled = Vec::new();
-        let expire_due = SkuCommand::ExpireDue;
-        self.decide_and_apply(&expire_due, now_ms, &mut events, &mut settled)
-            .expect("expiring due holds is never refused");
-        let reply = if matches!(command, SkuCommand::ExpireDue) {
-            self.state
-                .as_ref()
-                .map(|state| SkuOutcome::Sku {
-                    view: state.view(),
-                    created: false,
-                })
-                .ok_or(SkuFailure::Rejected(SkuRejection::SkuNotFound))
-        } else {
-            self.run_command(command, now_ms, &mut events, &mut settled)
+        let mut state = self.state.take();
+        let executed = execute(&self.sku, &mut state, command, now_ms, deps.limits, |id| {
+            self.settled_reservation(id)
+        });
+        self.state = state;
+        let Executed {
+            answer,
+            events,
+            settled,
+        } = match executed {
+            Ok(executed) => executed,
+            Err(failure) => return (Err(failure), self.last_ticket),
         };
+        let reply = answer.map_err(SkuFailure::Rejected);
+        if matches!(command, SkuCommand::Reserve { .. })
+            && matches!(reply, Err(SkuFailure::Rejected(SkuRejection::InsufficientStock { .. })))
+        {
+            metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "insufficient_stock").increment(1);
+        }
 
         let mut ops = match &self.state {
             Some(state) if !events.is_empty() => {
-                sku_change_ops(state, &events, &settled, now_ms, self.deps.settled_retention_ms)
+                sku_change_ops(state, &events, &settled, now_ms, deps.settled_retention_ms)
             }
             _ => Vec::new(),
         };
@@ -229,11 +219,24 @@ impl SkuActor {
         if ops.is_empty() {
             return (reply, self.last_ticket);
         }
+        for event in &events {
+            match event {
+                SkuEvent::StockReserved { hold } => {
+                    deps.hold_index.insert(hold.id, self.sku.clone());
+                }
+                other => {
+                    if let Some((id, _)) = other.settles() {
+                        deps.hold_index.remove(&id);
+                    }
+                }
+            }
+        }
+        record_event_metrics(&events);
         let domain_events = events
-            .iter()
+            .into_iter()
             .map(|event| DomainEvent::Sku {
                 sku: self.sku.clone(),
-                event: event.clone(),
+                event,
             })
             .collect();
         let ticket = permit.submit(Change {
@@ -246,95 +249,7 @@ impl SkuActor {
             self.recently_settled_order.push_back((ticket, record.id));
             self.recently_settled.insert(record.id, record);
         }
-        record_event_metrics(&events);
         (reply, ticket)
-    }
-
-    /// Decides `command` (not `ExpireDue`), applies it, and builds the answer.
-    fn run_command(
-        &mut self,
-        command: &SkuCommand,
-        now_ms: u64,
-        events: &mut Vec<SkuEvent>,
-        settled: &mut Vec<Reservation>,
-    ) -> SkuReply {
-        // Releasing or committing a reservation this SKU no longer holds is answered from its
-        // settled record.
-        if let SkuCommand::Release { id } | SkuCommand::Commit { id } = command {
-            let held = self.state.as_ref().is_some_and(|state| state.hold(id).is_some());
-            if !held {
-                return match self.settled_reservation(id) {
-                    Ok(Some(record)) => decide_on_settled(command, &record)
-                        .map(SkuOutcome::Reservation)
-                        .map_err(SkuFailure::Rejected),
-                    Ok(None) => Err(SkuFailure::Rejected(SkuRejection::ReservationNotFound)),
-                    Err(failure) => Err(failure),
-                };
-            }
-        }
-        let existed = self.state.is_some();
-        let start = events.len();
-        if let Err(rejection) = self.decide_and_apply(command, now_ms, events, settled) {
-            if matches!(rejection, SkuRejection::InsufficientStock { .. })
-                && matches!(command, SkuCommand::Reserve { .. })
-            {
-                metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "insufficient_stock").increment(1);
-            }
-            return Err(SkuFailure::Rejected(rejection));
-        }
-        let state = self.state.as_ref().expect("a command that succeeded leaves a SKU");
-        let answer = match command {
-            SkuCommand::Reserve { id, .. } => {
-                let hold = state.hold(id).expect("a successful reservation is held");
-                SkuOutcome::Reservation(state.held_reservation(hold))
-            }
-            SkuCommand::Release { id } | SkuCommand::Commit { id } => {
-                let record = settled
-                    .iter()
-                    .find(|record| record.id == *id)
-                    .expect("a successful release or commit settles its reservation");
-                SkuOutcome::Reservation(record.clone())
-            }
-            _ => SkuOutcome::Sku {
-                view: state.view(),
-                created: !existed
-                    && events[start..]
-                        .iter()
-                        .any(|event| matches!(event, SkuEvent::SkuCreated { .. })),
-            },
-        };
-        Ok(answer)
-    }
-
-    /// Decides one command against the current state and applies its events, collecting them
-    /// and the settled records they leave.
-    fn decide_and_apply(
-        &mut self,
-        command: &SkuCommand,
-        now_ms: u64,
-        events: &mut Vec<SkuEvent>,
-        settled: &mut Vec<Reservation>,
-    ) -> Result<(), SkuRejection> {
-        if self.state.is_none() && matches!(command, SkuCommand::ExpireDue) {
-            return Ok(());
-        }
-        let decided = decide(self.state.as_ref(), command, now_ms, self.deps.limits)?;
-        settled.extend(settled_by(self.state.as_ref(), &decided, now_ms));
-        apply_all(&self.sku, &mut self.state, &decided);
-        for event in &decided {
-            match event {
-                SkuEvent::StockReserved { hold } => {
-                    self.deps.hold_index.insert(hold.id, self.sku.clone());
-                }
-                other => {
-                    if let Some((id, _)) = other.settles() {
-                        self.deps.hold_index.remove(&id);
-                    }
-                }
-            }
-        }
-        events.extend(decided);
-        Ok(())
     }
 
     /// A reservation this SKU no longer holds: from recent memory, else from storage.

@@ -10,6 +10,9 @@ pub mod ids;
 pub mod sku;
 pub mod values;
 
+#[cfg(test)]
+mod simulation;
+
 pub use clock::{Clock, SystemClock};
 pub use ids::{ReservationId, SkuId};
 pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};

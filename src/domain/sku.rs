@@ -620,6 +620,129 @@ pub fn settled_reservation(sku: &SkuId, hold: &Hold, state: ReservationState, no
     }
 }
 
+/// What a successful command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkuOutcome {
+    /// The SKU after the command; `created` when the command created it.
+    Sku {
+        /// The counters.
+        view: SkuView,
+        /// Whether this command created the SKU.
+        created: bool,
+    },
+    /// The reservation the command made, released or committed.
+    Reservation(Reservation),
+}
+
+/// Everything one command did: its answer, the events applied (due expiries first), and the
+/// records of the reservations those events settled.
+#[derive(Debug)]
+pub struct Executed {
+    /// The answer to the command.
+    pub answer: Result<SkuOutcome, SkuRejection>,
+    /// Events applied to the state, in order.
+    pub events: Vec<SkuEvent>,
+    /// Reservations settled by `events`.
+    pub settled: Vec<Reservation>,
+}
+
+/// Runs one command the way the SKU's single writer does: first expires every hold that is
+/// due at `now_ms`, then decides and applies the command. Releasing or committing a
+/// reservation that is no longer held is answered from its settled record, which
+/// `settled_record` looks up; its error is returned as is.
+pub fn execute<E>(
+    sku: &SkuId,
+    state: &mut Option<SkuState>,
+    command: &SkuCommand,
+    now_ms: u64,
+    limits: SkuLimits,
+    settled_record: impl FnOnce(&ReservationId) -> Result<Option<Reservation>, E>,
+) -> Result<Executed, E> {
+    let mut events = Vec::new();
+    let mut settled = Vec::new();
+    let mut run = |state: &mut Option<SkuState>, command: &SkuCommand, events: &mut Vec<SkuEvent>| {
+        let decided = decide(state.as_ref(), command, now_ms, limits)?;
+        settled.extend(crate::domain::sku::settled_before(state.as_ref(), &decided, now_ms));
+        apply_all(sku, state, &decided);
+        events.extend(decided);
+        Ok::<(), SkuRejection>(())
+    };
+    if state.is_some() {
+        run(state, &SkuCommand::ExpireDue, &mut events).expect("expiring due holds is never refused");
+    }
+    let answer = match command {
+        SkuCommand::ExpireDue => state
+            .as_ref()
+            .map(|state| SkuOutcome::Sku {
+                view: state.view(),
+                created: false,
+            })
+            .ok_or(SkuRejection::SkuNotFound),
+        SkuCommand::Release { id } | SkuCommand::Commit { id }
+            if state.as_ref().is_none_or(|state| state.hold(id).is_none()) =>
+        {
+            // A hold that fell due just now was settled by this very call: its record is not
+            // stored anywhere yet.
+            let just_settled = settled.iter().find(|record| record.id == *id).cloned();
+            let record = match just_settled {
+                Some(record) => Some(record),
+                None => settled_record(id)?,
+            };
+            match record {
+                Some(record) if &record.sku == sku => decide_on_settled(command, &record).map(SkuOutcome::Reservation),
+                _ => Err(SkuRejection::ReservationNotFound),
+            }
+        }
+        _ => {
+            let existed = state.is_some();
+            let start = events.len();
+            run(state, command, &mut events).map(|()| {
+                let state = state.as_ref().expect("a command that succeeded leaves a SKU");
+                match command {
+                    SkuCommand::Reserve { id, .. } => {
+                        let hold = state.hold(id).expect("a successful reservation is held");
+                        SkuOutcome::Reservation(state.held_reservation(hold))
+                    }
+                    SkuCommand::Release { id } | SkuCommand::Commit { id } => SkuOutcome::Reservation(
+                        settled
+                            .iter()
+                            .find(|record| record.id == *id)
+                            .expect("a successful release or commit settles its reservation")
+                            .clone(),
+                    ),
+                    _ => SkuOutcome::Sku {
+                        view: state.view(),
+                        created: !existed
+                            && events[start..]
+                                .iter()
+                                .any(|event| matches!(event, SkuEvent::SkuCreated { .. })),
+                    },
+                }
+            })
+        }
+    };
+    Ok(Executed {
+        answer,
+        events,
+        settled,
+    })
+}
+
+/// The settled records that `events` will leave, read from the state *before* they apply.
+pub fn settled_before(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64) -> Vec<Reservation> {
+    let Some(state) = state else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter_map(|event| {
+            let (id, settled_state) = event.settles()?;
+            let hold = state.hold(&id)?;
+            Some(settled_reservation(state.sku(), hold, settled_state, now_ms))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{codec, keys, Op};
-use crate::domain::sku::{settled_reservation, Hold, Product, Reservation, SkuEvent, SkuState};
+use crate::domain::sku::{Hold, Product, Reservation, SkuEvent, SkuState};
 use crate::domain::SkuId;
 
 /// A SKU's product and counters; its holds are rows of their own.
@@ -70,21 +70,6 @@ pub struct IdempotencyRecord {
     pub body: Vec<u8>,
     /// When the answer was stored.
     pub created_ms: u64,
-}
-
-/// The settled records that `events` will leave, read from the state *before* they apply.
-pub fn settled_by(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64) -> Vec<Reservation> {
-    let Some(state) = state else {
-        return Vec::new();
-    };
-    events
-        .iter()
-        .filter_map(|event| {
-            let (id, settled_state) = event.settles()?;
-            let hold = state.hold(&id)?;
-            Some(settled_reservation(state.sku(), hold, settled_state, now_ms))
-        })
-        .collect()
 }
 
 /// The puts and deletes that store a SKU after `events` applied, given the records they

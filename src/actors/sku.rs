@@ -301,17 +301,28 @@ impl SkuActor {
     fn arm_expiry_timer(&mut self, ctx: &mut Context<Self>, at_ms: u64, delay: Duration) {
         let handle = ctx.run_later(delay, |actor, ctx| {
             actor.expiry_timer = None;
-            let outcome = catch_unwind(AssertUnwindSafe(|| actor.execute(&SkuCommand::ExpireDue, None)));
-            match outcome {
-                Ok((Err(SkuFailure::Overloaded), _)) => {
+            match actor.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None)) {
+                Some((Err(SkuFailure::Overloaded), _)) => {
                     let retry_at = actor.deps.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
                     actor.arm_expiry_timer(ctx, retry_at, EXPIRY_RETRY);
                 }
-                Ok(_) => actor.schedule_expiry(ctx),
-                Err(_) => actor.crash(ctx),
+                Some(_) => actor.schedule_expiry(ctx),
+                None => {}
             }
         });
         self.expiry_timer = Some((at_ms, handle));
+    }
+
+    /// Runs `work`; a panic inside it restarts the actor from storage instead of killing it,
+    /// and the message that caused it gets no answer.
+    fn guarded<R>(&mut self, ctx: &mut Context<Self>, work: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                self.crash(ctx);
+                None
+            }
+        }
     }
 
     /// Gives up the in-memory state after a panic and stops, so the supervisor restarts the
@@ -440,13 +451,10 @@ impl Handler<ExecuteSkuCommand> for SkuActor {
             reply,
             slot: _slot,
         } = message;
-        match catch_unwind(AssertUnwindSafe(|| self.execute(&command, idempotency))) {
-            Ok((value, ticket)) => {
-                // The requester may have gone away; the change stands either way.
-                let _ = reply.send(Acked { value, ticket });
-                self.schedule_expiry(ctx);
-            }
-            Err(_) => self.crash(ctx),
+        if let Some((value, ticket)) = self.guarded(ctx, |actor| actor.execute(&command, idempotency)) {
+            // The requester may have gone away; the change stands either way.
+            let _ = reply.send(Acked { value, ticket });
+            self.schedule_expiry(ctx);
         }
     }
 }
@@ -454,31 +462,154 @@ impl Handler<ExecuteSkuCommand> for SkuActor {
 impl Handler<GetSku> for SkuActor {
     type Result = ();
 
-    fn handle(&mut self, message: GetSku, _ctx: &mut Self::Context) {
-        let value = self.state.as_ref().map(SkuState::view);
-        let _ = message.reply.send(Acked {
-            value,
-            ticket: self.last_ticket,
-        });
+    fn handle(&mut self, message: GetSku, ctx: &mut Self::Context) {
+        if let Some(value) = self.guarded(ctx, |actor| actor.state.as_ref().map(SkuState::view)) {
+            let _ = message.reply.send(Acked {
+                value,
+                ticket: self.last_ticket,
+            });
+        }
     }
 }
 
 impl Handler<GetReservation> for SkuActor {
     type Result = ();
 
-    fn handle(&mut self, message: GetReservation, _ctx: &mut Self::Context) {
-        self.prune_recently_settled();
-        let held = self
-            .state
-            .as_ref()
-            .and_then(|state| state.hold(&message.id).map(|hold| state.held_reservation(hold)));
-        let value = match held {
-            Some(reservation) => Ok(Some(reservation)),
-            None => self.settled_reservation(&message.id),
-        };
-        let _ = message.reply.send(Acked {
-            value,
-            ticket: self.last_ticket,
+    fn handle(&mut self, message: GetReservation, ctx: &mut Self::Context) {
+        let id = message.id;
+        let value = self.guarded(ctx, |actor| {
+            actor.prune_recently_settled();
+            let held = actor
+                .state
+                .as_ref()
+                .and_then(|state| state.hold(&id).map(|hold| state.held_reservation(hold)));
+            match held {
+                Some(reservation) => Ok(Some(reservation)),
+                None => actor.settled_reservation(&id),
+            }
         });
+        if let Some(value) = value {
+            let _ = message.reply.send(Acked {
+                value,
+                ticket: self.last_ticket,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::Registry;
+    use crate::domain::sku::Product;
+    use crate::domain::{Currency, Name, Quantity, SystemClock};
+    use crate::persistence::{SledStore, WriterConfig};
+
+    /// Corrupts the in-memory state, then panics: what a bug in a handler would do.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct CorruptAndPanic {
+        slot: MailboxSlot,
+    }
+
+    impl Handler<CorruptAndPanic> for SkuActor {
+        type Result = ();
+
+        fn handle(&mut self, message: CorruptAndPanic, ctx: &mut Self::Context) {
+            let _slot = message.slot;
+            self.guarded(ctx, |actor| {
+                if let Some(state) = &actor.state {
+                    actor.state = Some(SkuState::created(state.sku().clone(), state.product().clone(), 999_999));
+                }
+                panic!("injected panic (expected by this test)");
+            });
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_actor_is_restarted_from_its_persisted_state_and_counted() {
+        let metrics = crate::metrics::install();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let config = WriterConfig {
+            max_batch_items: 64,
+            queue_capacity_items: 64,
+        };
+        let writer = Writer::start(Arc::clone(&store), config, 1, Arc::new(|_| {})).unwrap();
+        let deps = Arc::new(SkuDeps {
+            writer: Arc::clone(&writer),
+            store,
+            clock: Arc::new(SystemClock),
+            limits: SkuLimits { holds_max: 10 },
+            settled_retention_ms: 60_000,
+            hold_index: Arc::new(DashMap::new()),
+        });
+        let arbiter = Arbiter::new();
+        let registry = Registry::new(vec![arbiter.handle()], deps, 16);
+        let sku = SkuId::parse("fragile").unwrap();
+        let mailbox = registry.sku_or_start(&sku);
+        let run = |command: SkuCommand| {
+            let receiver = mailbox
+                .ask(|reply, slot| ExecuteSkuCommand {
+                    command,
+                    idempotency: None,
+                    reply,
+                    slot,
+                })
+                .unwrap();
+            let writer = Arc::clone(&writer);
+            async move {
+                let acked = receiver.await.unwrap();
+                writer.durability().wait(acked.ticket).await.unwrap();
+                acked.value.unwrap()
+            }
+        };
+        let product = Product {
+            name: Name::parse("Vase", "name", "invalid_name").unwrap(),
+            price_minor: 5000,
+            currency: Currency::parse("EUR").unwrap(),
+        };
+        run(SkuCommand::Upsert {
+            product,
+            on_hand: Some(10),
+        })
+        .await;
+        run(SkuCommand::Reserve {
+            id: ReservationId::generate(),
+            qty: Quantity::parse(3, 100).unwrap(),
+            ttl_ms: 600_000,
+        })
+        .await;
+
+        mailbox
+            .ask(|_: oneshot::Sender<()>, slot| CorruptAndPanic { slot })
+            .unwrap();
+        let view = mailbox
+            .ask(|reply, slot| GetSku { reply, slot })
+            .unwrap()
+            .await
+            .unwrap()
+            .value
+            .expect("the SKU is back");
+        assert_eq!(
+            (view.on_hand, view.reserved),
+            (10, 3),
+            "reloaded from storage, not the corrupted memory"
+        );
+        let after = run(SkuCommand::Reserve {
+            id: ReservationId::generate(),
+            qty: Quantity::parse(7, 100).unwrap(),
+            ttl_ms: 600_000,
+        })
+        .await;
+        assert!(
+            matches!(after, SkuOutcome::Reservation(_)),
+            "the restarted actor serves"
+        );
+        assert!(metrics
+            .render()
+            .contains("stockroom_actor_restarts_total{kind=\"sku\"} 1"));
+        arbiter.stop();
+        writer.close();
     }
 }

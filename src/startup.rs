@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{Engine, StoreWrapper};
-use crate::http::{record_request, routes, AppState};
+use crate::http::{routes, AppState};
 
 /// Seams for tests: a controlled clock, a store wrapper for fault injection.
 pub struct Options {
@@ -76,17 +76,12 @@ impl Application {
 
         let http = &settings.http;
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .wrap_fn(record_request)
-                .configure(routes)
-        })
-        .listen(listener)?
-        .shutdown_timeout(http.shutdown_timeout_seconds)
-        .max_connections(http.max_connections_per_worker)
-        .client_request_timeout(Duration::from_secs(http.request_head_timeout_seconds))
-        .keep_alive(Duration::from_secs(http.keep_alive_seconds));
+        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+            .listen(listener)?
+            .shutdown_timeout(http.shutdown_timeout_seconds)
+            .max_connections(http.max_connections_per_worker)
+            .client_request_timeout(Duration::from_secs(http.request_head_timeout_seconds))
+            .keep_alive(Duration::from_secs(http.keep_alive_seconds));
         if http.workers > 0 {
             server = server.workers(http.workers);
         }

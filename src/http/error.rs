@@ -226,8 +226,3 @@ impl From<SkuFailure> for ApiError {
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
-
-/// Answers a path that does not exist.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
-}

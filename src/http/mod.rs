@@ -73,37 +73,49 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(reservations::release)),
         )
         .service(resource("/v1/reservations/{id}/commit").route(web::post().to(reservations::commit)))
-        .default_service(web::to(error::not_found));
+        .default_service(web::to(unmatched));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(error::method_not_allowed))
+/// A resource whose requests are counted under its own path pattern: the label is known
+/// here, so the router's regex match is not repeated per request to find it.
+fn resource(
+    route: &'static str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::resource(route)
+        .default_service(web::to(error::method_not_allowed))
+        .wrap_fn(move |request, service| {
+            let started = Instant::now();
+            let method = request.method().clone();
+            let call = service.call(request);
+            async move {
+                let response = call.await?;
+                record_request(route, &method, response.status(), started);
+                Ok(response)
+            }
+        })
 }
 
-/// Records every request's route, method, status and latency.
-pub fn record_request<S, B>(
-    request: actix_web::dev::ServiceRequest,
-    service: &S,
-) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
-where
-    S: Service<actix_web::dev::ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
-{
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let call = service.call(request);
-    async move {
-        let response = call.await?;
-        let route = response
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_owned());
-        let status = response.status().as_u16().to_string();
-        metrics::histogram!(names::HTTP_REQUEST_SECONDS, "route" => route.clone(), "method" => method.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
-            .increment(1);
-        Ok(response)
-    }
+/// Answers (and counts) a request no route matched.
+async fn unmatched(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    record_request("unmatched", request.method(), StatusCode::NOT_FOUND, Instant::now());
+    Err(ApiError::NotFound)
+}
+
+/// Counts one request and its latency.
+fn record_request(route: &'static str, method: &actix_web::http::Method, status: StatusCode, started: Instant) {
+    let method = method.as_str().to_owned();
+    metrics::histogram!(names::HTTP_REQUEST_SECONDS, "route" => route, "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status.as_str().to_owned())
+        .increment(1);
 }
 
 /// A JSON response with a status.

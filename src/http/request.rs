@@ -22,7 +22,8 @@ use super::AppState;
 pub struct JsonBody<T> {
     /// The parsed body.
     pub value: T,
-    /// The body re-serialised with sorted keys and no whitespace.
+    /// The body re-serialised with sorted keys and no whitespace; empty unless the request
+    /// carries an `Idempotency-Key` (only a fingerprint needs it).
     pub canonical: Vec<u8>,
 }
 
@@ -47,6 +48,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.parse::<usize>().ok());
+        // Only a keyed request needs the canonical form (for its fingerprint).
+        let keyed = request.headers().contains_key("idempotency-key");
         let mut payload = payload.take();
         Box::pin(async move {
             if declared_length.is_some_and(|length| length > limit_bytes) {
@@ -77,7 +80,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
             }
             // serde_json's map is ordered by key, so this is a canonical form.
-            let canonical = serde_json::to_vec(&json).map_err(|error| ApiError::Internal(error.into()))?;
+            let canonical = if keyed {
+                serde_json::to_vec(&json).map_err(|error| ApiError::Internal(error.into()))?
+            } else {
+                Vec::new()
+            };
             let value =
                 T::deserialize(json).map_err(|error| ApiError::bad_request("invalid_json", error.to_string()))?;
             Ok(JsonBody { value, canonical })

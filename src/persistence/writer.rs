@@ -137,6 +137,9 @@ struct Queue {
     next_ticket: Ticket,
     /// The sequence number the next event gets.
     next_event_seq: u64,
+    /// The writer is waiting on the condvar: only then does a submitter need to wake it
+    /// (under load the writer is flushing, and a wake-up would be a wasted syscall).
+    writer_sleeping: bool,
 }
 
 struct Shared {
@@ -171,7 +174,7 @@ impl WriterPermit<'_> {
     pub fn submit(mut self, change: Change) -> Ticket {
         self.submitted = true;
         let shared = self.shared;
-        let ticket = {
+        let (ticket, wake) = {
             let mut queue = lock(&shared.queue);
             let ticket = queue.next_ticket;
             queue.next_ticket += 1;
@@ -190,9 +193,11 @@ impl WriterPermit<'_> {
                 events,
             });
             shared.last_submitted.store(ticket, Ordering::Release);
-            ticket
+            (ticket, queue.writer_sleeping)
         };
-        shared.wake.notify_one();
+        if wake {
+            shared.wake.notify_one();
+        }
         ticket
     }
 }
@@ -219,6 +224,7 @@ impl Writer {
                 items: VecDeque::new(),
                 next_ticket: 1,
                 next_event_seq,
+                writer_sleeping: false,
             }),
             wake: Condvar::new(),
             occupancy: AtomicUsize::new(0),
@@ -306,11 +312,13 @@ fn run(shared: &Shared, store: &dyn Store, on_fatal: &(dyn Fn(&StoreError) + Sen
                 if shared.closed.load(Ordering::Acquire) && shared.occupancy.load(Ordering::Acquire) == 0 {
                     return;
                 }
+                queue.writer_sleeping = true;
                 queue = shared
                     .wake
                     .wait_timeout(queue, IDLE_WAIT)
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .0;
+                queue.writer_sleeping = false;
             }
         };
         if let Err(error) = write_batch(store, &mut batch) {

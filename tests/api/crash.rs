@@ -32,12 +32,18 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `dir` with a free port and waits until it is ready.
     pub async fn start(dir: &Path, client: &reqwest::Client) -> Self {
+        Self::start_with(dir, client, &[("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN)]).await
+    }
+
+    /// Starts the binary on `dir` with extra environment variables.
+    pub async fn start_with(dir: &Path, client: &reqwest::Client, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
             .current_dir(dir)
+            .env_remove("STOCKROOM_ADMIN_TOKEN")
             .env("STOCKROOM_HTTP__BIND", "127.0.0.1:0")
             .env("STOCKROOM_HTTP__WORKERS", "2")
             .env("STOCKROOM_STORE__DATA_DIR", dir.join("data"))
-            .env("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -70,6 +76,14 @@ impl ServerProcess {
             assert!(Instant::now() < deadline, "the restarted server did not become ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it exited with 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+        self.child.wait().expect("reaped").success()
     }
 
     /// SIGKILL: no shutdown code runs.

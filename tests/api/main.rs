@@ -7,5 +7,6 @@ mod expiry;
 mod faults;
 mod helpers;
 mod idempotency;
+mod lifecycle;
 mod overload;
 mod stock;

@@ -1,10 +1,14 @@
 //! Held reservations lapse at `expires_at` and their stock comes back, also across restarts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use stockroom::domain::clock::ManualClock;
+use stockroom::domain::{Clock, SystemClock};
 use stockroom::startup::Options;
+use tempfile::TempDir;
 
 use crate::helpers::{counters, TestApp};
 
@@ -46,14 +50,20 @@ async fn a_one_second_hold_expires_and_its_stock_comes_back_within_two_seconds()
 
 #[actix_web::test]
 async fn a_hold_that_expires_while_the_server_is_down_is_released_at_restart() {
-    let app = TestApp::spawn().await;
+    // Time is controlled, not slept: the server is down while the clock passes the expiry.
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let with_clock = |clock: &Arc<ManualClock>| Options {
+        clock: Arc::clone(clock) as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), with_clock(&clock), |_| {}).await;
     app.create_sku("down", 4).await;
-    let short: Value = app.reserve("down", 3, 1).await.json().await.unwrap();
+    let short: Value = app.reserve("down", 3, 60).await.json().await.unwrap();
     let long: Value = app.reserve("down", 1, 600).await.json().await.unwrap();
     let dir = app.stop().await;
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    clock.advance(61_000);
 
-    let app = TestApp::spawn_with(dir, Options::default(), |_| {}).await;
+    let app = TestApp::spawn_with(dir, with_clock(&clock), |_| {}).await;
     // The first read after ready already sees the lapsed hold released.
     assert_eq!(counters(&app.sku("down").await), (4, 1, 3));
     assert_eq!(

@@ -136,6 +136,17 @@ pub struct Keyed<'a> {
     pub fingerprint: [u8; 32],
 }
 
+impl<'a> Keyed<'a> {
+    /// A request sent with the admin token.
+    pub fn admin(key: &'a IdempotencyKey, request: &HttpRequest, canonical_body: &[u8]) -> Self {
+        Keyed {
+            key,
+            scope: skus::ADMIN_SCOPE,
+            fingerprint: request::fingerprint(request, canonical_body),
+        }
+    }
+}
+
 /// Sends `command` to a SKU actor, waits until its change is durable, and answers with
 /// `render`. With an idempotency key, a repeat replays the stored answer.
 pub async fn execute_sku_command(
@@ -172,13 +183,35 @@ pub async fn execute_sku_command(
             }
         }
     }
-    let receiver = mailbox.ask(|reply, slot| ExecuteSkuCommand {
+    let reply = ask_durable(engine, mailbox, |reply, slot| ExecuteSkuCommand {
         command,
         idempotency: draft,
         reply,
         slot,
-    })?;
-    let acked = receiver
+    })
+    .await?;
+    // Overloads and failed reads are not answers that stand (nor are they stored): they go
+    // out as errors, with their headers and logging.
+    if let Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) = reply {
+        return Err(failure.into());
+    }
+    let (status, body) = render(&reply);
+    Ok(json_response(status, body))
+}
+
+/// Sends the message built by `make` to a SKU actor and returns its answer once everything
+/// the answer reports is durable.
+pub async fn ask_durable<M, T>(
+    engine: &Engine,
+    mailbox: &Mailbox<SkuActor>,
+    make: impl FnOnce(crate::actors::sku::Reply<T>, crate::actors::MailboxSlot) -> M,
+) -> Result<T, ApiError>
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    SkuActor: actix::Handler<M>,
+{
+    let acked = mailbox
+        .ask(make)?
         .await
         .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
     engine
@@ -187,13 +220,7 @@ pub async fn execute_sku_command(
         .wait(acked.ticket)
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    // Overloads and failed reads are not answers that stand (nor are they stored): they go
-    // out as errors, with their headers and logging.
-    if let Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) = acked.value {
-        return Err(failure.into());
-    }
-    let (status, body) = render(&acked.value);
-    Ok(json_response(status, body))
+    Ok(acked.value)
 }
 
 /// The status and body of an error, as stored for idempotent replay.

@@ -4,10 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{fingerprint, Admin, IdempotencyKey, JsonBody, NoFields};
-use super::skus::ADMIN_SCOPE;
+use super::request::{Admin, IdempotencyKey, JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
-use super::{execute_sku_command, path_param, AppState, Keyed};
+use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
 use crate::actors::sku::GetReservation;
 use crate::domain::sku::{Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
@@ -53,11 +52,7 @@ pub async fn create(
         qty,
         ttl_ms: ttl_seconds * 1000,
     };
-    let keyed = Keyed {
-        key: &key,
-        scope: ADMIN_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(engine, &mailbox, command, keyed, render_reserved).await
 }
 
@@ -66,17 +61,8 @@ pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest
     let engine = state.engine()?;
     let id = ReservationId::parse(path_param(&request, "id"))?;
     if let Some(mailbox) = engine.registry.holder_of(&id).and_then(|sku| engine.registry.sku(&sku)) {
-        let acked = mailbox
-            .ask(|reply, slot| GetReservation { id, reply, slot })?
-            .await
-            .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
-        engine
-            .writer
-            .durability()
-            .wait(acked.ticket)
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
-        if let Some(reservation) = acked.value? {
+        let held = ask_durable(engine, &mailbox, |reply, slot| GetReservation { id, reply, slot }).await?;
+        if let Some(reservation) = held? {
             return Ok(HttpResponse::Ok().json(ReservationBody::from(&reservation)));
         }
     }
@@ -121,11 +107,7 @@ async fn settle(
         None => settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?.sku,
     };
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed {
-        key: &key,
-        scope: ADMIN_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(engine, &mailbox, command(id), keyed, render_reservation).await
 }
 

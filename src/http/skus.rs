@@ -6,9 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{fingerprint, Admin, IdempotencyKey, JsonBody};
+use super::request::{Admin, IdempotencyKey, JsonBody};
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
-use super::{execute_sku_command, path_param, AppState, Keyed};
+use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
 use crate::actors::sku::GetSku;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
@@ -61,11 +61,7 @@ pub async fn upsert(
         })
         .transpose()?;
     let mailbox = engine.registry.sku_or_start(&sku);
-    let keyed = Keyed {
-        key: &key,
-        scope: ADMIN_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(
         engine,
         &mailbox,
@@ -81,17 +77,9 @@ pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<Htt
     let engine = state.engine()?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let acked = mailbox
-        .ask(|reply, slot| GetSku { reply, slot })?
-        .await
-        .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
-    engine
-        .writer
-        .durability()
-        .wait(acked.ticket)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
-    let view = acked.value.ok_or(ApiError::NotFound)?;
+    let view = ask_durable(engine, &mailbox, |reply, slot| GetSku { reply, slot })
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(SkuBody::from(&view)))
 }
 
@@ -210,11 +198,7 @@ pub async fn restock(
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed {
-        key: &key,
-        scope: ADMIN_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(engine, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
 }
 
@@ -239,11 +223,7 @@ pub async fn adjust(
     let delta = StockDelta::parse(body.value.delta)?;
     let reason = Name::parse(&body.value.reason, "reason", "invalid_reason")?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed {
-        key: &key,
-        scope: ADMIN_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(
         engine,
         &mailbox,

@@ -170,6 +170,10 @@ impl Engine {
             if due_ms > now_ms {
                 break;
             }
+            if !retention_may_delete(self.store.as_ref(), target)? {
+                ops.push(Op::Delete(key));
+                continue;
+            }
             ops.push(Op::Delete(target.to_vec()));
             ops.push(Op::Delete(key));
         }
@@ -243,4 +247,21 @@ impl Engine {
             tracing::error!("shutting down the engine panicked");
         }
     }
+}
+
+/// Whether retention may delete `target`. Committed and returned reservations are records of
+/// sales and are kept; a released id may have been held again (cart lines reuse their id), so
+/// its old retention entry must not delete the newer record.
+fn retention_may_delete(store: &dyn Store, target: &[u8]) -> anyhow::Result<bool> {
+    if target.first() != Some(&keys::RESERVATION) {
+        return Ok(true);
+    }
+    let Some(bytes) = store.get(target)? else {
+        return Ok(false);
+    };
+    let record: crate::domain::sku::Reservation = crate::persistence::codec::decode(target, &bytes)?;
+    Ok(matches!(
+        record.state,
+        crate::domain::sku::ReservationState::Released | crate::domain::sku::ReservationState::Expired
+    ))
 }

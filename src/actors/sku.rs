@@ -390,6 +390,10 @@ fn record_event_metrics(events: &[SkuEvent]) {
             SkuEvent::ReservationReleased { .. } => "released",
             SkuEvent::ReservationCommitted { .. } => "committed",
             SkuEvent::ReservationExpired { .. } => "expired",
+            SkuEvent::ReservationReturned { .. } => {
+                metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "returned").increment(1);
+                continue;
+            }
             _ => continue,
         };
         if outcome != "reserved" {

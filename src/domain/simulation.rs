@@ -29,8 +29,8 @@ struct Model {
     on_hand: u64,
     /// Held reservations: id -> (qty, expires_ms).
     holds: BTreeMap<ReservationId, (u64, u64)>,
-    /// Settled reservations and how they settled.
-    settled: HashMap<ReservationId, ReservationState>,
+    /// Settled reservations: how they settled and their units.
+    settled: HashMap<ReservationId, (ReservationState, u64)>,
 }
 
 impl Model {
@@ -50,14 +50,15 @@ impl Model {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.holds.remove(&id);
-            self.settled.insert(id, ReservationState::Expired);
+            if let Some((qty, _)) = self.holds.remove(&id) {
+                self.settled.insert(id, (ReservationState::Expired, qty));
+            }
         }
     }
 
     /// The model's answer: `Ok(None)` for success, `Err` for the expected rejection.
     fn run(&mut self, command: &SkuCommand, now_ms: u64) -> Result<(), SkuRejection> {
-        use ReservationState::{Committed, Expired, Released};
+        use ReservationState::{Committed, Expired, Released, Returned};
         self.expire_due(now_ms);
         match command {
             SkuCommand::Reserve { id, qty, ttl_ms } => {
@@ -75,28 +76,84 @@ impl Model {
                 Ok(())
             }
             SkuCommand::Release { id } => {
-                if self.holds.remove(id).is_some() {
-                    self.settled.insert(*id, Released);
+                if let Some((qty, _)) = self.holds.remove(id) {
+                    self.settled.insert(*id, (Released, qty));
                     return Ok(());
                 }
                 match self.settled.get(id) {
-                    Some(Released | Expired) => Ok(()),
-                    Some(Committed) => Err(SkuRejection::ReservationCommitted),
+                    Some((Released | Expired, _)) => Ok(()),
+                    Some((Committed | Returned, _)) => Err(SkuRejection::ReservationCommitted),
                     _ => Err(SkuRejection::ReservationNotFound),
                 }
             }
             SkuCommand::Commit { id } => {
                 if let Some((qty, _)) = self.holds.remove(id) {
                     self.on_hand -= qty;
-                    self.settled.insert(*id, Committed);
+                    self.settled.insert(*id, (Committed, qty));
                     return Ok(());
                 }
                 match self.settled.get(id) {
-                    Some(Committed) => Ok(()),
-                    Some(Released) => Err(SkuRejection::ReservationReleased),
-                    Some(Expired) => Err(SkuRejection::ReservationExpired),
+                    Some((Committed, _)) => Ok(()),
+                    Some((Returned, _)) => Err(SkuRejection::ReservationCommitted),
+                    Some((Released, _)) => Err(SkuRejection::ReservationReleased),
+                    Some((Expired, _)) => Err(SkuRejection::ReservationExpired),
                     _ => Err(SkuRejection::ReservationNotFound),
                 }
+            }
+            SkuCommand::Return { id } => {
+                if self.holds.contains_key(id) {
+                    return Err(SkuRejection::ReservationNotCommitted);
+                }
+                match self.settled.get(id).copied() {
+                    Some((Committed, qty)) => {
+                        self.on_hand += qty;
+                        self.settled.insert(*id, (Returned, qty));
+                        Ok(())
+                    }
+                    Some((Returned, _)) => Ok(()),
+                    Some(_) => Err(SkuRejection::ReservationNotCommitted),
+                    None => Err(SkuRejection::ReservationNotFound),
+                }
+            }
+            SkuCommand::SetHold { id, qty, expires_ms } => match self.holds.get(id).copied() {
+                Some((held, _)) if *qty == 0 => {
+                    self.holds.remove(id);
+                    self.settled.insert(*id, (Released, held));
+                    Ok(())
+                }
+                Some((held, _)) => {
+                    if qty.saturating_sub(held) > self.available() {
+                        return Err(SkuRejection::InsufficientStock {
+                            available: self.available() + held,
+                        });
+                    }
+                    self.holds.insert(*id, (*qty, *expires_ms));
+                    Ok(())
+                }
+                None if *qty == 0 => Ok(()),
+                None => {
+                    if matches!(self.settled.get(id), Some((Committed | Returned, _))) {
+                        return Err(SkuRejection::ReservationCommitted);
+                    }
+                    if self.holds.len() >= LIMITS.holds_max {
+                        return Err(SkuRejection::HoldLimitReached {
+                            holds_max: LIMITS.holds_max,
+                        });
+                    }
+                    if *qty > self.available() {
+                        return Err(SkuRejection::InsufficientStock {
+                            available: self.available(),
+                        });
+                    }
+                    self.holds.insert(*id, (*qty, *expires_ms));
+                    Ok(())
+                }
+            },
+            SkuCommand::ExtendHold { id, expires_ms } => {
+                if let Some(hold) = self.holds.get_mut(id) {
+                    hold.1 = *expires_ms;
+                }
+                Ok(())
             }
             SkuCommand::Restock { qty } => {
                 if self.on_hand + qty.get() > ON_HAND_MAX {
@@ -178,6 +235,8 @@ fn simulate(seed: u64, steps: usize) {
     let mut now_ms: u64 = 1_700_000_000_000;
     let mut model = Model::default();
     let mut state: Option<SkuState> = None;
+    // Cart-line ids: few and reused, so holds are re-held, resized, committed and returned.
+    let line_ids: Vec<ReservationId> = (0..6).map(|_| ReservationId::generate()).collect();
 
     let initial = rng.random_range(0..=40);
     let create = SkuCommand::Upsert {
@@ -199,15 +258,15 @@ fn simulate(seed: u64, steps: usize) {
 
     for step in 0..steps {
         let command = match rng.random_range(0..100) {
-            0..35 => SkuCommand::Reserve {
+            0..30 => SkuCommand::Reserve {
                 id: ReservationId::generate(),
                 qty: quantity(&mut rng, 12),
                 ttl_ms: rng.random_range(1..=5_000),
             },
-            35..50 => SkuCommand::Release {
+            30..45 => SkuCommand::Release {
                 id: some_id(&mut rng, &model),
             },
-            50..65 => SkuCommand::Commit {
+            45..65 => SkuCommand::Commit {
                 id: some_id(&mut rng, &model),
             },
             65..72 => SkuCommand::Restock {
@@ -222,8 +281,20 @@ fn simulate(seed: u64, steps: usize) {
                 .expect("non-zero"),
                 reason: Name::parse("simulation", "reason", "invalid_reason").expect("constant"),
             },
-            80..85 => SkuCommand::ExpireDue,
-            85..95 => {
+            80..83 => SkuCommand::ExpireDue,
+            83..88 => SkuCommand::SetHold {
+                id: line_ids[rng.random_range(0..line_ids.len())],
+                qty: rng.random_range(0..=12),
+                expires_ms: now_ms + rng.random_range(1..=5_000),
+            },
+            88..90 => SkuCommand::ExtendHold {
+                id: line_ids[rng.random_range(0..line_ids.len())],
+                expires_ms: now_ms + rng.random_range(1..=5_000),
+            },
+            90..92 => SkuCommand::Return {
+                id: some_id(&mut rng, &model),
+            },
+            92..96 => {
                 now_ms = match rng.random_range(0..20) {
                     0 => now_ms + 3_600_000,
                     1 => now_ms - rng.random_range(0..=1_000),

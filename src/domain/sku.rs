@@ -59,6 +59,8 @@ pub enum ReservationState {
     Released,
     /// Lapsed at `expires_ms`; units are available again.
     Expired,
+    /// Committed, then given back to `on_hand` (its order was cancelled or expired).
+    Returned,
 }
 
 /// A reservation as clients see it, held or settled.
@@ -146,6 +148,30 @@ pub enum SkuCommand {
     },
     /// Expires every hold whose `expires_ms` has passed (up to [`EXPIRE_BATCH_MAX`]).
     ExpireDue,
+    /// Sets a hold to exactly `qty` units until `expires_ms`: creates it, resizes it, or
+    /// (with `qty` 0) releases it. Cart lines use it with ids derived from (cart, SKU), so
+    /// repeating a set after a crash changes nothing. Refused once the id was committed.
+    SetHold {
+        /// The hold's id.
+        id: ReservationId,
+        /// Units it should hold (0 releases it).
+        qty: u64,
+        /// When it should lapse.
+        expires_ms: u64,
+    },
+    /// Moves a held reservation's expiry; nothing when it is not held.
+    ExtendHold {
+        /// Which reservation.
+        id: ReservationId,
+        /// When it should lapse.
+        expires_ms: u64,
+    },
+    /// Gives a committed reservation's units back to `on_hand` (its order was cancelled or
+    /// expired). Returning twice returns once.
+    Return {
+        /// Which reservation.
+        id: ReservationId,
+    },
 }
 
 /// What happened to a SKU. Events are facts: applying one never fails.
@@ -201,6 +227,22 @@ pub enum SkuEvent {
         /// Units made available again.
         qty: u64,
     },
+    /// A held reservation changed size or expiry.
+    ReservationChanged {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units it holds now.
+        qty: u64,
+        /// When it lapses now.
+        expires_ms: u64,
+    },
+    /// A committed reservation's units went back to `on_hand`.
+    ReservationReturned {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units returned.
+        qty: u64,
+    },
 }
 
 impl SkuEvent {
@@ -215,6 +257,8 @@ impl SkuEvent {
             SkuEvent::ReservationReleased { .. } => "stockroom.stock.released",
             SkuEvent::ReservationCommitted { .. } => "stockroom.stock.committed",
             SkuEvent::ReservationExpired { .. } => "stockroom.stock.expired",
+            SkuEvent::ReservationChanged { .. } => "stockroom.stock.hold_changed",
+            SkuEvent::ReservationReturned { .. } => "stockroom.stock.returned",
         }
     }
 
@@ -268,6 +312,9 @@ pub enum SkuRejection {
     /// The reservation expired; it cannot be committed.
     #[error("the reservation expired")]
     ReservationExpired,
+    /// Only a committed reservation can be returned.
+    #[error("the reservation is not committed")]
+    ReservationNotCommitted,
 }
 
 /// A live SKU: product, counters and held reservations indexed by expiry.
@@ -522,6 +569,53 @@ pub fn decide(
             Some(hold) => Ok(vec![SkuEvent::ReservationCommitted { id: *id, qty: hold.qty }]),
             None => Err(SkuRejection::ReservationNotFound),
         },
+        SkuCommand::SetHold { id, qty, expires_ms } => match state.holds.get(id) {
+            Some(hold) if *qty == 0 => Ok(vec![SkuEvent::ReservationReleased { id: *id, qty: hold.qty }]),
+            Some(hold) if *qty == hold.qty && *expires_ms == hold.expires_ms => Ok(Vec::new()),
+            Some(hold) => {
+                if qty.saturating_sub(hold.qty) > state.available() {
+                    return Err(SkuRejection::InsufficientStock {
+                        available: state.available() + hold.qty,
+                    });
+                }
+                Ok(vec![SkuEvent::ReservationChanged {
+                    id: *id,
+                    qty: *qty,
+                    expires_ms: *expires_ms,
+                }])
+            }
+            None if *qty == 0 => Ok(Vec::new()),
+            None => {
+                if state.holds.len() >= limits.holds_max {
+                    return Err(SkuRejection::HoldLimitReached {
+                        holds_max: limits.holds_max,
+                    });
+                }
+                if *qty > state.available() {
+                    return Err(SkuRejection::InsufficientStock {
+                        available: state.available(),
+                    });
+                }
+                Ok(vec![SkuEvent::StockReserved {
+                    hold: Hold {
+                        id: *id,
+                        qty: *qty,
+                        created_ms: now_ms,
+                        expires_ms: *expires_ms,
+                    },
+                }])
+            }
+        },
+        SkuCommand::ExtendHold { id, expires_ms } => match state.holds.get(id) {
+            Some(hold) if hold.expires_ms != *expires_ms => Ok(vec![SkuEvent::ReservationChanged {
+                id: *id,
+                qty: hold.qty,
+                expires_ms: *expires_ms,
+            }]),
+            _ => Ok(Vec::new()),
+        },
+        // Returning concerns settled reservations, answered by `execute` from their record.
+        SkuCommand::Return { .. } => Err(SkuRejection::ReservationNotCommitted),
         SkuCommand::ExpireDue => Ok(state
             .expiry
             .iter()
@@ -538,13 +632,16 @@ pub fn decide(
 /// What releasing or committing a reservation that is no longer held answers, given its
 /// settled record. Releasing is idempotent; committing twice is too.
 pub fn decide_on_settled(command: &SkuCommand, settled: &Reservation) -> Result<Reservation, SkuRejection> {
-    use ReservationState::{Committed, Expired, Held, Released};
+    use ReservationState::{Committed, Expired, Held, Released, Returned};
     match (command, settled.state) {
         (SkuCommand::Release { .. }, Released | Expired) => Ok(settled.clone()),
         (SkuCommand::Release { .. }, Committed) => Err(SkuRejection::ReservationCommitted),
         (SkuCommand::Commit { .. }, Committed) => Ok(settled.clone()),
         (SkuCommand::Commit { .. }, Released) => Err(SkuRejection::ReservationReleased),
         (SkuCommand::Commit { .. }, Expired) => Err(SkuRejection::ReservationExpired),
+        (SkuCommand::Release { .. } | SkuCommand::Commit { .. }, Returned) => Err(SkuRejection::ReservationCommitted),
+        (SkuCommand::Return { .. }, Returned) => Ok(settled.clone()),
+        (SkuCommand::Return { .. }, _) => Err(SkuRejection::ReservationNotCommitted),
         // A settled record never says held, and other commands do not name a reservation.
         (_, Held) | (_, _) => Err(SkuRejection::ReservationNotFound),
     }
@@ -571,6 +668,21 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent) {
             let previous = state.holds.insert(hold.id, hold.clone());
             assert!(previous.is_none(), "reservation id reused");
         }
+        SkuEvent::ReservationChanged { id, qty, expires_ms } => {
+            let hold = state
+                .holds
+                .get_mut(id)
+                .expect("changing a reservation that is not held");
+            assert!(
+                state.expiry.remove(&(hold.expires_ms, hold.id)),
+                "expiry index out of step"
+            );
+            state.reserved = state.reserved - hold.qty + qty;
+            hold.qty = *qty;
+            hold.expires_ms = *expires_ms;
+            state.expiry.insert((*expires_ms, *id));
+        }
+        SkuEvent::ReservationReturned { qty, .. } => state.on_hand += qty,
         SkuEvent::ReservationReleased { id, .. }
         | SkuEvent::ReservationExpired { id, .. }
         | SkuEvent::ReservationCommitted { id, .. } => {
@@ -678,7 +790,7 @@ pub fn execute<E>(
                 created: false,
             })
             .ok_or(SkuRejection::SkuNotFound),
-        SkuCommand::Release { id } | SkuCommand::Commit { id }
+        SkuCommand::Release { id } | SkuCommand::Commit { id } | SkuCommand::Return { id }
             if state.as_ref().is_none_or(|state| state.hold(id).is_none()) =>
         {
             // A hold that fell due just now was settled by this very call: its record is not
@@ -688,9 +800,47 @@ pub fn execute<E>(
                 Some(record) => Some(record),
                 None => settled_record(id)?,
             };
-            match record {
-                Some(record) if &record.sku == sku => decide_on_settled(command, &record).map(SkuOutcome::Reservation),
+            match (record, state.as_mut()) {
+                (Some(record), Some(live)) if &record.sku == sku => {
+                    if matches!(command, SkuCommand::Return { .. }) && record.state == ReservationState::Committed {
+                        if live.on_hand + record.qty > ON_HAND_MAX {
+                            Err(SkuRejection::StockLimitExceeded)
+                        } else {
+                            let event = SkuEvent::ReservationReturned {
+                                id: *id,
+                                qty: record.qty,
+                            };
+                            apply(live, &event);
+                            events.push(event);
+                            let returned = Reservation {
+                                state: ReservationState::Returned,
+                                settled_ms: Some(now_ms),
+                                ..record
+                            };
+                            settled.push(returned.clone());
+                            Ok(SkuOutcome::Reservation(returned))
+                        }
+                    } else {
+                        decide_on_settled(command, &record).map(SkuOutcome::Reservation)
+                    }
+                }
                 _ => Err(SkuRejection::ReservationNotFound),
+            }
+        }
+        SkuCommand::SetHold { id, qty, .. }
+            if *qty > 0 && state.as_ref().is_some_and(|state| state.hold(id).is_none()) =>
+        {
+            // An id that was committed belongs to a sale now; it is never held again. (A hold
+            // that expired in this very call is not committed, so storage is enough.)
+            let committed = settled_record(id)?
+                .is_some_and(|record| matches!(record.state, ReservationState::Committed | ReservationState::Returned));
+            if committed {
+                Err(SkuRejection::ReservationCommitted)
+            } else {
+                run(state, command, &mut events).map(|()| SkuOutcome::Sku {
+                    view: state.as_ref().expect("the SKU exists").view(),
+                    created: false,
+                })
             }
         }
         _ => {

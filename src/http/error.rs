@@ -10,7 +10,7 @@
 //! | 403 | `forbidden` |
 //! | 404 | `not_found` |
 //! | 405 | `method_not_allowed` |
-//! | 409 | `insufficient_stock`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `idempotency_key_in_flight` |
+//! | 409 | `insufficient_stock`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `reservation_not_committed`, `idempotency_key_in_flight` |
 //! | 413 | `payload_too_large` |
 //! | 415 | `unsupported_media_type` |
 //! | 422 | `idempotency_key_reused` |
@@ -203,6 +203,7 @@ impl From<SkuRejection> for ApiError {
             SkuRejection::ReservationCommitted => ("reservation_committed", json!({})),
             SkuRejection::ReservationReleased => ("reservation_released", json!({})),
             SkuRejection::ReservationExpired => ("reservation_expired", json!({})),
+            SkuRejection::ReservationNotCommitted => ("reservation_not_committed", json!({})),
         };
         let details = match details {
             Value::Object(map) => map,

@@ -84,17 +84,25 @@ pub fn sku_change_ops(
     let sku = after.sku();
     let mut ops = Vec::with_capacity(1 + 3 * events.len());
     ops.push(Op::Put(keys::sku(sku), codec::encode(&sku_row(after))));
-    for event in events {
-        if let SkuEvent::StockReserved { hold } = event {
-            ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode(hold)));
-        }
-    }
+    // Settled holds first: a hold settled early in the call (expired) may be held again later
+    // in it under the same id, and the later put must win.
     let due_ms = now_ms.saturating_add(settled_retention_ms);
     for record in settled {
         let key = keys::reservation(&record.id);
         ops.push(Op::Delete(keys::hold(sku, &record.id)));
         ops.push(Op::Put(keys::expiring(due_ms, &key), Vec::new()));
         ops.push(Op::Put(key, codec::encode(record)));
+    }
+    for event in events {
+        let changed = match event {
+            SkuEvent::StockReserved { hold } => Some(hold.id),
+            SkuEvent::ReservationChanged { id, .. } => Some(*id),
+            _ => None,
+        };
+        // The hold as it stands after every event (a later event may have settled it).
+        if let Some(hold) = changed.and_then(|id| after.hold(&id)) {
+            ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode(hold)));
+        }
     }
     ops
 }

@@ -6,8 +6,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::{Entry, Op, Store, StoreError};
+
+/// Longest wait for another instance to release the store's lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Pause between attempts to take the lock.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 
 /// A sled database in a directory of its own.
 pub struct SledStore {
@@ -21,13 +27,28 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the database in `path`, with `cache_capacity_bytes` of page cache.
+    /// If another process (or an instance still shutting down) holds the directory's lock,
+    /// waits up to [`LOCK_WAIT`] for it.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)
             .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        let started = Instant::now();
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+                {
+                    if started.elapsed() < LOCK_RETRY {
+                        tracing::warn!(path = %path.display(), "the store is locked by another instance; waiting for it");
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                opened => break opened?,
+            }
+        };
         let data_file = File::open(path.join("db"))?;
         Ok(Self {
             db,

@@ -79,6 +79,9 @@ impl TestApp {
             if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
                 return;
             }
+            if self.run.as_ref().is_some_and(|run| run.is_finished()) {
+                panic!("the server stopped before it was ready (see its log with TEST_LOG=1)");
+            }
             assert!(Instant::now() < deadline, "the server did not become ready");
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }

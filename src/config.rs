@@ -27,6 +27,10 @@ pub struct Settings {
     pub actors: ActorSettings,
     /// Reservation limits.
     pub reservation: ReservationSettings,
+    /// Carts.
+    pub cart: CartSettings,
+    /// Orders.
+    pub order: OrderSettings,
     /// Idempotency records.
     pub idempotency: IdempotencySettings,
     /// Event-log retention.
@@ -152,6 +156,47 @@ impl Default for ReservationSettings {
             max_qty: 1_000_000,
             max_holds_per_sku: 1_000_000,
             settled_retention_hours: 168,
+        }
+    }
+}
+
+/// Carts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CartSettings {
+    /// How long a cart holds its stock after its last write; then it expires.
+    pub ttl_seconds: u64,
+    /// Most lines one cart may have.
+    pub max_lines: usize,
+    /// Most units one line may hold.
+    pub max_qty_per_line: u64,
+}
+
+impl Default for CartSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 1800,
+            max_lines: 50,
+            max_qty_per_line: 1000,
+        }
+    }
+}
+
+/// Orders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderSettings {
+    /// How long a placed order may stay unpaid before it expires and its stock returns.
+    pub payment_timeout_seconds: u64,
+    /// How long a settled order stays in memory without being asked for.
+    pub idle_stop_seconds: u64,
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self {
+            payment_timeout_seconds: 1800,
+            idle_stop_seconds: 300,
         }
     }
 }

@@ -13,6 +13,7 @@ use actix::Arbiter;
 use anyhow::Context;
 use dashmap::DashMap;
 
+use crate::actors::registry::CommerceLimits;
 use crate::actors::{Registry, SkuDeps};
 use crate::config::Settings;
 use crate::domain::sku::SkuLimits;
@@ -41,8 +42,8 @@ pub struct RequestLimits {
 
 /// The running core of the server.
 pub struct Engine {
-    /// Actors by SKU, holds by reservation.
-    pub registry: Registry,
+    /// Actors by SKU, cart and order; holds by reservation.
+    pub registry: Arc<Registry>,
     /// The group-commit writer.
     pub writer: Arc<Writer>,
     /// The store (reads; writes go through the writer).
@@ -53,6 +54,10 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// Cart and order settings.
+    pub commerce: CommerceLimits,
+    /// Most units per cart line.
+    pub cart_line_qty_max: u64,
     /// The arbiters the actors run on, stopped and joined at shutdown.
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     /// Most events kept in the log.
@@ -119,19 +124,40 @@ impl Engine {
             settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
             hold_index: Arc::new(DashMap::new()),
         });
+        let commerce = CommerceLimits {
+            cart_ttl_ms: settings.cart.ttl_seconds.saturating_mul(1000),
+            cart_lines_max: settings.cart.max_lines,
+            payment_timeout_ms: settings.order.payment_timeout_seconds.saturating_mul(1000),
+            order_idle_stop_ms: settings.order.idle_stop_seconds.saturating_mul(1000),
+        };
         let registry = Registry::new(
             arbiters.iter().map(Arbiter::handle).collect(),
             deps,
+            commerce,
             settings.actors.mailbox_capacity_messages,
         );
         let sku_count = recovered.skus.len();
+        // SKUs first: recovered carts and orders resume sagas that talk to them.
         for state in recovered.skus {
             registry.start_recovered(state);
+        }
+        let (cart_count, order_count) = (recovered.carts.len(), recovered.orders.len());
+        for cart in recovered.carts {
+            if cart.status == crate::domain::cart::CartStatus::Open {
+                metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+            }
+            registry.start_cart(cart);
+        }
+        for order in recovered.orders {
+            metrics::gauge!(names::ORDERS, "status" => order.status().as_str()).increment(1.0);
+            registry.start_order(order);
         }
         metrics::gauge!(names::RECOVERY_SECONDS).set(recovered.elapsed.as_secs_f64());
         tracing::info!(
             skus = sku_count,
             holds = recovered.holds,
+            carts = cart_count,
+            orders = order_count,
             next_event_seq = recovered.next_event_seq,
             elapsed_ms = recovered.elapsed.as_millis() as u64,
             "recovered"
@@ -148,6 +174,8 @@ impl Engine {
                 max_ttl_seconds: settings.reservation.max_ttl_seconds,
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
+            commerce,
+            cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),
             retention_max_events: settings.events.retention_max_events,
         }))

@@ -37,6 +37,18 @@ pub const EVENTS_WRITTEN_TOTAL: &str = "stockroom_events_written_total";
 pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
 /// Time the last recovery took, until ready.
 pub const RECOVERY_SECONDS: &str = "stockroom_recovery_duration_seconds";
+/// Carts open right now.
+pub const CARTS_OPEN: &str = "stockroom_carts_open";
+/// Carts created.
+pub const CARTS_CREATED_TOTAL: &str = "stockroom_carts_created_total";
+/// Carts whose hold time passed (their stock was released).
+pub const CARTS_EXPIRED_TOTAL: &str = "stockroom_carts_expired_total";
+/// Checkouts by `outcome`: placed or failed.
+pub const CHECKOUTS_TOTAL: &str = "stockroom_checkouts_total";
+/// Orders by `status`, counted as they enter it (a gauge per status, up and down).
+pub const ORDERS: &str = "stockroom_orders";
+/// Lines given back by failed checkouts (saga compensations).
+pub const SAGA_COMPENSATIONS_TOTAL: &str = "stockroom_saga_compensations_total";
 /// Requests answered from a stored idempotency record.
 pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "stockroom_idempotent_replays_total";
 

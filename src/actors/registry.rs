@@ -1,44 +1,91 @@
-//! The registry: which actor owns which SKU, and where reservations live.
+//! The registry: which actor owns which SKU, cart and order, and where reservations live.
 //!
-//! SKU actors are spread over a fixed set of arbiters (one thread per core) by a hash of the
-//! SKU id, so one SKU always lives on one thread. The maps are `dashmap`s: lookups from every
-//! HTTP worker, no guard held across an `.await`.
+//! Actors are spread over a fixed set of arbiters (one thread per core) by a hash of their
+//! id, so one aggregate always lives on one thread. The maps are `dashmap`s: lookups from every
+//! HTTP worker, no guard held across an `.await`. Carts and orders that are settled are not
+//! kept running: they are loaded from the store when asked for, and an order actor that sits
+//! idle after settling stops and leaves the map.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use actix::{ArbiterHandle, Supervisor};
+use actix::{Actor, ArbiterHandle, Supervisor};
 use dashmap::DashMap;
 
-use super::mailbox::Mailbox;
-use super::sku::{SkuActor, SkuDeps};
-use crate::domain::sku::SkuState;
-use crate::domain::{ReservationId, SkuId};
+use super::cart::CartActor;
+use super::mailbox::{AskError, Mailbox};
+use super::order::OrderActor;
+use super::sku::{ExecuteSkuCommand, GetLine, SkuActor, SkuDeps, SkuReply};
+use crate::domain::cart::Cart;
+use crate::domain::order::Order;
+use crate::domain::sku::{SkuCommand, SkuState, SkuView};
+use crate::domain::{CartId, OrderId, ReservationId, SkuId};
 use crate::metrics as names;
+use crate::persistence::{codec, keys, Ticket};
 
-/// Maps SKU ids to their actors and reservation ids to their SKU.
+/// Settings of carts and orders, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CommerceLimits {
+    /// How long a cart holds its stock after its last write.
+    pub cart_ttl_ms: u64,
+    /// Most lines per cart.
+    pub cart_lines_max: usize,
+    /// How long an order may stay unpaid.
+    pub payment_timeout_ms: u64,
+    /// How long a settled order's actor stays up without being asked for.
+    pub order_idle_stop_ms: u64,
+}
+
+/// Maps ids to their actors.
 pub struct Registry {
     /// Every SKU's actor.
     skus: DashMap<SkuId, Mailbox<SkuActor>>,
+    /// Running cart actors.
+    carts: DashMap<CartId, Mailbox<CartActor>>,
+    /// Running order actors.
+    orders: DashMap<OrderId, Mailbox<OrderActor>>,
     /// The arbiters actors run on.
     arbiters: Vec<ArbiterHandle>,
-    /// What every SKU actor shares.
+    /// What every actor shares: writer, store, clock.
     deps: Arc<SkuDeps>,
+    /// Cart and order settings.
+    commerce: CommerceLimits,
     /// Mailbox bound of each actor.
     mailbox_capacity: usize,
+    /// This registry, handed to the cart and order actors that call other actors.
+    me: Weak<Registry>,
 }
 
 impl Registry {
     /// An empty registry placing actors on `arbiters`.
-    pub fn new(arbiters: Vec<ArbiterHandle>, deps: Arc<SkuDeps>, mailbox_capacity: usize) -> Self {
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        deps: Arc<SkuDeps>,
+        commerce: CommerceLimits,
+        mailbox_capacity: usize,
+    ) -> Arc<Self> {
         assert!(!arbiters.is_empty(), "at least one arbiter");
-        Self {
+        Arc::new_cyclic(|me| Self {
             skus: DashMap::new(),
+            carts: DashMap::new(),
+            orders: DashMap::new(),
             arbiters,
             deps,
+            commerce,
             mailbox_capacity,
-        }
+            me: me.clone(),
+        })
+    }
+
+    /// What every actor shares.
+    pub fn deps(&self) -> &Arc<SkuDeps> {
+        &self.deps
+    }
+
+    /// Cart and order settings.
+    pub fn commerce(&self) -> CommerceLimits {
+        self.commerce
     }
 
     /// The actor of an existing SKU.
@@ -53,7 +100,7 @@ impl Registry {
         }
         self.skus
             .entry(sku.clone())
-            .or_insert_with(|| self.start(sku.clone(), None))
+            .or_insert_with(|| self.start_sku(sku.clone(), None))
             .value()
             .clone()
     }
@@ -65,7 +112,7 @@ impl Registry {
             self.deps.hold_index.insert(hold.id, sku.clone());
         }
         metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
-        let mailbox = self.start(sku.clone(), Some(state));
+        let mailbox = self.start_sku(sku.clone(), Some(state));
         self.skus.insert(sku, mailbox);
     }
 
@@ -79,20 +126,130 @@ impl Registry {
         self.skus.len()
     }
 
-    fn start(&self, sku: SkuId, state: Option<SkuState>) -> Mailbox<SkuActor> {
-        let arbiter = &self.arbiters[arbiter_index(&sku, self.arbiters.len())];
+    /// Runs a command at a SKU and returns its answer with the ticket of its change
+    /// (used by sagas, which wait for their own later write instead). `Err` when the SKU's
+    /// actor is full or gone; an unknown SKU answers `SkuNotFound`.
+    pub async fn sku_command(&self, sku: &SkuId, command: SkuCommand) -> Result<(SkuReply, Ticket), AskError> {
+        let Some(mailbox) = self.sku(sku) else {
+            return Ok((
+                Err(super::SkuFailure::Rejected(
+                    crate::domain::sku::SkuRejection::SkuNotFound,
+                )),
+                0,
+            ));
+        };
+        let acked = mailbox
+            .ask(|reply, slot| ExecuteSkuCommand {
+                command,
+                idempotency: None,
+                reply,
+                slot,
+            })?
+            .await
+            .map_err(|_| AskError::NoAnswer)?;
+        Ok((acked.value, acked.ticket))
+    }
+
+    /// A SKU's counters and the units one hold has (0 when not held); `None` for an
+    /// unknown SKU.
+    pub async fn sku_line(&self, sku: &SkuId, id: ReservationId) -> Result<(Option<(u64, SkuView)>, Ticket), AskError> {
+        let Some(mailbox) = self.sku(sku) else {
+            return Ok((None, 0));
+        };
+        let acked = mailbox
+            .ask(|reply, slot| GetLine { id, reply, slot })?
+            .await
+            .map_err(|_| AskError::NoAnswer)?;
+        Ok((acked.value, acked.ticket))
+    }
+
+    /// The actor of a cart: running, or loaded from the store; `None` if there is no such cart.
+    pub fn cart(&self, id: &CartId) -> Result<Option<Mailbox<CartActor>>, crate::persistence::StoreError> {
+        if let Some(running) = self.carts.get(id) {
+            return Ok(Some(running.value().clone()));
+        }
+        let key = keys::cart(id);
+        let Some(bytes) = self.deps.store.get(&key)? else {
+            return Ok(None);
+        };
+        let cart: Cart = codec::decode(&key, &bytes)?;
+        Ok(Some(self.start_cart(cart)))
+    }
+
+    /// Starts the actor of a cart (new, recovered or loaded) unless one runs already.
+    pub fn start_cart(&self, cart: Cart) -> Mailbox<CartActor> {
+        let id = cart.id;
+        self.carts
+            .entry(id)
+            .or_insert_with(|| {
+                let registry = self.me.upgrade().expect("the registry outlives its actors");
+                // Not supervised: a restarted copy the registry had already forgotten would be a
+                // second writer. A stopped cart is forgotten and loaded again when asked for.
+                let addr = CartActor::start_in_arbiter(self.arbiter_for(&id), move |_| CartActor::new(cart, registry));
+                metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").increment(1.0);
+                Mailbox::new(addr, self.mailbox_capacity, "cart_mailbox")
+            })
+            .value()
+            .clone()
+    }
+
+    /// Forgets a cart's actor whose mailbox is `closed` (it stopped); the next request loads
+    /// the cart from the store again.
+    pub fn forget_cart(&self, id: &CartId) {
+        if self.carts.remove(id).is_some() {
+            metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").decrement(1.0);
+        }
+    }
+
+    /// The actor of an order: running, or loaded from the store; `None` if there is none.
+    pub fn order(&self, id: &OrderId) -> Result<Option<Mailbox<OrderActor>>, crate::persistence::StoreError> {
+        if let Some(running) = self.orders.get(id) {
+            return Ok(Some(running.value().clone()));
+        }
+        let key = keys::order(id);
+        let Some(bytes) = self.deps.store.get(&key)? else {
+            return Ok(None);
+        };
+        let order: Order = codec::decode(&key, &bytes)?;
+        Ok(Some(self.start_order(order)))
+    }
+
+    /// Starts the actor of an order unless one runs already.
+    pub fn start_order(&self, order: Order) -> Mailbox<OrderActor> {
+        let id = order.id;
+        self.orders
+            .entry(id)
+            .or_insert_with(|| {
+                let registry = self.me.upgrade().expect("the registry outlives its actors");
+                let addr =
+                    OrderActor::start_in_arbiter(self.arbiter_for(&id), move |_| OrderActor::new(order, registry));
+                metrics::gauge!(names::ACTORS_ALIVE, "kind" => "order").increment(1.0);
+                Mailbox::new(addr, self.mailbox_capacity, "order_mailbox")
+            })
+            .value()
+            .clone()
+    }
+
+    /// Forgets an order's actor that stopped (idle after settling).
+    pub fn forget_order(&self, id: &OrderId) {
+        if self.orders.remove(id).is_some() {
+            metrics::gauge!(names::ACTORS_ALIVE, "kind" => "order").decrement(1.0);
+        }
+    }
+
+    fn start_sku(&self, sku: SkuId, state: Option<SkuState>) -> Mailbox<SkuActor> {
         let deps = Arc::clone(&self.deps);
         let actor_sku = sku.clone();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| SkuActor::new(actor_sku, state, deps));
+        let addr = Supervisor::start_in_arbiter(self.arbiter_for(&sku), move |_| SkuActor::new(actor_sku, state, deps));
         metrics::gauge!(names::ACTORS_ALIVE, "kind" => "sku").increment(1.0);
         Mailbox::new(addr, self.mailbox_capacity, "sku_mailbox")
     }
-}
 
-/// Which arbiter a SKU lives on: stable for the process's life.
-fn arbiter_index(sku: &SkuId, arbiters: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
-    sku.hash(&mut hasher);
-    // The remainder is below `arbiters`, a usize, so the cast is lossless.
-    (hasher.finish() % arbiters as u64) as usize
+    /// The arbiter an id lives on: stable for the process's life.
+    fn arbiter_for(&self, id: &impl Hash) -> &ArbiterHandle {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        // The remainder is below the arbiter count, a usize, so the cast is lossless.
+        &self.arbiters[(hasher.finish() % self.arbiters.len() as u64) as usize]
+    }
 }

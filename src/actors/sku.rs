@@ -28,9 +28,9 @@ use crate::domain::sku::{
 };
 use crate::domain::{Clock, ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::rows::{restore_sku, sku_change_ops, DomainEvent, IdempotencyRecord, SkuRow};
+use crate::persistence::rows::{restore_sku, sku_change_ops, DomainEvent, SkuRow};
 use crate::persistence::writer::Change;
-use crate::persistence::{codec, keys, Op, Store, Ticket, Writer};
+use crate::persistence::{codec, keys, Store, Ticket, Writer};
 
 /// An answer together with the ticket to wait on before reporting it.
 #[derive(Debug)]
@@ -58,22 +58,11 @@ pub enum SkuFailure {
 /// The answer to a command.
 pub type SkuReply = Result<SkuOutcome, SkuFailure>;
 
-/// Renders an answer as the HTTP status and body that an idempotency record replays.
-pub type Render = fn(&SkuReply) -> (u16, Vec<u8>);
+/// The idempotency draft of a SKU command.
+pub type IdempotencyDraft = super::idempotency::IdempotencyDraft<SkuReply>;
 
-/// Asks the actor to store its answer under an idempotency key, in the same batch as the
-/// change itself, so a retry after a crash finds the answer if and only if the change exists.
-#[derive(Debug, Clone)]
-pub struct IdempotencyDraft {
-    /// The record's store key (scope and client key).
-    pub key: Vec<u8>,
-    /// Fingerprint of the request, to tell a replay from a reuse with another body.
-    pub fingerprint: [u8; 32],
-    /// Turns the answer into what HTTP replays.
-    pub render: Render,
-    /// How long the record is kept.
-    pub retention_ms: u64,
-}
+/// Renders a SKU answer for HTTP (and for idempotent replay).
+pub type Render = super::idempotency::Render<SkuReply>;
 
 /// Changes the SKU: create or update, restock, adjust, reserve, release, commit.
 #[derive(Message)]
@@ -107,6 +96,19 @@ pub struct GetReservation {
     pub id: ReservationId,
     /// Where to answer.
     pub reply: Reply<Result<Option<Reservation>, SkuFailure>>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Reads the SKU and how many units one reservation holds (0 when not held); `None` if the
+/// SKU does not exist. Carts read their lines with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetLine {
+    /// The line's hold.
+    pub id: ReservationId,
+    /// Where to answer.
+    pub reply: Reply<Option<(u64, SkuView)>>,
     /// This message's place in the bounded mailbox.
     pub slot: MailboxSlot,
 }
@@ -205,16 +207,7 @@ impl SkuActor {
         // Only answers that will stand are stored: an overload or a failed read is retried.
         let storable = matches!(reply, Ok(_) | Err(SkuFailure::Rejected(_)));
         if let Some(draft) = idempotency.filter(|_| storable) {
-            let (status, body) = (draft.render)(&reply);
-            let record = IdempotencyRecord {
-                fingerprint: draft.fingerprint,
-                status,
-                body,
-                created_ms: now_ms,
-            };
-            let due_ms = now_ms.saturating_add(draft.retention_ms);
-            ops.push(Op::Put(keys::expiring(due_ms, &draft.key), Vec::new()));
-            ops.push(Op::Put(draft.key, codec::encode(&record)));
+            ops.extend(draft.ops(&reply, now_ms));
         }
         if ops.is_empty() {
             return (reply, self.last_ticket);
@@ -476,6 +469,26 @@ impl Handler<GetSku> for SkuActor {
     }
 }
 
+impl Handler<GetLine> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetLine, ctx: &mut Self::Context) {
+        let id = message.id;
+        let value = self.guarded(ctx, |actor| {
+            actor
+                .state
+                .as_ref()
+                .map(|state| (state.hold(&id).map_or(0, |hold| hold.qty), state.view()))
+        });
+        if let Some(value) = value {
+            let _ = message.reply.send(Acked {
+                value,
+                ticket: self.last_ticket,
+            });
+        }
+    }
+}
+
 impl Handler<GetReservation> for SkuActor {
     type Result = ();
 
@@ -549,7 +562,13 @@ mod tests {
             hold_index: Arc::new(DashMap::new()),
         });
         let arbiter = Arbiter::new();
-        let registry = Registry::new(vec![arbiter.handle()], deps, 16);
+        let commerce = crate::actors::registry::CommerceLimits {
+            cart_ttl_ms: 60_000,
+            cart_lines_max: 10,
+            payment_timeout_ms: 60_000,
+            order_idle_stop_ms: 60_000,
+        };
+        let registry = Registry::new(vec![arbiter.handle()], deps, commerce, 16);
         let sku = SkuId::parse("fragile").unwrap();
         let mailbox = registry.sku_or_start(&sku);
         let run = |command: SkuCommand| {

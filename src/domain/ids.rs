@@ -105,6 +105,75 @@ impl fmt::Display for ReservationId {
     }
 }
 
+/// Defines a UUIDv7 id newtype for an aggregate the server creates.
+macro_rules! generated_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new id for the current time.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses the text form of the id.
+            pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+                Uuid::try_parse(raw)
+                    .map(Self)
+                    .map_err(|_| InvalidValue::new("invalid_id", concat!($what, " ids are UUIDs")))
+            }
+
+            /// The 16 bytes of the id, used in storage keys.
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+generated_id!(
+    /// A cart id (UUIDv7).
+    CartId,
+    "cart"
+);
+generated_id!(
+    /// An order id (UUIDv7).
+    OrderId,
+    "order"
+);
+
+impl ReservationId {
+    /// The id of the hold behind one cart line: derived from the cart, the SKU and the
+    /// cart's checkout attempt, so every step that touches it can be repeated after a crash
+    /// without creating a second hold.
+    pub fn for_cart_line(cart: &CartId, sku: &SkuId, attempt: u32) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"stockroom cart line\0");
+        hasher.update(cart.as_bytes());
+        hasher.update(attempt.to_be_bytes());
+        hasher.update(sku.as_str().as_bytes());
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +186,29 @@ mod tests {
         for bad in ["", "has space", "slash/inside", "ümlaut", &"x".repeat(65)] {
             assert_eq!(SkuId::parse(bad).unwrap_err().code, "invalid_sku", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cart_line_ids_are_stable_and_distinct() {
+        let cart = CartId::generate();
+        let mug = SkuId::parse("mug").unwrap();
+        let tee = SkuId::parse("tee").unwrap();
+        assert_eq!(
+            ReservationId::for_cart_line(&cart, &mug, 0),
+            ReservationId::for_cart_line(&cart, &mug, 0)
+        );
+        assert_ne!(
+            ReservationId::for_cart_line(&cart, &mug, 0),
+            ReservationId::for_cart_line(&cart, &tee, 0)
+        );
+        assert_ne!(
+            ReservationId::for_cart_line(&cart, &mug, 0),
+            ReservationId::for_cart_line(&cart, &mug, 1)
+        );
+        assert_ne!(
+            ReservationId::for_cart_line(&cart, &mug, 0),
+            ReservationId::for_cart_line(&CartId::generate(), &mug, 0)
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! The shape of every state machine is `decide(state, command, now) -> Result<events,
 //! rejection>` followed by `apply(state, event)`: deciding never mutates, applying never fails.
 
+pub mod cart;
 pub mod clock;
 pub mod ids;
+pub mod order;
 pub mod sku;
 pub mod values;
 
@@ -14,5 +16,5 @@ pub mod values;
 mod simulation;
 
 pub use clock::{Clock, SystemClock};
-pub use ids::{ReservationId, SkuId};
+pub use ids::{CartId, OrderId, ReservationId, SkuId};
 pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};

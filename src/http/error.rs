@@ -5,12 +5,12 @@
 //!
 //! | status | codes |
 //! |--------|-------|
-//! | 400 | `invalid_json`, `invalid_sku`, `invalid_quantity`, `invalid_delta`, `invalid_price`, `invalid_currency`, `invalid_name`, `invalid_reason`, `invalid_ttl`, `invalid_on_hand`, `invalid_id`, `invalid_query`, `invalid_idempotency_key` |
+//! | 400 | `invalid_json`, `invalid_sku`, `invalid_quantity`, `invalid_delta`, `invalid_price`, `invalid_currency`, `invalid_name`, `invalid_reason`, `invalid_ttl`, `invalid_on_hand`, `invalid_id`, `invalid_query`, `invalid_idempotency_key`, `invalid_status`, `invalid_payment_ref` |
 //! | 401 | `unauthorized` |
 //! | 403 | `forbidden` |
 //! | 404 | `not_found` |
 //! | 405 | `method_not_allowed` |
-//! | 409 | `insufficient_stock`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `reservation_not_committed`, `idempotency_key_in_flight` |
+//! | 409 | `insufficient_stock` (with `available`, or `lines` at checkout), `cart_closed`, `cart_empty`, `too_many_lines`, `currency_mismatch`, `invalid_transition`, `total_too_large`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `reservation_not_committed`, `idempotency_key_in_flight` |
 //! | 413 | `payload_too_large` |
 //! | 415 | `unsupported_media_type` |
 //! | 422 | `idempotency_key_reused` |
@@ -22,7 +22,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
+use crate::actors::cart::CartFailure;
+use crate::actors::order::OrderFailure;
 use crate::actors::{AskError, SkuFailure};
+use crate::domain::cart::CartRejection;
+use crate::domain::order::OrderRejection;
 use crate::domain::sku::SkuRejection;
 use crate::domain::InvalidValue;
 
@@ -210,6 +214,59 @@ impl From<SkuRejection> for ApiError {
             _ => Map::new(),
         };
         ApiError::Conflict { code, message, details }
+    }
+}
+
+impl From<CartFailure> for ApiError {
+    fn from(failure: CartFailure) -> Self {
+        match failure {
+            CartFailure::NotFound | CartFailure::LineNotFound => ApiError::NotFound,
+            CartFailure::Stock(rejection) => rejection.into(),
+            CartFailure::Overloaded => ApiError::Overloaded,
+            CartFailure::CheckoutFailed(skus) => {
+                let lines: Vec<serde_json::Value> = skus.iter().map(|sku| json!({ "sku": sku.as_str() })).collect();
+                let mut details = Map::new();
+                details.insert("lines".to_owned(), json!(lines));
+                ApiError::Conflict {
+                    code: "insufficient_stock",
+                    message:
+                        "some lines could not be committed (their hold lapsed or stock ran out); nothing was ordered"
+                            .to_owned(),
+                    details,
+                }
+            }
+            CartFailure::Rejected(rejection) => {
+                let code = match rejection {
+                    CartRejection::Closed(_) => "cart_closed",
+                    CartRejection::Empty => "cart_empty",
+                    CartRejection::TooManyLines(_) => "too_many_lines",
+                    CartRejection::CurrencyMismatch { .. } => "currency_mismatch",
+                };
+                ApiError::conflict(code, rejection.to_string())
+            }
+        }
+    }
+}
+
+impl From<OrderFailure> for ApiError {
+    fn from(failure: OrderFailure) -> Self {
+        match failure {
+            OrderFailure::NotFound => ApiError::NotFound,
+            OrderFailure::Overloaded => ApiError::Overloaded,
+            OrderFailure::Rejected(rejection) => match rejection {
+                OrderRejection::InvalidTransition { from, to } => {
+                    let mut details = Map::new();
+                    details.insert("from".to_owned(), json!(from.as_str()));
+                    details.insert("to".to_owned(), json!(to.as_str()));
+                    ApiError::Conflict {
+                        code: "invalid_transition",
+                        message: rejection.to_string(),
+                        details,
+                    }
+                }
+                OrderRejection::TotalTooLarge => ApiError::conflict("total_too_large", rejection.to_string()),
+            },
+        }
     }
 }
 

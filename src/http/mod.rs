@@ -3,9 +3,11 @@
 //! Every handler parses its input into domain values, sends one message to the owning actor,
 //! waits until the change it reports is durable, and only then answers.
 
+pub mod carts;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod orders;
 pub mod request;
 pub mod reservations;
 pub mod skus;
@@ -20,7 +22,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::actors::sku::{ExecuteSkuCommand, IdempotencyDraft, Render};
+use crate::actors::sku::{ExecuteSkuCommand, Render};
 use crate::actors::{Mailbox, SkuActor, SkuFailure};
 use crate::config::Settings;
 use crate::domain::sku::SkuCommand;
@@ -73,6 +75,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(reservations::release)),
         )
         .service(resource("/v1/reservations/{id}/commit").route(web::post().to(reservations::commit)))
+        .service(resource("/v1/carts").route(web::post().to(carts::create)))
+        .service(resource("/v1/carts/{id}").route(web::get().to(carts::get)))
+        .service(
+            resource("/v1/carts/{id}/items/{sku}")
+                .route(web::put().to(carts::set_line))
+                .route(web::delete().to(carts::remove_line)),
+        )
+        .service(resource("/v1/carts/{id}/checkout").route(web::post().to(carts::checkout)))
+        .service(resource("/v1/orders/{id}").route(web::get().to(orders::get)))
+        .service(resource("/v1/orders/{id}/pay").route(web::post().to(orders::pay)))
+        .service(resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+        .service(resource("/v1/orders/{id}/status").route(web::post().to(orders::set_status)))
         .default_service(web::to(unmatched));
 }
 
@@ -156,6 +170,46 @@ pub async fn execute_sku_command(
     keyed: Keyed<'_>,
     render: Render,
 ) -> Result<HttpResponse, ApiError> {
+    idempotent(
+        engine,
+        keyed,
+        render,
+        |reply| match reply {
+            // Overloads and failed reads are not answers that stand (nor are they stored).
+            Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) => Some(failure.clone().into()),
+            _ => None,
+        },
+        |draft| async move {
+            let acked = mailbox
+                .ask(|reply, slot| ExecuteSkuCommand {
+                    command,
+                    idempotency: draft,
+                    reply,
+                    slot,
+                })?
+                .await
+                .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+            Ok((acked.value, acked.ticket))
+        },
+    )
+    .await
+}
+
+/// Runs a change with idempotency: a repeated key replays its stored answer; otherwise
+/// `send` runs it (given the draft the actor stores its answer with), the answer waits until
+/// its ticket is durable, and goes out rendered. `transient` picks the answers that are not
+/// to stand (overloads): they go out as errors with their headers.
+pub async fn idempotent<R, Send, Fut>(
+    engine: &Engine,
+    keyed: Keyed<'_>,
+    render: crate::actors::idempotency::Render<R>,
+    transient: impl FnOnce(&R) -> Option<ApiError>,
+    send: Send,
+) -> Result<HttpResponse, ApiError>
+where
+    Send: FnOnce(Option<crate::actors::idempotency::IdempotencyDraft<R>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(R, crate::persistence::Ticket), ApiError>>,
+{
     let mut _guard = None;
     let mut draft = None;
     if let Some(key) = &keyed.key.0 {
@@ -173,7 +227,7 @@ pub async fn execute_sku_command(
                 return Ok(response);
             }
             Admission::Proceed(guard) => {
-                draft = Some(IdempotencyDraft {
+                draft = Some(crate::actors::idempotency::IdempotencyDraft {
                     key: guard.key.clone(),
                     fingerprint: keyed.fingerprint,
                     render,
@@ -183,17 +237,15 @@ pub async fn execute_sku_command(
             }
         }
     }
-    let reply = ask_durable(engine, mailbox, |reply, slot| ExecuteSkuCommand {
-        command,
-        idempotency: draft,
-        reply,
-        slot,
-    })
-    .await?;
-    // Overloads and failed reads are not answers that stand (nor are they stored): they go
-    // out as errors, with their headers and logging.
-    if let Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) = reply {
-        return Err(failure.into());
+    let (reply, ticket) = send(draft).await?;
+    engine
+        .writer
+        .durability()
+        .wait(ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if let Some(error) = transient(&reply) {
+        return Err(error);
     }
     let (status, body) = render(&reply);
     Ok(json_response(status, body))

@@ -5,9 +5,14 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::error_parts;
+use crate::actors::cart::{CartOutcome, CartReply, CartView};
+use crate::actors::order::OrderReply;
 use crate::actors::{SkuOutcome, SkuReply};
+use crate::domain::cart::CartStatus;
 use crate::domain::clock::rfc3339;
+use crate::domain::order::{Order, OrderStatus};
 use crate::domain::sku::{Reservation, ReservationState, SkuView};
+use crate::domain::Currency;
 
 /// The SKU body: `available = on_hand - reserved`.
 #[derive(Debug, Serialize)]
@@ -120,5 +125,159 @@ pub fn render_reservation(reply: &SkuReply) -> (u16, Vec<u8>) {
         Ok(SkuOutcome::Reservation(reservation)) => (200, to_json(&ReservationBody::from(reservation))),
         Err(failure) => error_parts(&failure.clone().into()),
         Ok(_) => unexpected(reply),
+    }
+}
+
+/// One line of a cart or order body.
+#[derive(Debug, Serialize)]
+pub struct LineBody<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// Units.
+    pub qty: u64,
+    /// Unit price in minor units.
+    pub price_minor: u64,
+    /// `qty * price_minor`.
+    pub line_total_minor: u64,
+}
+
+/// The cart body.
+#[derive(Debug, Serialize)]
+pub struct CartBody<'a> {
+    /// The cart id.
+    pub cart_id: String,
+    /// `open`, `checking_out`, `checked_out` or `expired`.
+    pub status: &'static str,
+    /// Lines holding stock.
+    pub lines: Vec<LineBody<'a>>,
+    /// Sum of the line totals.
+    pub total_minor: u64,
+    /// The currency of the prices (null while the cart is empty).
+    pub currency: Option<&'a str>,
+    /// When the cart expires unless written to again.
+    pub expires_at: String,
+    /// The order it was checked out into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+impl<'a> From<&'a CartView> for CartBody<'a> {
+    fn from(view: &'a CartView) -> Self {
+        let order_id = match view.cart.status {
+            CartStatus::CheckedOut(order) | CartStatus::CheckingOut(order) => Some(order.to_string()),
+            _ => None,
+        };
+        CartBody {
+            cart_id: view.cart.id.to_string(),
+            status: view.cart.status.as_str(),
+            lines: view
+                .lines
+                .iter()
+                .map(|line| LineBody {
+                    sku: line.sku.as_str(),
+                    qty: line.qty,
+                    price_minor: line.price_minor,
+                    line_total_minor: line.line_total_minor,
+                })
+                .collect(),
+            total_minor: view.total_minor,
+            currency: view.cart.currency.as_ref().map(Currency::as_str),
+            expires_at: rfc3339(view.cart.expires_ms),
+            order_id,
+        }
+    }
+}
+
+/// One entry of an order's history.
+#[derive(Debug, Serialize)]
+pub struct HistoryBody {
+    /// 1 for `placed`, then one more per change.
+    pub seq: u64,
+    /// The status entered.
+    pub status: OrderStatus,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// The order body.
+#[derive(Debug, Serialize)]
+pub struct OrderBody<'a> {
+    /// The order id.
+    pub order_id: String,
+    /// The current status.
+    pub status: OrderStatus,
+    /// Lines priced at checkout.
+    pub lines: Vec<LineBody<'a>>,
+    /// Sum of the line totals.
+    pub total_minor: u64,
+    /// The currency of the prices.
+    pub currency: &'a str,
+    /// When it was placed.
+    pub created_at: String,
+    /// Every status change, oldest first.
+    pub history: Vec<HistoryBody>,
+    /// The payment reference, once paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<&'a str>,
+    /// When an unpaid order expires.
+    pub payment_due_at: String,
+}
+
+impl<'a> From<&'a Order> for OrderBody<'a> {
+    fn from(order: &'a Order) -> Self {
+        OrderBody {
+            order_id: order.id.to_string(),
+            status: order.status(),
+            lines: order
+                .lines
+                .iter()
+                .map(|line| LineBody {
+                    sku: line.sku.as_str(),
+                    qty: line.qty,
+                    price_minor: line.price_minor,
+                    line_total_minor: line.total_minor().unwrap_or(u64::MAX),
+                })
+                .collect(),
+            total_minor: order.total_minor,
+            currency: order.currency.as_str(),
+            created_at: rfc3339(order.history.first().map_or(0, |entry| entry.at_ms)),
+            history: order
+                .history
+                .iter()
+                .map(|entry| HistoryBody {
+                    seq: entry.seq,
+                    status: entry.status,
+                    at: rfc3339(entry.at_ms),
+                })
+                .collect(),
+            payment_ref: order.payment_ref.as_deref(),
+            payment_due_at: rfc3339(order.payment_due_ms),
+        }
+    }
+}
+
+/// Cart reads and line changes: 200 with the cart.
+pub fn render_cart(reply: &CartReply) -> (u16, Vec<u8>) {
+    match reply {
+        Ok(CartOutcome::Cart(view)) => (200, to_json(&CartBody::from(view))),
+        Ok(CartOutcome::Order(order)) => (200, to_json(&OrderBody::from(order))),
+        Err(failure) => error_parts(&failure.clone().into()),
+    }
+}
+
+/// Checkout: 201 with the order.
+pub fn render_checkout(reply: &CartReply) -> (u16, Vec<u8>) {
+    match reply {
+        Ok(CartOutcome::Order(order)) => (201, to_json(&OrderBody::from(order))),
+        Ok(CartOutcome::Cart(view)) => (200, to_json(&CartBody::from(view))),
+        Err(failure) => error_parts(&failure.clone().into()),
+    }
+}
+
+/// Order reads and changes: 200 with the order.
+pub fn render_order(reply: &OrderReply) -> (u16, Vec<u8>) {
+    match reply {
+        Ok(order) => (200, to_json(&OrderBody::from(order))),
+        Err(failure) => error_parts(&failure.clone().into()),
     }
 }

@@ -8,11 +8,13 @@
 //! | `e`    | event sequence number (u64 big-endian)  | [`EventRecord`](super::rows::EventRecord) |
 //! | `i`    | scope, `0x00`, idempotency key          | [`IdempotencyRecord`](super::rows::IdempotencyRecord) |
 //! | `x`    | due time ms (u64 BE), then a whole key  | empty: that key is deleted when due |
+//! | `c`    | cart id (16 B)                          | [`Cart`](crate::domain::cart::Cart) |
+//! | `o`    | order id (16 B)                         | [`Order`](crate::domain::order::Order) |
 //!
 //! SKU ids and scopes never contain `0x00`, so the separator keeps prefixes unambiguous.
 //! Holds are grouped by SKU so that one SKU's holds can be reloaded with one prefix scan.
 
-use crate::domain::{ReservationId, SkuId};
+use crate::domain::{CartId, OrderId, ReservationId, SkuId};
 
 /// Prefix of SKU counter rows.
 pub const SKU: u8 = b's';
@@ -26,6 +28,26 @@ pub const EVENT: u8 = b'e';
 pub const IDEMPOTENCY: u8 = b'i';
 /// Prefix of the retention index: rows to delete at a given time.
 pub const EXPIRING: u8 = b'x';
+/// Prefix of cart rows.
+pub const CART: u8 = b'c';
+/// Prefix of order rows.
+pub const ORDER: u8 = b'o';
+
+/// Key of a cart.
+pub fn cart(id: &CartId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(CART);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of an order.
+pub fn order(id: &OrderId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(ORDER);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
 
 /// Key of a SKU's counters.
 pub fn sku(sku: &SkuId) -> Vec<u8> {

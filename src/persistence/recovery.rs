@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 
 use super::rows::{restore_sku, SkuRow};
 use super::{codec, keys, Store};
+use crate::domain::cart::{Cart, CartStatus};
+use crate::domain::order::Order;
 use crate::domain::sku::{Hold, SkuState};
 use crate::domain::SkuId;
 
@@ -20,6 +22,10 @@ const PAGE_ROWS: usize = 10_000;
 pub struct Recovered {
     /// Every SKU with its held reservations.
     pub skus: Vec<SkuState>,
+    /// Carts that are open or checking out (others load when asked for).
+    pub carts: Vec<Cart>,
+    /// Orders that can still change or owe stock back (others load when asked for).
+    pub orders: Vec<Order>,
     /// The sequence number the next event gets.
     pub next_event_seq: u64,
     /// Held reservations restored, over all SKUs.
@@ -58,12 +64,41 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
         Some(key) => keys::event_seq(&key).context("bad event key")? + 1,
         None => 1,
     };
+    let mut carts = Vec::new();
+    for (key, value) in scan_all(store, keys::CART)? {
+        let cart: Cart = codec::decode(&key, &value)?;
+        if matches!(cart.status, CartStatus::Open | CartStatus::CheckingOut(_)) {
+            carts.push(cart);
+        }
+    }
+    let mut orders = Vec::new();
+    for (key, value) in scan_all(store, keys::ORDER)? {
+        let order: Order = codec::decode(&key, &value)?;
+        if !order.status().is_settled() || order.owes_stock() {
+            orders.push(order);
+        }
+    }
     Ok(Recovered {
         skus,
+        carts,
+        orders,
         next_event_seq,
         holds: hold_count,
         elapsed: started.elapsed(),
     })
+}
+
+/// Every row under one prefix, read in bounded pages.
+fn scan_all(store: &dyn Store, prefix: u8) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut rows = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(&[prefix], after.as_deref(), PAGE_ROWS)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        rows.extend(page);
+    }
+    Ok(rows)
 }
 
 /// Walks the hold rows in key order (grouped by SKU), one page at a time.

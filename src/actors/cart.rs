@@ -1,0 +1,674 @@
+//! `CartActor`: the single writer of one cart, and the coordinator of its checkout saga.
+//!
+//! A cart's line quantities live at the SKUs, as holds with ids derived from (cart, SKU,
+//! attempt), so the cart and the stock never disagree. Every step the cart asks of a SKU is
+//! idempotent (set a hold to a quantity, extend it, commit it, return it), which makes the
+//! saga safe to run again after a crash.
+//!
+//! Work that needs other actors runs inside `ctx.wait` on a copy of the cart: the mailbox is
+//! held until the flow ends, then the copy becomes the cart. The answer carries the ticket of
+//! the flow's last write; since tickets are one global order, waiting for it covers the SKU
+//! changes made before it.
+//!
+//! Checkout: record `checking_out(order)`, commit each line's hold, then either write the
+//! order and `checked_out` in one batch, or return what was committed and reopen the cart
+//! with a new attempt. A cart found `checking_out` at start (a crash mid-saga) runs the saga
+//! again before anything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::idempotency::IdempotencyDraft;
+use super::mailbox::{AskError, MailboxSlot};
+use super::registry::Registry;
+use super::sku::{Acked, Reply, SkuFailure, SkuOutcome};
+use super::{persist, Access};
+use crate::domain::cart::{Cart, CartRejection, CartStatus};
+use crate::domain::order::{Order, OrderLine};
+use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::domain::{OrderId, SkuId};
+use crate::metrics as names;
+use crate::persistence::rows::{CartEvent, DomainEvent, OrderEvent};
+use crate::persistence::{codec, keys, Op, Ticket};
+
+/// One line as the shopper sees it: units held at the SKU, priced now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartLineView {
+    /// The SKU.
+    pub sku: SkuId,
+    /// Units held for the cart.
+    pub qty: u64,
+    /// The SKU's unit price now.
+    pub price_minor: u64,
+    /// `qty * price_minor`.
+    pub line_total_minor: u64,
+}
+
+/// A cart with its lines read from the SKUs.
+#[derive(Debug, Clone)]
+pub struct CartView {
+    /// The cart.
+    pub cart: Cart,
+    /// Lines holding stock.
+    pub lines: Vec<CartLineView>,
+    /// Sum of the line totals.
+    pub total_minor: u64,
+}
+
+/// What a cart request produced.
+#[derive(Debug, Clone)]
+pub enum CartOutcome {
+    /// The cart after the request.
+    Cart(CartView),
+    /// The order checkout placed.
+    Order(Order),
+}
+
+/// Why a cart request produced no outcome.
+#[derive(Debug, Clone)]
+pub enum CartFailure {
+    /// No such cart for these credentials (another cart's token sees nothing).
+    NotFound,
+    /// The cart refused (closed, empty, too many lines, another currency).
+    Rejected(CartRejection),
+    /// The SKU refused (not enough stock, no such SKU).
+    Stock(SkuRejection),
+    /// The line is not in the cart.
+    LineNotFound,
+    /// Checkout could not commit these lines; what was committed went back.
+    CheckoutFailed(Vec<SkuId>),
+    /// A queue was full; retry.
+    Overloaded,
+}
+
+/// The answer to a cart request.
+pub type CartReply = Result<CartOutcome, CartFailure>;
+
+/// Reads the cart.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetCart {
+    /// The caller's credentials.
+    pub access: Access,
+    /// Where to answer.
+    pub reply: Reply<CartReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Sets a line's quantity (0 removes it), holding or releasing the difference at the SKU.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetCartLine {
+    /// The caller's credentials.
+    pub access: Access,
+    /// The SKU.
+    pub sku: SkuId,
+    /// Units wanted; 0 removes the line.
+    pub qty: u64,
+    /// Store the answer under this idempotency key.
+    pub idempotency: Option<IdempotencyDraft<CartReply>>,
+    /// Where to answer.
+    pub reply: Reply<CartReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Checks the cart out into an order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckoutCart {
+    /// The caller's credentials.
+    pub access: Access,
+    /// Store the answer under this idempotency key.
+    pub idempotency: Option<IdempotencyDraft<CartReply>>,
+    /// Where to answer.
+    pub reply: Reply<CartReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// How soon an interrupted saga or expiry is tried again when a queue was full.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The actor that owns one cart.
+pub struct CartActor {
+    /// The cart, as last written.
+    cart: Cart,
+    /// Finds SKU and order actors; carries the writer, store and clock.
+    registry: Arc<Registry>,
+    /// The timer that expires the cart.
+    expiry_timer: Option<SpawnHandle>,
+    /// The ticket of the last change this actor wrote: reads wait for it.
+    last_ticket: Ticket,
+}
+
+impl CartActor {
+    /// An actor for `cart`.
+    pub fn new(cart: Cart, registry: Arc<Registry>) -> Self {
+        Self {
+            cart,
+            registry,
+            expiry_timer: None,
+            last_ticket: 0,
+        }
+    }
+
+    /// Runs `flow` on a copy of the cart while holding the mailbox, then adopts the copy and
+    /// answers. `reply` may be absent (timers, recovery).
+    fn run<F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<CartReply>>, flow: F)
+    where
+        F: FnOnce(Arc<Registry>, Cart) -> Fut,
+        Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
+    {
+        let future = flow(Arc::clone(&self.registry), self.cart.clone());
+        ctx.wait(future.into_actor(self).map(move |(cart, value, ticket), actor, ctx| {
+            actor.cart = cart;
+            actor.last_ticket = actor.last_ticket.max(ticket);
+            if let Some(reply) = reply {
+                let _ = reply.send(Acked {
+                    value,
+                    ticket: actor.last_ticket,
+                });
+            }
+            actor.after_change(ctx);
+        }));
+    }
+
+    /// Re-arms the expiry timer, or retries an interrupted checkout.
+    fn after_change(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let now_ms = self.registry.deps().clock.now_ms();
+        let delay = match self.cart.status {
+            // An overdue expiry that could not be written yet is retried after a pause.
+            CartStatus::Open if self.cart.expires_ms <= now_ms => RETRY,
+            CartStatus::Open => Duration::from_millis(self.cart.expires_ms - now_ms),
+            CartStatus::CheckingOut(_) => RETRY,
+            CartStatus::CheckedOut(_) | CartStatus::Expired => return,
+        };
+        self.expiry_timer = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.expiry_timer = None;
+            match actor.cart.status {
+                CartStatus::Open => actor.run(ctx, None, expire),
+                CartStatus::CheckingOut(order) => {
+                    actor.run(ctx, None, move |registry, cart| saga(registry, cart, order, None))
+                }
+                _ => {}
+            }
+        }));
+    }
+
+    fn allowed(&self, access: &Access) -> bool {
+        access.allows(&self.cart.token_hash)
+    }
+}
+
+impl Actor for CartActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(0);
+        // A cart found mid-checkout resumes its saga; an open one arms (or runs) its expiry.
+        if let CartStatus::CheckingOut(order) = self.cart.status {
+            self.run(ctx, None, move |registry, cart| saga(registry, cart, order, None));
+        } else {
+            self.after_change(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.registry.forget_cart(&self.cart.id);
+    }
+}
+
+impl Handler<GetCart> for CartActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetCart, ctx: &mut Self::Context) {
+        let GetCart {
+            access,
+            reply,
+            slot: _slot,
+        } = message;
+        if !self.allowed(&access) {
+            let _ = reply.send(Acked {
+                value: Err(CartFailure::NotFound),
+                ticket: 0,
+            });
+            return;
+        }
+        self.run(ctx, Some(reply), |registry, cart| async move {
+            match view(&registry, &cart).await {
+                Ok((view, ticket)) => (cart, Ok(CartOutcome::Cart(view)), ticket),
+                Err(failure) => (cart, Err(failure), 0),
+            }
+        });
+    }
+}
+
+impl Handler<SetCartLine> for CartActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SetCartLine, ctx: &mut Self::Context) {
+        let SetCartLine {
+            access,
+            sku,
+            qty,
+            idempotency,
+            reply,
+            slot: _slot,
+        } = message;
+        if !self.allowed(&access) {
+            let _ = reply.send(Acked {
+                value: Err(CartFailure::NotFound),
+                ticket: 0,
+            });
+            return;
+        }
+        self.run(ctx, Some(reply), move |registry, cart| {
+            set_line(registry, cart, sku, qty, idempotency)
+        });
+    }
+}
+
+impl Handler<CheckoutCart> for CartActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CheckoutCart, ctx: &mut Self::Context) {
+        let CheckoutCart {
+            access,
+            idempotency,
+            reply,
+            slot: _slot,
+        } = message;
+        if !self.allowed(&access) {
+            let _ = reply.send(Acked {
+                value: Err(CartFailure::NotFound),
+                ticket: 0,
+            });
+            return;
+        }
+        self.run(ctx, Some(reply), move |registry, cart| {
+            checkout(registry, cart, idempotency)
+        });
+    }
+}
+
+impl From<AskError> for CartFailure {
+    fn from(_: AskError) -> Self {
+        CartFailure::Overloaded
+    }
+}
+
+impl From<SkuFailure> for CartFailure {
+    fn from(failure: SkuFailure) -> Self {
+        match failure {
+            SkuFailure::Rejected(rejection) => CartFailure::Stock(rejection),
+            SkuFailure::Overloaded | SkuFailure::Store(_) => CartFailure::Overloaded,
+        }
+    }
+}
+
+/// Writes the cart (and `extra` rows), its events, and the answer under its idempotency key.
+fn write(
+    registry: &Registry,
+    cart: &Cart,
+    extra: Vec<Op>,
+    events: Vec<DomainEvent>,
+    reply: &CartReply,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+) -> Result<Ticket, CartFailure> {
+    let deps = registry.deps();
+    let now_ms = deps.clock.now_ms();
+    let mut ops = vec![Op::Put(keys::cart(&cart.id), codec::encode(cart))];
+    ops.extend(extra);
+    if let Some(draft) = idempotency.filter(|_| !matches!(reply, Err(CartFailure::Overloaded))) {
+        ops.extend(draft.ops(reply, now_ms));
+    }
+    persist(&deps.writer, ops, events, now_ms).ok_or(CartFailure::Overloaded)
+}
+
+fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
+    DomainEvent::Cart { cart: cart.id, event }
+}
+
+/// The cart's lines, read from the SKUs, with the newest ticket among the reads.
+async fn view(registry: &Registry, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
+    let mut lines = Vec::new();
+    let mut ticket = 0;
+    for sku in &cart.skus {
+        let (line, read) = registry.sku_line(sku, cart.line_id(sku)).await?;
+        ticket = ticket.max(read);
+        if let Some((qty, sku_view)) = line.filter(|(qty, _)| *qty > 0) {
+            let price_minor = sku_view.product.price_minor;
+            lines.push(CartLineView {
+                sku: sku.clone(),
+                qty,
+                price_minor,
+                line_total_minor: qty.saturating_mul(price_minor),
+            });
+        }
+    }
+    let total_minor = lines
+        .iter()
+        .fold(0u64, |sum, line| sum.saturating_add(line.line_total_minor));
+    Ok((
+        CartView {
+            cart: cart.clone(),
+            lines,
+            total_minor,
+        },
+        ticket,
+    ))
+}
+
+async fn set_line(
+    registry: Arc<Registry>,
+    mut cart: Cart,
+    sku: SkuId,
+    qty: u64,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+) -> (Cart, CartReply, Ticket) {
+    let (reply, ticket) = set_line_steps(&registry, &mut cart, &sku, qty, idempotency).await;
+    (cart, reply, ticket)
+}
+
+async fn set_line_steps(
+    registry: &Registry,
+    cart: &mut Cart,
+    sku: &SkuId,
+    qty: u64,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+) -> (CartReply, Ticket) {
+    let limits = registry.commerce();
+    let now_ms = registry.deps().clock.now_ms();
+    if let Err(rejection) = cart.check_open(now_ms) {
+        return (Err(CartFailure::Rejected(rejection)), 0);
+    }
+    let line_id = cart.line_id(sku);
+    let (line, mut ticket) = match registry.sku_line(sku, line_id).await {
+        Ok(read) => read,
+        Err(error) => return (Err(error.into()), 0),
+    };
+    let Some((_held, sku_view)) = line else {
+        return (Err(CartFailure::Stock(SkuRejection::SkuNotFound)), ticket);
+    };
+    if qty == 0 && !cart.skus.contains(sku) {
+        return (Err(CartFailure::LineNotFound), ticket);
+    }
+    if qty > 0 {
+        if let Err(rejection) = cart.check_line(sku, sku_view.product.currency, limits.cart_lines_max, now_ms) {
+            return (Err(CartFailure::Rejected(rejection)), ticket);
+        }
+        // Membership first: after a crash the cart still knows every SKU that may hold for it.
+        if !cart.skus.contains(sku) {
+            cart.skus.insert(sku.clone());
+            cart.currency.get_or_insert(sku_view.product.currency);
+            match write(
+                registry,
+                cart,
+                Vec::new(),
+                Vec::new(),
+                &Ok(CartOutcome::Cart(empty_view(cart))),
+                None,
+            ) {
+                Ok(written) => ticket = written,
+                Err(failure) => return (Err(failure), ticket),
+            }
+        }
+    }
+    let expires_ms = now_ms.saturating_add(limits.cart_ttl_ms);
+    match registry
+        .sku_command(
+            sku,
+            SkuCommand::SetHold {
+                id: line_id,
+                qty,
+                expires_ms,
+            },
+        )
+        .await
+    {
+        Ok((Ok(_), set)) => ticket = ticket.max(set),
+        Ok((Err(failure), set)) => return (Err(failure.into()), ticket.max(set)),
+        Err(error) => return (Err(error.into()), ticket),
+    }
+    // Every write extends the whole cart's hold.
+    for other in cart.skus.iter().filter(|other| *other != sku) {
+        let extend = SkuCommand::ExtendHold {
+            id: cart.line_id(other),
+            expires_ms,
+        };
+        if let Err(error) = registry.sku_command(other, extend).await {
+            return (Err(error.into()), ticket);
+        }
+    }
+    cart.expires_ms = expires_ms;
+    if qty == 0 {
+        cart.skus.remove(sku);
+        if cart.skus.is_empty() {
+            cart.currency = None;
+        }
+    }
+    let reply = match view(registry, cart).await {
+        Ok((view, read)) => {
+            ticket = ticket.max(read);
+            Ok(CartOutcome::Cart(view))
+        }
+        Err(failure) => return (Err(failure), ticket),
+    };
+    let events = vec![cart_event(cart, CartEvent::LineSet { sku: sku.clone(), qty })];
+    match write(registry, cart, Vec::new(), events, &reply, idempotency) {
+        Ok(written) => (reply, written),
+        Err(failure) => (Err(failure), ticket),
+    }
+}
+
+fn empty_view(cart: &Cart) -> CartView {
+    CartView {
+        cart: cart.clone(),
+        lines: Vec::new(),
+        total_minor: 0,
+    }
+}
+
+async fn checkout(
+    registry: Arc<Registry>,
+    mut cart: Cart,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+) -> (Cart, CartReply, Ticket) {
+    let now_ms = registry.deps().clock.now_ms();
+    match cart.status {
+        // A checkout that was interrupted (a full queue) is finished by this request.
+        CartStatus::CheckingOut(order) => return saga(registry, cart, order, idempotency).await,
+        CartStatus::Open => {}
+        other => return (cart, Err(CartFailure::Rejected(CartRejection::Closed(other))), 0),
+    }
+    if let Err(rejection) = cart.check_open(now_ms) {
+        return (cart, Err(CartFailure::Rejected(rejection)), 0);
+    }
+    if cart.skus.is_empty() {
+        return (cart, Err(CartFailure::Rejected(CartRejection::Empty)), 0);
+    }
+    let order = OrderId::generate();
+    let previous = cart.status;
+    cart.status = CartStatus::CheckingOut(order);
+    let started = vec![cart_event(&cart, CartEvent::CheckoutStarted { order })];
+    if let Err(failure) = write(
+        &registry,
+        &cart,
+        Vec::new(),
+        started,
+        &Ok(CartOutcome::Cart(empty_view(&cart))),
+        None,
+    ) {
+        cart.status = previous;
+        return (cart, Err(failure), 0);
+    }
+    saga(registry, cart, order, idempotency).await
+}
+
+/// The checkout saga from `checking_out(order)`: commit every line, then place the order or
+/// give back what was committed. Safe to run again from the start at any point.
+async fn saga(
+    registry: Arc<Registry>,
+    mut cart: Cart,
+    order_id: OrderId,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+) -> (Cart, CartReply, Ticket) {
+    let deps = Arc::clone(registry.deps());
+    let mut ticket = 0;
+    let mut committed: Vec<OrderLine> = Vec::new();
+    let mut failed: Vec<SkuId> = Vec::new();
+    for sku in cart.skus.clone() {
+        let id = cart.line_id(&sku);
+        match registry.sku_command(&sku, SkuCommand::Commit { id }).await {
+            Ok((Ok(SkuOutcome::Reservation(reservation)), done)) => {
+                ticket = ticket.max(done);
+                let price = match registry.sku_line(&sku, id).await {
+                    Ok((Some((_, view)), _)) if Some(view.product.currency) == cart.currency => {
+                        Some(view.product.price_minor)
+                    }
+                    Ok(_) => None,
+                    Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
+                };
+                match price {
+                    Some(price_minor) => committed.push(OrderLine {
+                        sku,
+                        qty: reservation.qty,
+                        price_minor,
+                        reservation: id,
+                    }),
+                    None => {
+                        // Repriced into another currency since it was added: give it back.
+                        committed.push(OrderLine {
+                            sku: sku.clone(),
+                            qty: reservation.qty,
+                            price_minor: 0,
+                            reservation: id,
+                        });
+                        failed.push(sku);
+                    }
+                }
+            }
+            // No hold: the line was emptied. Nothing to commit, nothing failed.
+            Ok((Err(SkuFailure::Rejected(SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound)), _)) => {}
+            Ok((Err(SkuFailure::Rejected(_)), _)) => failed.push(sku),
+            Ok((Ok(_), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
+        }
+    }
+    let now_ms = deps.clock.now_ms();
+    let limits = registry.commerce();
+    let placed = match (failed.is_empty(), committed.is_empty(), cart.currency) {
+        (true, false, Some(currency)) => Order::place(
+            order_id,
+            cart.id,
+            cart.token_hash,
+            committed.clone(),
+            currency,
+            now_ms,
+            limits.payment_timeout_ms,
+        )
+        .ok(),
+        _ => None,
+    };
+    if let Some(order) = placed {
+        cart.status = CartStatus::CheckedOut(order_id);
+        let reply: CartReply = Ok(CartOutcome::Order(order.clone()));
+        let events = vec![
+            cart_event(&cart, CartEvent::CheckedOut { order: order_id }),
+            DomainEvent::Order {
+                order: order_id,
+                event: OrderEvent::Placed {
+                    total_minor: order.total_minor,
+                    currency: order.currency,
+                    lines: order.lines.clone(),
+                },
+            },
+        ];
+        let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
+        return match write(&registry, &cart, order_row, events, &reply, idempotency) {
+            Ok(written) => {
+                registry.start_order(order);
+                metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
+                metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+                metrics::gauge!(names::ORDERS, "status" => "placed").increment(1.0);
+                (cart, reply, written)
+            }
+            Err(failure) => {
+                cart.status = CartStatus::CheckingOut(order_id);
+                (cart, Err(failure), ticket)
+            }
+        };
+    }
+    // Compensate: everything committed goes back, then the cart reopens with fresh line ids.
+    for line in &committed {
+        match registry
+            .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
+            .await
+        {
+            Ok((Ok(_) | Err(SkuFailure::Rejected(_)), done)) => ticket = ticket.max(done),
+            Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
+        }
+    }
+    if !committed.is_empty() {
+        metrics::counter!(names::SAGA_COMPENSATIONS_TOTAL).increment(committed.len() as u64);
+    }
+    let reply: CartReply = match (committed.is_empty(), failed.is_empty()) {
+        (true, true) => Err(CartFailure::Rejected(CartRejection::Empty)),
+        // Nothing failed, yet no order: its total overflowed. Every line is named.
+        (false, true) => Err(CartFailure::CheckoutFailed(
+            committed.iter().map(|line| line.sku.clone()).collect(),
+        )),
+        _ => Err(CartFailure::CheckoutFailed(failed.clone())),
+    };
+    let previous = cart.clone();
+    cart.status = CartStatus::Open;
+    cart.attempt += 1;
+    cart.skus.clear();
+    cart.currency = None;
+    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus: failed })];
+    match write(&registry, &cart, Vec::new(), events, &reply, idempotency) {
+        Ok(written) => {
+            metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);
+            (cart, reply, written)
+        }
+        Err(failure) => (previous, Err(failure), ticket),
+    }
+}
+
+/// Expires an open cart whose hold time passed: releases every line, then marks it expired.
+async fn expire(registry: Arc<Registry>, mut cart: Cart) -> (Cart, CartReply, Ticket) {
+    let now_ms = registry.deps().clock.now_ms();
+    if cart.status != CartStatus::Open || cart.expires_ms > now_ms {
+        return (cart, Err(CartFailure::Overloaded), 0);
+    }
+    for sku in cart.skus.clone() {
+        let release = SkuCommand::SetHold {
+            id: cart.line_id(&sku),
+            qty: 0,
+            expires_ms: now_ms,
+        };
+        if let Err(error) = registry.sku_command(&sku, release).await {
+            return (cart, Err(error.into()), 0);
+        }
+    }
+    cart.status = CartStatus::Expired;
+    let events = vec![cart_event(&cart, CartEvent::Expired)];
+    let reply: CartReply = Ok(CartOutcome::Cart(empty_view(&cart)));
+    match write(&registry, &cart, Vec::new(), events, &reply, None) {
+        Ok(written) => {
+            metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
+            metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+            (cart, reply, written)
+        }
+        Err(failure) => {
+            cart.status = CartStatus::Open;
+            (cart, Err(failure), 0)
+        }
+    }
+}

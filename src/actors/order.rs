@@ -1,0 +1,334 @@
+//! `OrderActor`: the single writer of one order.
+//!
+//! Status changes follow the legal moves of [`OrderStatus`]. Cancelling (or expiring unpaid)
+//! writes the new status first, then returns each line's committed reservation at its SKU,
+//! then records `stock_returned`; an order found owing stock at start (a crash in between)
+//! returns it again, which the SKUs make idempotent. An order that has settled and sits idle
+//! stops, and is loaded from the store when asked for again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::idempotency::IdempotencyDraft;
+use super::mailbox::MailboxSlot;
+use super::registry::Registry;
+use super::sku::{Acked, Reply, SkuFailure};
+use super::{persist, Access};
+use crate::domain::order::{Order, OrderRejection, OrderStatus};
+use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::metrics as names;
+use crate::persistence::rows::{DomainEvent, OrderEvent};
+use crate::persistence::{codec, keys, Op, Ticket};
+
+/// Why an order request produced no order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderFailure {
+    /// No such order for these credentials.
+    NotFound,
+    /// The move is not legal from the current status.
+    Rejected(OrderRejection),
+    /// A queue was full; retry.
+    Overloaded,
+}
+
+/// The answer to an order request.
+pub type OrderReply = Result<Order, OrderFailure>;
+
+/// What to do to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderAction {
+    /// `placed -> paid`, recording the payment reference.
+    Pay {
+        /// The payment provider's reference.
+        payment_ref: String,
+    },
+    /// `placed | paid -> cancelled`; the stock goes back.
+    Cancel,
+    /// An admin move to `status` (`expired` and `placed` are the server's own).
+    SetStatus(OrderStatus),
+}
+
+/// Reads the order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetOrder {
+    /// The caller's credentials.
+    pub access: Access,
+    /// Where to answer.
+    pub reply: Reply<OrderReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Changes the order's status.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChangeOrder {
+    /// The caller's credentials.
+    pub access: Access,
+    /// What to do.
+    pub action: OrderAction,
+    /// Store the answer under this idempotency key.
+    pub idempotency: Option<IdempotencyDraft<OrderReply>>,
+    /// Where to answer.
+    pub reply: Reply<OrderReply>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// How soon returning stock is tried again when a queue was full.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The actor that owns one order.
+pub struct OrderActor {
+    /// The order, as last written.
+    order: Order,
+    /// Finds SKU actors; carries the writer, store and clock.
+    registry: Arc<Registry>,
+    /// The payment-timeout or stock-return retry timer.
+    timer: Option<SpawnHandle>,
+    /// When the order was last asked for, to stop it once settled and idle.
+    last_used_ms: u64,
+    /// The ticket of the last change this actor wrote: reads wait for it.
+    last_ticket: Ticket,
+}
+
+impl OrderActor {
+    /// An actor for `order`.
+    pub fn new(order: Order, registry: Arc<Registry>) -> Self {
+        Self {
+            order,
+            registry,
+            timer: None,
+            last_used_ms: 0,
+            last_ticket: 0,
+        }
+    }
+
+    fn run<F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<OrderReply>>, flow: F)
+    where
+        F: FnOnce(Arc<Registry>, Order) -> Fut,
+        Fut: std::future::Future<Output = (Order, OrderReply, Ticket)> + 'static,
+    {
+        let future = flow(Arc::clone(&self.registry), self.order.clone());
+        ctx.wait(future.into_actor(self).map(move |(order, value, ticket), actor, ctx| {
+            actor.order = order;
+            actor.last_ticket = actor.last_ticket.max(ticket);
+            if let Some(reply) = reply {
+                let _ = reply.send(Acked {
+                    value,
+                    ticket: actor.last_ticket,
+                });
+            }
+            actor.arm_timer(ctx);
+        }));
+    }
+
+    /// Arms the payment timeout, or a retry of returning stock.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let now_ms = self.registry.deps().clock.now_ms();
+        let delay = if self.order.owes_stock() {
+            RETRY
+        } else if self.order.status() == OrderStatus::Placed {
+            Duration::from_millis(self.order.payment_due_ms.saturating_sub(now_ms))
+        } else {
+            return;
+        };
+        self.timer = Some(ctx.run_later(delay, |actor, ctx| {
+            actor.timer = None;
+            if actor.order.owes_stock() {
+                actor.run(ctx, None, return_stock);
+            } else if actor.order.status() == OrderStatus::Placed {
+                actor.run(ctx, None, |registry, order| {
+                    change(registry, order, Change::Expire, None)
+                });
+            }
+        }));
+    }
+
+    fn touch(&mut self) {
+        self.last_used_ms = self.registry.deps().clock.now_ms();
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(0);
+        self.touch();
+        if self.order.owes_stock() {
+            self.run(ctx, None, return_stock);
+        } else {
+            self.arm_timer(ctx);
+        }
+        let idle_ms = self.registry.commerce().order_idle_stop_ms;
+        let every = Duration::from_millis((idle_ms / 2).max(100));
+        ctx.run_interval(every, move |actor, ctx| {
+            let now_ms = actor.registry.deps().clock.now_ms();
+            let settled = actor.order.status().is_settled() && !actor.order.owes_stock();
+            if settled && now_ms.saturating_sub(actor.last_used_ms) >= idle_ms {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.registry.forget_order(&self.order.id);
+    }
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetOrder, _ctx: &mut Self::Context) {
+        self.touch();
+        let value = if message.access.allows(&self.order.token_hash) {
+            Ok(self.order.clone())
+        } else {
+            Err(OrderFailure::NotFound)
+        };
+        let _ = message.reply.send(Acked {
+            value,
+            ticket: self.last_ticket,
+        });
+    }
+}
+
+impl Handler<ChangeOrder> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ChangeOrder, ctx: &mut Self::Context) {
+        self.touch();
+        let ChangeOrder {
+            access,
+            action,
+            idempotency,
+            reply,
+            slot: _slot,
+        } = message;
+        if !access.allows(&self.order.token_hash) {
+            let _ = reply.send(Acked {
+                value: Err(OrderFailure::NotFound),
+                ticket: 0,
+            });
+            return;
+        }
+        self.run(ctx, Some(reply), move |registry, order| {
+            change(registry, order, Change::Request(action), idempotency)
+        });
+    }
+}
+
+/// A change asked for by a client, or the payment timeout.
+enum Change {
+    Request(OrderAction),
+    Expire,
+}
+
+async fn change(
+    registry: Arc<Registry>,
+    mut order: Order,
+    change: Change,
+    idempotency: Option<IdempotencyDraft<OrderReply>>,
+) -> (Order, OrderReply, Ticket) {
+    let deps = Arc::clone(registry.deps());
+    let now_ms = deps.clock.now_ms();
+    let from = order.status();
+    let to = match &change {
+        Change::Request(OrderAction::Pay { .. }) => OrderStatus::Paid,
+        Change::Request(OrderAction::Cancel) => OrderStatus::Cancelled,
+        Change::Request(OrderAction::SetStatus(status)) => *status,
+        Change::Expire => OrderStatus::Expired,
+    };
+    let server_only = matches!(to, OrderStatus::Placed | OrderStatus::Expired) && !matches!(change, Change::Expire);
+    let due = matches!(change, Change::Expire) && now_ms < order.payment_due_ms;
+    let previous = order.clone();
+    let moved = if server_only || due {
+        Err(OrderRejection::InvalidTransition { from, to })
+    } else {
+        order.move_to(to, now_ms)
+    };
+    let reply: OrderReply = match moved {
+        Ok(()) => {
+            if let Change::Request(OrderAction::Pay { payment_ref }) = &change {
+                order.payment_ref = Some(payment_ref.clone());
+            }
+            Ok(order.clone())
+        }
+        Err(rejection) => Err(OrderFailure::Rejected(rejection)),
+    };
+    let mut ops = Vec::new();
+    let mut events = Vec::new();
+    if reply.is_ok() {
+        ops.push(Op::Put(keys::order(&order.id), codec::encode(&order)));
+        events.push(DomainEvent::Order {
+            order: order.id,
+            event: OrderEvent::StatusChanged {
+                seq: order.seq(),
+                status: to,
+            },
+        });
+    }
+    if let Some(draft) = idempotency {
+        ops.extend(draft.ops(&reply, now_ms));
+    }
+    if ops.is_empty() {
+        return (order, reply, 0);
+    }
+    let Some(ticket) = persist(&deps.writer, ops, events, now_ms) else {
+        return (previous, Err(OrderFailure::Overloaded), 0);
+    };
+    if reply.is_ok() {
+        metrics::gauge!(names::ORDERS, "status" => from.as_str()).decrement(1.0);
+        metrics::gauge!(names::ORDERS, "status" => to.as_str()).increment(1.0);
+    }
+    if !order.owes_stock() {
+        return (order, reply, ticket);
+    }
+    // The cancellation stands (it is written); the stock goes back now, or on a retry.
+    let (order, _, returned) = return_stock(registry, order).await;
+    let reply = reply.map(|_| order.clone());
+    (order, reply, ticket.max(returned))
+}
+
+/// Returns every line's committed units to its SKU, then records that the stock is back.
+async fn return_stock(registry: Arc<Registry>, mut order: Order) -> (Order, OrderReply, Ticket) {
+    let deps = Arc::clone(registry.deps());
+    let mut ticket = 0;
+    for line in &order.lines {
+        match registry
+            .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
+            .await
+        {
+            Ok((Ok(_), done)) => ticket = ticket.max(done),
+            Ok((Err(SkuFailure::Rejected(rejection)), _)) => {
+                // Returned already (a retry), or its record is gone: nothing more to give back.
+                if rejection != SkuRejection::ReservationNotFound && rejection != SkuRejection::ReservationNotCommitted
+                {
+                    tracing::warn!(order = %order.id, sku = %line.sku, ?rejection, "a line's stock could not be returned");
+                }
+            }
+            Ok((Err(_), _)) | Err(_) => return (order, Err(OrderFailure::Overloaded), ticket),
+        }
+    }
+    let now_ms = deps.clock.now_ms();
+    order.stock_returned = true;
+    let ops = vec![Op::Put(keys::order(&order.id), codec::encode(&order))];
+    let events = vec![DomainEvent::Order {
+        order: order.id,
+        event: OrderEvent::StockReturned,
+    }];
+    match persist(&deps.writer, ops, events, now_ms) {
+        Some(written) => (order.clone(), Ok(order), ticket.max(written)),
+        None => {
+            order.stock_returned = false;
+            (order, Err(OrderFailure::Overloaded), ticket)
+        }
+    }
+}

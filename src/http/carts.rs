@@ -1,0 +1,274 @@
+//! Cart routes: `/v1/carts...` (cart token, or admin).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::request::{fingerprint, new_cart_token, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::views::{render_cart, render_checkout, to_json};
+use super::{idempotent, path_param, AppState, Keyed};
+use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
+use crate::actors::{persist, Access, Mailbox};
+use crate::domain::cart::Cart;
+use crate::domain::clock::rfc3339;
+use crate::domain::{CartId, Quantity, SkuId};
+use crate::engine::Engine;
+use crate::metrics as names;
+use crate::persistence::rows::{CartEvent, DomainEvent};
+use crate::persistence::{codec, keys, Op};
+
+/// Idempotency keys sent without credentials (creating a cart) share this scope: such keys
+/// must be unguessable, as the stored answer holds the new cart's token.
+const ANONYMOUS_SCOPE: &str = "anonymous";
+
+/// `POST /v1/carts`: a new cart and its token (shown once; only its hash is stored).
+pub async fn create(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let keyed = Keyed {
+        key: &key,
+        scope: ANONYMOUS_SCOPE,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    idempotent(
+        engine,
+        keyed,
+        render_created,
+        |_| None,
+        |draft| async move {
+            let id = CartId::generate();
+            let (token, token_hash) = new_cart_token(id);
+            let now_ms = engine.clock.now_ms();
+            let cart = Cart::new(id, token_hash, now_ms, engine.commerce.cart_ttl_ms);
+            let reply = Created {
+                cart: cart.clone(),
+                token,
+            };
+            let mut ops = vec![Op::Put(keys::cart(&id), codec::encode(&cart))];
+            if let Some(draft) = draft {
+                ops.extend(draft.ops(&reply, now_ms));
+            }
+            let events = vec![DomainEvent::Cart {
+                cart: id,
+                event: CartEvent::Created,
+            }];
+            let ticket = persist(&engine.writer, ops, events, now_ms).ok_or(ApiError::Overloaded)?;
+            engine.registry.start_cart(cart);
+            metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
+            metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+            Ok((reply, ticket))
+        },
+    )
+    .await
+}
+
+/// A new cart and the only copy of its token.
+pub struct Created {
+    cart: Cart,
+    token: String,
+}
+
+fn render_created(created: &Created) -> (u16, Vec<u8>) {
+    let body = serde_json::json!({
+        "cart_id": created.cart.id.to_string(),
+        "cart_token": created.token,
+        "expires_at": rfc3339(created.cart.expires_ms),
+    });
+    (201, to_json(&body))
+}
+
+/// The cart named in the path, if these credentials may see it: another cart's token sees
+/// nothing (404, never 403: an id's existence is not revealed).
+fn cart_mailbox(
+    engine: &Engine,
+    credential: &Credential,
+    request: &HttpRequest,
+) -> Result<(CartId, Mailbox<CartActor>), ApiError> {
+    let id = CartId::parse(path_param(request, "id")).map_err(|_| ApiError::NotFound)?;
+    if matches!(credential, Credential::Cart { cart, .. } if *cart != id) {
+        return Err(ApiError::NotFound);
+    }
+    let mailbox = engine
+        .registry
+        .cart(&id)
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .ok_or(ApiError::NotFound)?;
+    Ok((id, mailbox))
+}
+
+/// Whether a cart token is valid (for telling 403 from 401 on admin routes).
+pub async fn token_is_valid(engine: &Engine, cart: CartId, hash: [u8; 32]) -> bool {
+    let Ok(Some(mailbox)) = engine.registry.cart(&cart) else {
+        return false;
+    };
+    let Ok(answer) = mailbox.ask(|reply, slot| GetCart {
+        access: Access::Token(hash),
+        reply,
+        slot,
+    }) else {
+        return false;
+    };
+    answer
+        .await
+        .is_ok_and(|acked| !matches!(acked.value, Err(CartFailure::NotFound)))
+}
+
+fn transient(reply: &CartReply) -> Option<ApiError> {
+    matches!(reply, Err(CartFailure::Overloaded)).then_some(ApiError::Overloaded)
+}
+
+/// Sends a message to a cart actor; a cart actor that stopped is forgotten so the next
+/// request loads it again.
+async fn ask_cart<M>(
+    engine: &Engine,
+    id: CartId,
+    mailbox: &Mailbox<CartActor>,
+    make: impl FnOnce(crate::actors::sku::Reply<CartReply>, crate::actors::MailboxSlot) -> M,
+) -> Result<(CartReply, crate::persistence::Ticket), ApiError>
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    CartActor: actix::Handler<M>,
+{
+    let answer = mailbox.ask(make)?.await.map_err(|_| {
+        engine.registry.forget_cart(&id);
+        ApiError::Unavailable
+    })?;
+    Ok((answer.value, answer.ticket))
+}
+
+/// `GET /v1/carts/{id}`: the cart with its lines, priced now.
+pub async fn get(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let access = credential.access();
+    let (reply, ticket) = ask_cart(engine, id, &mailbox, |reply, slot| GetCart { access, reply, slot }).await?;
+    engine
+        .writer
+        .durability()
+        .wait(ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if let Some(error) = transient(&reply) {
+        return Err(error);
+    }
+    let (status, body) = render_cart(&reply);
+    Ok(super::json_response(status, body))
+}
+
+/// Body of `PUT /v1/carts/{id}/items/{sku}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetLineRequest {
+    qty: i64,
+}
+
+/// `PUT /v1/carts/{id}/items/{sku}`: sets the line's quantity; the stock is held for the cart.
+pub async fn set_line(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<SetLineRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    let qty = Quantity::parse(body.value.qty, engine.cart_line_qty_max)?.get();
+    change_line(
+        engine,
+        credential,
+        id,
+        mailbox,
+        &request,
+        key,
+        &body.canonical,
+        sku,
+        qty,
+    )
+    .await
+}
+
+/// `DELETE /v1/carts/{id}/items/{sku}`: removes the line; its stock is released.
+pub async fn remove_line(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let sku = SkuId::parse(path_param(&request, "sku"))?;
+    change_line(engine, credential, id, mailbox, &request, key, &body.canonical, sku, 0).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn change_line(
+    engine: &Engine,
+    credential: Credential,
+    id: CartId,
+    mailbox: Mailbox<CartActor>,
+    request: &HttpRequest,
+    key: IdempotencyKey,
+    canonical_body: &[u8],
+    sku: SkuId,
+    qty: u64,
+) -> Result<HttpResponse, ApiError> {
+    let scope = credential.scope();
+    let keyed = Keyed {
+        key: &key,
+        scope: &scope,
+        fingerprint: fingerprint(request, canonical_body),
+    };
+    let access = credential.access();
+    idempotent(engine, keyed, render_cart, transient, |idempotency| async move {
+        ask_cart(engine, id, &mailbox, |reply, slot| SetCartLine {
+            access,
+            sku,
+            qty,
+            idempotency,
+            reply,
+            slot,
+        })
+        .await
+    })
+    .await
+}
+
+/// `POST /v1/carts/{id}/checkout`: commits every line and places the order (201), or fails
+/// as a whole (409) with nothing ordered.
+pub async fn checkout(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let scope = credential.scope();
+    let keyed = Keyed {
+        key: &key,
+        scope: &scope,
+        fingerprint: fingerprint(&request, &body.canonical),
+    };
+    let access = credential.access();
+    idempotent(engine, keyed, render_checkout, transient, |idempotency| async move {
+        ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {
+            access,
+            idempotency,
+            reply,
+            slot,
+        })
+        .await
+    })
+    .await
+}

@@ -1,0 +1,159 @@
+//! Order routes: `/v1/orders...` (the token of the cart the order came from, or admin).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::request::{fingerprint, Admin, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::views::render_order;
+use super::{idempotent, json_response, path_param, AppState, Keyed};
+use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
+use crate::actors::Mailbox;
+use crate::domain::order::OrderStatus;
+use crate::domain::{Name, OrderId};
+use crate::engine::Engine;
+
+fn order_mailbox(engine: &Engine, request: &HttpRequest) -> Result<(OrderId, Mailbox<OrderActor>), ApiError> {
+    let id = OrderId::parse(path_param(request, "id")).map_err(|_| ApiError::NotFound)?;
+    let mailbox = engine
+        .registry
+        .order(&id)
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .ok_or(ApiError::NotFound)?;
+    Ok((id, mailbox))
+}
+
+fn transient(reply: &OrderReply) -> Option<ApiError> {
+    matches!(reply, Err(OrderFailure::Overloaded)).then_some(ApiError::Overloaded)
+}
+
+/// `GET /v1/orders/{id}`: the order with its history.
+pub async fn get(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let (id, mailbox) = order_mailbox(engine, &request)?;
+    let access = credential.access();
+    let answer = mailbox
+        .ask(|reply, slot| GetOrder { access, reply, slot })?
+        .await
+        .map_err(|_| {
+            engine.registry.forget_order(&id);
+            ApiError::Unavailable
+        })?;
+    engine
+        .writer
+        .durability()
+        .wait(answer.ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if let Some(error) = transient(&answer.value) {
+        return Err(error);
+    }
+    let (status, body) = render_order(&answer.value);
+    Ok(json_response(status, body))
+}
+
+async fn change(
+    engine: &Engine,
+    credential: Credential,
+    request: &HttpRequest,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    action: OrderAction,
+) -> Result<HttpResponse, ApiError> {
+    let (id, mailbox) = order_mailbox(engine, request)?;
+    let scope = credential.scope();
+    let keyed = Keyed {
+        key,
+        scope: &scope,
+        fingerprint: fingerprint(request, canonical_body),
+    };
+    let access = credential.access();
+    idempotent(engine, keyed, render_order, transient, |idempotency| async move {
+        let answer = mailbox
+            .ask(|reply, slot| ChangeOrder {
+                access,
+                action,
+                idempotency,
+                reply,
+                slot,
+            })?
+            .await
+            .map_err(|_| {
+                engine.registry.forget_order(&id);
+                ApiError::Unavailable
+            })?;
+        Ok((answer.value, answer.ticket))
+    })
+    .await
+}
+
+/// Body of `POST /v1/orders/{id}/pay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    payment_ref: String,
+}
+
+/// `POST /v1/orders/{id}/pay`: `placed -> paid`.
+pub async fn pay(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<PayRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let payment_ref = Name::parse(&body.value.payment_ref, "payment_ref", "invalid_payment_ref")?;
+    let action = OrderAction::Pay {
+        payment_ref: payment_ref.as_str().to_owned(),
+    };
+    change(engine, credential, &request, &key, &body.canonical, action).await
+}
+
+/// `POST /v1/orders/{id}/cancel`: `placed | paid -> cancelled`; the stock goes back.
+pub async fn cancel(
+    state: web::Data<AppState>,
+    credential: Credential,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    change(engine, credential, &request, &key, &body.canonical, OrderAction::Cancel).await
+}
+
+/// Body of `POST /v1/orders/{id}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    status: String,
+}
+
+/// `POST /v1/orders/{id}/status` (admin): moves the order along its legal moves.
+pub async fn set_status(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<StatusRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let status = OrderStatus::ALL
+        .into_iter()
+        .find(|status| status.as_str() == body.value.status)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                "status must be one of placed, paid, packed, shipped, delivered, cancelled, expired",
+            )
+        })?;
+    let action = match status {
+        OrderStatus::Cancelled => OrderAction::Cancel,
+        other => OrderAction::SetStatus(other),
+    };
+    change(engine, Credential::Admin, &request, &key, &body.canonical, action).await
+}

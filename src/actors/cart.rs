@@ -77,10 +77,32 @@ pub enum CartFailure {
     Stock(SkuRejection),
     /// The line is not in the cart.
     LineNotFound,
-    /// Checkout could not commit these lines; what was committed went back.
-    CheckoutFailed(Vec<SkuId>),
+    /// Checkout could not commit these lines (with why); what was committed went back.
+    CheckoutFailed(Vec<(SkuId, LineFailure)>),
     /// A queue was full; retry.
     Overloaded,
+}
+
+/// Why checkout could not take a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFailure {
+    /// Its hold lapsed (or was released) before checkout committed it.
+    HoldLapsed,
+    /// The SKU was repriced into another currency than the cart's.
+    CurrencyChanged,
+    /// The order's total would not fit in 64 bits.
+    TotalTooLarge,
+}
+
+impl LineFailure {
+    /// The reason as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineFailure::HoldLapsed => "hold_lapsed",
+            LineFailure::CurrencyChanged => "currency_changed",
+            LineFailure::TotalTooLarge => "total_too_large",
+        }
+    }
 }
 
 /// The answer to a cart request.
@@ -523,7 +545,7 @@ async fn saga(
     let deps = Arc::clone(registry.deps());
     let mut ticket = 0;
     let mut committed: Vec<OrderLine> = Vec::new();
-    let mut failed: Vec<SkuId> = Vec::new();
+    let mut failed: Vec<(SkuId, LineFailure)> = Vec::new();
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
         match registry.sku_command(&sku, SkuCommand::Commit { id }).await {
@@ -551,13 +573,13 @@ async fn saga(
                             price_minor: 0,
                             reservation: id,
                         });
-                        failed.push(sku);
+                        failed.push((sku, LineFailure::CurrencyChanged));
                     }
                 }
             }
             // No hold: the line was emptied. Nothing to commit, nothing failed.
             Ok((Err(SkuFailure::Rejected(SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound)), _)) => {}
-            Ok((Err(SkuFailure::Rejected(_)), _)) => failed.push(sku),
+            Ok((Err(SkuFailure::Rejected(_)), _)) => failed.push((sku, LineFailure::HoldLapsed)),
             Ok((Ok(_), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
         }
     }
@@ -622,7 +644,10 @@ async fn saga(
         (true, true) => Err(CartFailure::Rejected(CartRejection::Empty)),
         // Nothing failed, yet no order: its total overflowed. Every line is named.
         (false, true) => Err(CartFailure::CheckoutFailed(
-            committed.iter().map(|line| line.sku.clone()).collect(),
+            committed
+                .iter()
+                .map(|line| (line.sku.clone(), LineFailure::TotalTooLarge))
+                .collect(),
         )),
         _ => Err(CartFailure::CheckoutFailed(failed.clone())),
     };
@@ -631,7 +656,8 @@ async fn saga(
     cart.attempt += 1;
     cart.skus.clear();
     cart.currency = None;
-    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus: failed })];
+    let skus = failed.into_iter().map(|(sku, _)| sku).collect();
+    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus })];
     match write(&registry, &cart, Vec::new(), events, &reply, idempotency) {
         Ok(written) => {
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);

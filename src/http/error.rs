@@ -223,8 +223,11 @@ impl From<CartFailure> for ApiError {
             CartFailure::NotFound | CartFailure::LineNotFound => ApiError::NotFound,
             CartFailure::Stock(rejection) => rejection.into(),
             CartFailure::Overloaded => ApiError::Overloaded,
-            CartFailure::CheckoutFailed(skus) => {
-                let lines: Vec<serde_json::Value> = skus.iter().map(|sku| json!({ "sku": sku.as_str() })).collect();
+            CartFailure::CheckoutFailed(failed) => {
+                let lines: Vec<serde_json::Value> = failed
+                    .iter()
+                    .map(|(sku, reason)| json!({ "sku": sku.as_str(), "reason": reason.as_str() }))
+                    .collect();
                 let mut details = Map::new();
                 details.insert("lines".to_owned(), json!(lines));
                 ApiError::Conflict {

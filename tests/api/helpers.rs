@@ -169,3 +169,53 @@ pub fn counters(sku: &Value) -> (u64, u64, u64) {
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
+
+/// A cart as its owner sees it: id and token.
+pub struct TestCart {
+    /// The cart id.
+    pub id: String,
+    /// The cart token.
+    pub token: String,
+}
+
+impl TestApp {
+    /// Creates a cart; panics unless 201.
+    pub async fn create_cart(&self) -> TestCart {
+        let response = self
+            .client
+            .post(self.url("/v1/carts"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        TestCart {
+            id: body["cart_id"].as_str().unwrap().to_owned(),
+            token: body["cart_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A request with a cart token.
+    pub fn as_cart(&self, cart: &TestCart, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(&cart.token)
+    }
+
+    /// Sets a cart line and returns the answer.
+    pub async fn set_line(&self, cart: &TestCart, sku: &str, qty: u64) -> Response {
+        self.as_cart(cart, Method::PUT, &format!("/v1/carts/{}/items/{sku}", cart.id))
+            .json(&json!({ "qty": qty }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Checks a cart out and returns the answer.
+    pub async fn checkout(&self, cart: &TestCart) -> Response {
+        self.as_cart(cart, Method::POST, &format!("/v1/carts/{}/checkout", cart.id))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -10,3 +10,4 @@ mod idempotency;
 mod lifecycle;
 mod overload;
 mod stock;
+mod storefront;

@@ -1,0 +1,554 @@
+//! The buying path: carts, checkout and orders, through the API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use stockroom::startup::Options;
+use tempfile::TempDir;
+
+use crate::helpers::{counters, error_code, TestApp, TestCart};
+
+/// `(sku, qty)` of a cart's or order's lines.
+fn lines(body: &Value) -> Vec<(String, u64)> {
+    body["lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lines in {body}"))
+        .iter()
+        .map(|line| (line["sku"].as_str().unwrap().to_owned(), line["qty"].as_u64().unwrap()))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_shopper_fills_a_cart_checks_out_pays_and_the_order_is_delivered() {
+    let app = TestApp::spawn().await;
+    for sku in ["mug", "tee", "cap"] {
+        app.create_sku(sku, 10).await;
+    }
+    let cart = app.create_cart().await;
+    for (sku, qty) in [("mug", 2), ("tee", 3), ("cap", 1)] {
+        assert_eq!(app.set_line(&cart, sku, qty).await.status(), StatusCode::OK);
+    }
+    assert_eq!(counters(&app.sku("mug").await), (10, 2, 8), "a line holds its stock");
+    let changed: Value = app.set_line(&cart, "mug", 4).await.json().await.unwrap();
+    assert_eq!(
+        counters(&app.sku("mug").await),
+        (10, 4, 6),
+        "changing a quantity holds the difference"
+    );
+    assert_eq!(changed["total_minor"], 8 * 1299);
+    let removed = app
+        .as_cart(&cart, Method::DELETE, &format!("/v1/carts/{}/items/cap", cart.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::OK);
+    assert_eq!(
+        counters(&app.sku("cap").await),
+        (10, 0, 10),
+        "a removed line releases its stock"
+    );
+    let read: Value = app
+        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lines(&read), [("mug".to_owned(), 4), ("tee".to_owned(), 3)]);
+    assert_eq!(
+        (read["status"].as_str(), read["currency"].as_str()),
+        (Some("open"), Some("EUR"))
+    );
+
+    let checkout = app.checkout(&cart).await;
+    assert_eq!(checkout.status(), StatusCode::CREATED);
+    let order: Value = checkout.json().await.unwrap();
+    assert_eq!(lines(&order), [("mug".to_owned(), 4), ("tee".to_owned(), 3)]);
+    assert_eq!(
+        (order["status"].as_str(), order["total_minor"].as_u64()),
+        (Some("placed"), Some(7 * 1299))
+    );
+    assert_eq!(
+        counters(&app.sku("mug").await),
+        (6, 0, 6),
+        "checked-out units leave on_hand"
+    );
+    assert_eq!(counters(&app.sku("tee").await), (7, 0, 7));
+    let order_id = order["order_id"].as_str().unwrap();
+    let again = app.checkout(&cart).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&again.json().await.unwrap()), "cart_closed");
+
+    let paid = app
+        .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
+        .json(&json!({"payment_ref": "psp-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    for status in ["packed", "shipped", "delivered"] {
+        let moved = app
+            .admin(Method::POST, &format!("/v1/orders/{order_id}/status"))
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), StatusCode::OK, "to {status}");
+    }
+    let delivered: Value = app
+        .as_cart(&cart, Method::GET, &format!("/v1/orders/{order_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let history: Vec<(u64, &str)> = delivered["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["seq"].as_u64().unwrap(), entry["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "placed"),
+            (2, "paid"),
+            (3, "packed"),
+            (4, "shipped"),
+            (5, "delivered")
+        ]
+    );
+    assert_eq!(delivered["payment_ref"], "psp-123");
+    assert_eq!(
+        counters(&app.sku("mug").await),
+        (6, 0, 6),
+        "delivery does not touch stock"
+    );
+}
+
+#[actix_web::test]
+async fn two_hundred_carts_racing_for_the_last_ten_units_make_exactly_ten_orders() {
+    let app = TestApp::spawn().await;
+    app.create_sku("last", 10).await;
+    let carts: Vec<TestCart> = join_all((0..200).map(|_| app.create_cart())).await;
+    let attempts = join_all(carts.iter().map(|cart| async {
+        let added = app.set_line(cart, "last", 1).await;
+        if added.status() != StatusCode::OK {
+            assert_eq!(added.status(), StatusCode::CONFLICT);
+            assert_eq!(error_code(&added.json().await.unwrap()), "insufficient_stock");
+            return false;
+        }
+        let placed = app.checkout(cart).await;
+        match placed.status() {
+            StatusCode::CREATED => true,
+            StatusCode::CONFLICT => false,
+            other => panic!("checkout answered {other}"),
+        }
+    }))
+    .await;
+    let orders = attempts.iter().filter(|placed| **placed).count();
+    assert_eq!(orders, 10, "exactly the stock was sold");
+    assert_eq!(counters(&app.sku("last").await), (0, 0, 0));
+}
+
+#[actix_web::test]
+async fn an_abandoned_cart_expires_and_releases_its_stock() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.cart.ttl_seconds = 1;
+    })
+    .await;
+    app.create_sku("hat", 5).await;
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, "hat", 3).await.status(), StatusCode::OK);
+    assert_eq!(counters(&app.sku("hat").await), (5, 3, 2));
+    let started = Instant::now();
+    while counters(&app.sku("hat").await) != (5, 0, 5) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cart's stock was not released"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read: Value = app
+        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "expired");
+    let late = app.set_line(&cart, "hat", 1).await;
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&late.json().await.unwrap()), "cart_closed");
+}
+
+#[actix_web::test]
+async fn an_unpaid_order_expires_and_its_stock_comes_back() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.order.payment_timeout_seconds = 1;
+    })
+    .await;
+    app.create_sku("lamp", 5).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "lamp", 2).await;
+    let order: Value = app.checkout(&cart).await.json().await.unwrap();
+    assert_eq!(counters(&app.sku("lamp").await), (3, 0, 3));
+    let order_id = order["order_id"].as_str().unwrap();
+    let started = Instant::now();
+    loop {
+        let read: Value = app
+            .as_cart(&cart, Method::GET, &format!("/v1/orders/{order_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if read["status"] == "expired" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the order did not expire: {read}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counters(&app.sku("lamp").await), (5, 0, 5), "its stock came back");
+    let pay_late = app
+        .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
+        .json(&json!({"payment_ref": "late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay_late.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&pay_late.json().await.unwrap()), "invalid_transition");
+}
+
+#[actix_web::test]
+async fn cart_and_order_routes_check_who_is_asking() {
+    let app = TestApp::spawn().await;
+    app.create_sku("box", 10).await;
+    let mine = app.create_cart().await;
+    let other = app.create_cart().await;
+    app.set_line(&mine, "box", 1).await;
+    let placed = app.create_cart().await;
+    app.set_line(&placed, "box", 1).await;
+    let order: Value = app.checkout(&placed).await.json().await.unwrap();
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+
+    let cart_routes: Vec<(Method, String, Value)> = vec![
+        (Method::GET, format!("/v1/carts/{}", mine.id), json!(null)),
+        (
+            Method::PUT,
+            format!("/v1/carts/{}/items/box", mine.id),
+            json!({"qty": 2}),
+        ),
+        (Method::DELETE, format!("/v1/carts/{}/items/box", mine.id), json!(null)),
+        (Method::POST, format!("/v1/carts/{}/checkout", mine.id), json!({})),
+    ];
+    let order_routes: Vec<(Method, String, Value)> = vec![
+        (Method::GET, format!("/v1/orders/{order_id}"), json!(null)),
+        (
+            Method::POST,
+            format!("/v1/orders/{order_id}/pay"),
+            json!({"payment_ref": "x"}),
+        ),
+        (Method::POST, format!("/v1/orders/{order_id}/cancel"), json!({})),
+    ];
+    let admin_routes: Vec<(Method, String, Value)> = vec![
+        (
+            Method::PUT,
+            "/v1/skus/new".to_owned(),
+            json!({"name": "n", "price_minor": 1, "currency": "EUR"}),
+        ),
+        (Method::POST, "/v1/skus/box/restock".to_owned(), json!({"qty": 1})),
+        (
+            Method::POST,
+            "/v1/skus/box/adjust".to_owned(),
+            json!({"delta": 1, "reason": "r"}),
+        ),
+        (Method::POST, "/v1/skus/box/reservations".to_owned(), json!({"qty": 1})),
+        (
+            Method::GET,
+            "/v1/reservations/01900000-0000-7000-8000-000000000000".to_owned(),
+            json!(null),
+        ),
+        (
+            Method::DELETE,
+            "/v1/reservations/01900000-0000-7000-8000-000000000000".to_owned(),
+            json!(null),
+        ),
+        (
+            Method::POST,
+            "/v1/reservations/01900000-0000-7000-8000-000000000000/commit".to_owned(),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/orders/{order_id}/status"),
+            json!({"status": "packed"}),
+        ),
+    ];
+    let send = |method: Method, path: &str, body: &Value, token: Option<&str>| {
+        let mut request = app.client.request(method, app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        request.send()
+    };
+    let mut failures = Vec::new();
+    for (method, path, body) in cart_routes.iter().chain(&order_routes) {
+        let cases = [
+            (
+                Some(other.token.as_str()),
+                StatusCode::NOT_FOUND,
+                "another cart's token",
+            ),
+            (None, StatusCode::UNAUTHORIZED, "no token"),
+        ];
+        for (token, expected, who) in cases {
+            let status = send(method.clone(), path, body, token).await.unwrap().status();
+            if status != expected {
+                failures.push(format!("{method} {path} with {who}: {status}, expected {expected}"));
+            }
+        }
+    }
+    for (method, path, body) in &admin_routes {
+        let status = send(method.clone(), path, body, Some(&mine.token))
+            .await
+            .unwrap()
+            .status();
+        if status != StatusCode::FORBIDDEN {
+            failures.push(format!("{method} {path} with a cart token: {status}, expected 403"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Nothing those requests tried changed anything.
+    assert_eq!(counters(&app.sku("box").await), (9, 1, 8));
+    // The owner and the admin get through.
+    assert_eq!(
+        app.as_cart(&mine, Method::GET, &format!("/v1/carts/{}", mine.id))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.admin(Method::GET, &format!("/v1/carts/{}", mine.id))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.as_cart(&placed, Method::GET, &format!("/v1/orders/{order_id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.admin(Method::GET, &format!("/v1/orders/{order_id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn every_move_the_api_does_not_allow_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    app.create_sku("pen", 1_000).await;
+    let statuses = ["placed", "paid", "packed", "shipped", "delivered", "cancelled"];
+    let path_to = |target: &str| -> Vec<&'static str> {
+        match target {
+            "placed" => vec![],
+            "paid" => vec!["paid"],
+            "packed" => vec!["paid", "packed"],
+            "shipped" => vec!["paid", "packed", "shipped"],
+            "delivered" => vec!["paid", "packed", "shipped", "delivered"],
+            "cancelled" => vec!["cancelled"],
+            _ => unreachable!(),
+        }
+    };
+    let legal = [
+        ("placed", "paid"),
+        ("paid", "packed"),
+        ("packed", "shipped"),
+        ("shipped", "delivered"),
+        ("placed", "cancelled"),
+        ("paid", "cancelled"),
+    ];
+    let actions = [
+        "pay",
+        "cancel",
+        "placed",
+        "paid",
+        "packed",
+        "shipped",
+        "delivered",
+        "cancelled",
+        "expired",
+    ];
+    let mut failures = Vec::new();
+    for from in statuses {
+        for action in actions {
+            let target = match action {
+                "pay" => "paid",
+                "cancel" => "cancelled",
+                other => other,
+            };
+            if legal.contains(&(from, target)) {
+                continue;
+            }
+            // A fresh order in `from`.
+            let cart = app.create_cart().await;
+            app.set_line(&cart, "pen", 1).await;
+            let order: Value = app.checkout(&cart).await.json().await.unwrap();
+            let id = order["order_id"].as_str().unwrap().to_owned();
+            for step in path_to(from) {
+                let moved = app
+                    .admin(Method::POST, &format!("/v1/orders/{id}/status"))
+                    .json(&json!({ "status": step }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(moved.status(), StatusCode::OK, "setting up {from}");
+            }
+            let before = app.sku("pen").await;
+            let before_order: Value = app
+                .admin(Method::GET, &format!("/v1/orders/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let response = match action {
+                "pay" => {
+                    app.as_cart(&cart, Method::POST, &format!("/v1/orders/{id}/pay"))
+                        .json(&json!({"payment_ref": "p"}))
+                        .send()
+                        .await
+                }
+                "cancel" => {
+                    app.as_cart(&cart, Method::POST, &format!("/v1/orders/{id}/cancel"))
+                        .json(&json!({}))
+                        .send()
+                        .await
+                }
+                status => {
+                    app.admin(Method::POST, &format!("/v1/orders/{id}/status"))
+                        .json(&json!({ "status": status }))
+                        .send()
+                        .await
+                }
+            }
+            .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            let after_order: Value = app
+                .admin(Method::GET, &format!("/v1/orders/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if status != StatusCode::CONFLICT || error_code(&body) != "invalid_transition" {
+                failures.push(format!("{from} + {action}: {status} {body}"));
+            } else if after_order != before_order || app.sku("pen").await != before {
+                failures.push(format!("{from} + {action}: a refused move changed something"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[actix_web::test]
+async fn cancelling_a_paid_order_returns_its_stock_once() {
+    let app = TestApp::spawn().await;
+    app.create_sku("vase", 4).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "vase", 3).await;
+    let order: Value = app.checkout(&cart).await.json().await.unwrap();
+    let id = order["order_id"].as_str().unwrap();
+    app.as_cart(&cart, Method::POST, &format!("/v1/orders/{id}/pay"))
+        .json(&json!({"payment_ref": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counters(&app.sku("vase").await), (1, 0, 1));
+    let cancel = || {
+        app.as_cart(&cart, Method::POST, &format!("/v1/orders/{id}/cancel"))
+            .header("Idempotency-Key", "cancel-1")
+            .json(&json!({}))
+            .send()
+    };
+    let cancelled = cancel().await.unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    assert_eq!(cancelled.json::<Value>().await.unwrap()["status"], "cancelled");
+    assert_eq!(counters(&app.sku("vase").await), (4, 0, 4), "the stock came back");
+    let repeated = cancel().await.unwrap();
+    assert_eq!(repeated.status(), StatusCode::OK, "the same key replays");
+    assert_eq!(counters(&app.sku("vase").await), (4, 0, 4), "and returns nothing twice");
+}
+
+#[actix_web::test]
+async fn a_checkout_that_cannot_take_a_line_fails_as_a_whole_and_gives_back_what_it_committed() {
+    let app = TestApp::spawn().await;
+    app.create_sku("a", 5).await;
+    app.create_sku("b", 5).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "a", 2).await;
+    app.set_line(&cart, "b", 2).await;
+    // b is repriced into another currency after it was added: checkout commits a first,
+    // cannot take b, and must give a back.
+    let repriced = app
+        .admin(Method::PUT, "/v1/skus/b")
+        .json(&json!({"name": "Product b", "price_minor": 999, "currency": "USD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repriced.status(), StatusCode::OK);
+    let failed = app.checkout(&cart).await;
+    assert_eq!(failed.status(), StatusCode::CONFLICT);
+    let body: Value = failed.json().await.unwrap();
+    assert_eq!(error_code(&body), "insufficient_stock");
+    assert_eq!(
+        body["error"]["lines"],
+        json!([{"sku": "b", "reason": "currency_changed"}])
+    );
+    assert_eq!(counters(&app.sku("a").await), (5, 0, 5), "the committed line went back");
+    assert_eq!(counters(&app.sku("b").await), (5, 0, 5), "the failed line went back");
+    let reopened: Value = app
+        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (reopened["status"].as_str(), reopened["lines"].as_array().map(Vec::len)),
+        (Some("open"), Some(0))
+    );
+    // The reopened cart works again, with fresh holds.
+    assert_eq!(app.set_line(&cart, "a", 1).await.status(), StatusCode::OK);
+    assert_eq!(app.checkout(&cart).await.status(), StatusCode::CREATED);
+    assert_eq!(counters(&app.sku("a").await), (4, 0, 4));
+}

@@ -64,6 +64,9 @@ pub enum CartOutcome {
     Cart(CartView),
     /// The order checkout placed.
     Order(Order),
+    /// The order this cart was checked out into earlier (checkout is idempotent per cart:
+    /// a repeat, or a retry after a crash, learns its order).
+    CheckedOutBefore(Order),
 }
 
 /// Why a cart request produced no outcome.
@@ -508,6 +511,19 @@ async fn checkout(
         // A checkout that was interrupted (a full queue) is finished by this request.
         CartStatus::CheckingOut(order) => return saga(registry, cart, order, idempotency).await,
         CartStatus::Open => {}
+        CartStatus::CheckedOut(order) => {
+            return match registry.order_snapshot(&order).await {
+                Ok(Some((order, ticket))) => (cart, Ok(CartOutcome::CheckedOutBefore(order)), ticket),
+                Ok(None) => (
+                    cart,
+                    Err(CartFailure::Rejected(CartRejection::Closed(CartStatus::CheckedOut(
+                        order,
+                    )))),
+                    0,
+                ),
+                Err(_) => (cart, Err(CartFailure::Overloaded), 0),
+            };
+        }
         other => return (cart, Err(CartFailure::Rejected(CartRejection::Closed(other))), 0),
     }
     if let Err(rejection) = cart.check_open(now_ms) {

@@ -214,6 +214,22 @@ impl Registry {
         Ok(Some(self.start_order(order)))
     }
 
+    /// An order as it stands, with the ticket to wait on before reporting it.
+    pub async fn order_snapshot(&self, id: &OrderId) -> Result<Option<(Order, Ticket)>, AskError> {
+        let Ok(Some(mailbox)) = self.order(id) else {
+            return Ok(None);
+        };
+        let acked = mailbox
+            .ask(|reply, slot| super::order::GetOrder {
+                access: super::Access::Admin,
+                reply,
+                slot,
+            })?
+            .await
+            .map_err(|_| AskError::NoAnswer)?;
+        Ok(acked.value.ok().map(|order| (order, acked.ticket)))
+    }
+
     /// Starts the actor of an order unless one runs already.
     pub fn start_order(&self, order: Order) -> Mailbox<OrderActor> {
         let id = order.id;

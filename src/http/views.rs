@@ -260,15 +260,16 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
 pub fn render_cart(reply: &CartReply) -> (u16, Vec<u8>) {
     match reply {
         Ok(CartOutcome::Cart(view)) => (200, to_json(&CartBody::from(view))),
-        Ok(CartOutcome::Order(order)) => (200, to_json(&OrderBody::from(order))),
+        Ok(CartOutcome::Order(order) | CartOutcome::CheckedOutBefore(order)) => (200, to_json(&OrderBody::from(order))),
         Err(failure) => error_parts(&failure.clone().into()),
     }
 }
 
-/// Checkout: 201 with the order.
+/// Checkout: 201 with the order placed, 200 with the order of a cart checked out before.
 pub fn render_checkout(reply: &CartReply) -> (u16, Vec<u8>) {
     match reply {
         Ok(CartOutcome::Order(order)) => (201, to_json(&OrderBody::from(order))),
+        Ok(CartOutcome::CheckedOutBefore(order)) => (200, to_json(&OrderBody::from(order))),
         Ok(CartOutcome::Cart(view)) => (200, to_json(&CartBody::from(view))),
         Err(failure) => error_parts(&failure.clone().into()),
     }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod crash;
+mod crash_checkout;
 mod expiry;
 mod faults;
 mod helpers;

@@ -156,7 +156,8 @@ pub struct CheckoutCart {
 }
 
 /// How soon an interrupted saga or expiry is tried again when a queue was full.
-const RETRY: Duration = Duration::from_millis(200);
+const RETRY_MS: u64 = 200;
+const RETRY: Duration = Duration::from_millis(RETRY_MS);
 
 /// The actor that owns one cart.
 pub struct CartActor {
@@ -164,8 +165,8 @@ pub struct CartActor {
     cart: Cart,
     /// Finds SKU and order actors; carries the writer, store and clock.
     registry: Arc<Registry>,
-    /// The timer that expires the cart.
-    expiry_timer: Option<SpawnHandle>,
+    /// The timer that expires the cart (or retries its saga): when it fires, and its handle.
+    expiry_timer: Option<(u64, SpawnHandle)>,
     /// The ticket of the last change this actor wrote: reads wait for it.
     last_ticket: Ticket,
 }
@@ -202,20 +203,37 @@ impl CartActor {
         }));
     }
 
-    /// Re-arms the expiry timer, or retries an interrupted checkout.
+    /// Arms the expiry timer (or the retry of an interrupted checkout) unless the armed one
+    /// already fits: re-arming on every message would let a client that polls starve it.
     fn after_change(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.expiry_timer.take() {
+        let now_ms = self.registry.deps().clock.now_ms();
+        let due_ms = match self.cart.status {
+            CartStatus::Open => self.cart.expires_ms,
+            // Retried soon; an armed retry stands.
+            CartStatus::CheckingOut(_) => now_ms,
+            CartStatus::CheckedOut(_) | CartStatus::Expired => {
+                if let Some((_, handle)) = self.expiry_timer.take() {
+                    ctx.cancel_future(handle);
+                }
+                return;
+            }
+        };
+        if let Some((armed_ms, handle)) = self.expiry_timer.take() {
+            let overdue_and_armed = due_ms <= now_ms && armed_ms <= now_ms.saturating_add(RETRY_MS);
+            if armed_ms == due_ms || overdue_and_armed {
+                self.expiry_timer = Some((armed_ms, handle));
+                return;
+            }
             ctx.cancel_future(handle);
         }
-        let now_ms = self.registry.deps().clock.now_ms();
-        let delay = match self.cart.status {
-            // An overdue expiry that could not be written yet is retried after a pause.
-            CartStatus::Open if self.cart.expires_ms <= now_ms => RETRY,
-            CartStatus::Open => Duration::from_millis(self.cart.expires_ms - now_ms),
-            CartStatus::CheckingOut(_) => RETRY,
-            CartStatus::CheckedOut(_) | CartStatus::Expired => return,
+        // Overdue work (an expiry or saga step that could not be written yet) is retried
+        // after a pause.
+        let (armed_ms, delay) = if due_ms <= now_ms {
+            (now_ms.saturating_add(RETRY_MS), RETRY)
+        } else {
+            (due_ms, Duration::from_millis(due_ms - now_ms))
         };
-        self.expiry_timer = Some(ctx.run_later(delay, |actor, ctx| {
+        let handle = ctx.run_later(delay, |actor, ctx| {
             actor.expiry_timer = None;
             match actor.cart.status {
                 CartStatus::Open => actor.run(ctx, None, expire),
@@ -224,7 +242,8 @@ impl CartActor {
                 }
                 _ => {}
             }
-        }));
+        });
+        self.expiry_timer = Some((armed_ms, handle));
     }
 
     fn allowed(&self, access: &Access) -> bool {

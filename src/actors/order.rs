@@ -79,7 +79,8 @@ pub struct ChangeOrder {
 }
 
 /// How soon returning stock is tried again when a queue was full.
-const RETRY: Duration = Duration::from_millis(200);
+const RETRY_MS: u64 = 200;
+const RETRY: Duration = Duration::from_millis(RETRY_MS);
 
 /// The actor that owns one order.
 pub struct OrderActor {
@@ -87,8 +88,8 @@ pub struct OrderActor {
     order: Order,
     /// Finds SKU actors; carries the writer, store and clock.
     registry: Arc<Registry>,
-    /// The payment-timeout or stock-return retry timer.
-    timer: Option<SpawnHandle>,
+    /// The payment-timeout or stock-return retry timer: when it fires, and its handle.
+    timer: Option<(u64, SpawnHandle)>,
     /// When the order was last asked for, to stop it once settled and idle.
     last_used_ms: u64,
     /// The ticket of the last change this actor wrote: reads wait for it.
@@ -126,20 +127,34 @@ impl OrderActor {
         }));
     }
 
-    /// Arms the payment timeout, or a retry of returning stock.
+    /// Arms the payment timeout, or a retry of returning stock, unless the armed timer
+    /// already fits (re-arming on every message would let a busy client starve it).
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
         let now_ms = self.registry.deps().clock.now_ms();
-        let delay = if self.order.owes_stock() {
-            RETRY
+        let due_ms = if self.order.owes_stock() {
+            now_ms
         } else if self.order.status() == OrderStatus::Placed {
-            Duration::from_millis(self.order.payment_due_ms.saturating_sub(now_ms))
+            self.order.payment_due_ms
         } else {
+            if let Some((_, handle)) = self.timer.take() {
+                ctx.cancel_future(handle);
+            }
             return;
         };
-        self.timer = Some(ctx.run_later(delay, |actor, ctx| {
+        if let Some((armed_ms, handle)) = self.timer.take() {
+            let overdue_and_armed = due_ms <= now_ms && armed_ms <= now_ms.saturating_add(RETRY_MS);
+            if armed_ms == due_ms || overdue_and_armed {
+                self.timer = Some((armed_ms, handle));
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let (armed_ms, delay) = if due_ms <= now_ms {
+            (now_ms.saturating_add(RETRY_MS), RETRY)
+        } else {
+            (due_ms, Duration::from_millis(due_ms - now_ms))
+        };
+        let handle = ctx.run_later(delay, |actor, ctx| {
             actor.timer = None;
             if actor.order.owes_stock() {
                 actor.run(ctx, None, return_stock);
@@ -148,7 +163,8 @@ impl OrderActor {
                     change(registry, order, Change::Expire, None)
                 });
             }
-        }));
+        });
+        self.timer = Some((armed_ms, handle));
     }
 
     fn touch(&mut self) {

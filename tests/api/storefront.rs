@@ -559,3 +559,96 @@ async fn a_checkout_that_cannot_take_a_line_fails_as_a_whole_and_gives_back_what
     assert_eq!(app.checkout(&cart).await.status(), StatusCode::CREATED);
     assert_eq!(counters(&app.sku("a").await), (4, 0, 4));
 }
+
+#[actix_web::test]
+async fn a_cart_that_expires_while_the_server_is_down_is_released_at_restart() {
+    use stockroom::domain::clock::ManualClock;
+    use stockroom::domain::{Clock, SystemClock};
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let with_clock = |clock: &Arc<ManualClock>| Options {
+        clock: Arc::clone(clock) as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    let adjust = |settings: &mut stockroom::config::Settings| settings.cart.ttl_seconds = 60;
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), with_clock(&clock), adjust).await;
+    app.create_sku("rug", 5).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "rug", 4).await;
+    let dir = app.stop().await;
+    clock.advance(61_000);
+
+    let app = TestApp::spawn_with(dir, with_clock(&clock), adjust).await;
+    assert_eq!(
+        counters(&app.sku("rug").await),
+        (5, 0, 5),
+        "the lapsed hold is released at restart"
+    );
+    let started = Instant::now();
+    loop {
+        let read: Value = app
+            .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if read["status"] == "expired" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cart did not expire: {read}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn one_checkout_key_sent_five_times_at_once_makes_one_order() {
+    let app = TestApp::spawn().await;
+    app.create_sku("jar", 10).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "jar", 2).await;
+    let send = || {
+        app.as_cart(&cart, Method::POST, &format!("/v1/carts/{}/checkout", cart.id))
+            .header("Idempotency-Key", "pay-now-1")
+            .json(&json!({}))
+            .send()
+    };
+    let answers = join_all((0..5).map(|_| send())).await;
+    let mut order_ids = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap();
+        match status {
+            StatusCode::CREATED => order_ids.push(body["order_id"].as_str().unwrap().to_owned()),
+            StatusCode::CONFLICT => assert_eq!(error_code(&body), "idempotency_key_in_flight"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    order_ids.dedup();
+    assert_eq!(order_ids.len(), 1, "one order");
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.json::<Value>().await.unwrap()["order_id"], order_ids[0].as_str());
+    assert_eq!(counters(&app.sku("jar").await), (8, 0, 8), "its units were taken once");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "stockroom_checkouts_total{outcome=\"placed\"}",
+        "stockroom_carts_created_total",
+        "stockroom_orders{status=\"placed\"}",
+        "stockroom_carts_open",
+    ] {
+        assert!(metrics.contains(expected), "/metrics lacks {expected}");
+    }
+}

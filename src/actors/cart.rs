@@ -438,10 +438,12 @@ async fn set_line_steps(
         Ok(read) => read,
         Err(error) => return (Err(error.into()), 0),
     };
-    let Some((_held, sku_view)) = line else {
+    let Some((held, sku_view)) = line else {
         return (Err(CartFailure::Stock(SkuRejection::SkuNotFound)), ticket);
     };
-    if qty == 0 && !cart.skus.contains(sku) {
+    // A line exists when it holds stock (the SKU set is a superset: a refused set leaves
+    // its SKU there with nothing held).
+    if qty == 0 && (held == 0 || !cart.skus.contains(sku)) {
         return (Err(CartFailure::LineNotFound), ticket);
     }
     if qty > 0 {
@@ -612,8 +614,14 @@ async fn saga(
                     }
                 }
             }
-            // No hold: the line was emptied. Nothing to commit, nothing failed.
-            Ok((Err(SkuFailure::Rejected(SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound)), _)) => {}
+            // No hold: the line was never set, or was emptied (released). Nothing to commit,
+            // nothing failed. Only a hold that expired is a line lost.
+            Ok((
+                Err(SkuFailure::Rejected(
+                    SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound | SkuRejection::ReservationReleased,
+                )),
+                _,
+            )) => {}
             Ok((Err(SkuFailure::Rejected(_)), _)) => failed.push((sku, LineFailure::HoldLapsed)),
             Ok((Ok(_), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
         }

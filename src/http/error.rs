@@ -232,9 +232,8 @@ impl From<CartFailure> for ApiError {
                 details.insert("lines".to_owned(), json!(lines));
                 ApiError::Conflict {
                     code: "insufficient_stock",
-                    message:
-                        "some lines could not be committed (their hold lapsed or stock ran out); nothing was ordered"
-                            .to_owned(),
+                    message: "some lines could not be committed; nothing was ordered and their stock went back"
+                        .to_owned(),
                     details,
                 }
             }

@@ -10,5 +10,6 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod overload;
+mod simulation;
 mod stock;
 mod storefront;

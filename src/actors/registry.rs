@@ -246,6 +246,11 @@ impl Registry {
             .clone()
     }
 
+    /// Whether an order's actor is running (settled orders stop when idle).
+    pub fn order_is_running(&self, id: &OrderId) -> bool {
+        self.orders.contains_key(id)
+    }
+
     /// Forgets an order's actor that stopped (idle after settling).
     pub fn forget_order(&self, id: &OrderId) {
         if self.orders.remove(id).is_some() {

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub dir: Arc<TempDir>,
     handle: ServerHandle,
     run: Option<actix_web::rt::task::JoinHandle<anyhow::Result<()>>>,
+    /// What the handlers share, for looking inside (which actors run).
+    pub state: actix_web::web::Data<stockroom::http::AppState>,
 }
 
 /// Settings for a test server in `dir`: port 0, a known admin token, quiet sweeps.
@@ -55,6 +57,7 @@ impl TestApp {
             .expect("the server builds");
         let base = format!("http://{}", app.address());
         let handle = app.handle();
+        let state = app.state();
         let run = actix_web::rt::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -66,6 +69,7 @@ impl TestApp {
             dir,
             handle,
             run: Some(run),
+            state,
         };
         app.wait_until_ready().await;
         app

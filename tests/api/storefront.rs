@@ -652,3 +652,51 @@ async fn one_checkout_key_sent_five_times_at_once_makes_one_order() {
         assert!(metrics.contains(expected), "/metrics lacks {expected}");
     }
 }
+
+#[actix_web::test]
+async fn a_settled_order_leaves_memory_when_idle_and_comes_back_when_asked_for() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.order.idle_stop_seconds = 1;
+    })
+    .await;
+    app.create_sku("bowl", 5).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "bowl", 1).await;
+    let order: Value = app.checkout(&cart).await.json().await.unwrap();
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let cancelled = app
+        .as_cart(&cart, Method::POST, &format!("/v1/orders/{id}/cancel"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let order_id = stockroom::domain::OrderId::parse(&id).unwrap();
+    let registry = || std::sync::Arc::clone(&app.state.engine.get().unwrap().registry);
+    assert!(registry().order_is_running(&order_id));
+    let started = Instant::now();
+    while registry().order_is_running(&order_id) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the settled order did not leave memory"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = app
+        .as_cart(&cart, Method::GET, &format!("/v1/orders/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        StatusCode::OK,
+        "it is loaded from the store when asked for"
+    );
+    let body: Value = read.json().await.unwrap();
+    assert_eq!(
+        (body["status"].as_str(), body["history"].as_array().map(Vec::len)),
+        (Some("cancelled"), Some(2))
+    );
+    assert!(registry().order_is_running(&order_id));
+    assert_eq!(counters(&app.sku("bowl").await), (5, 0, 5));
+}

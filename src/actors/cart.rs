@@ -16,7 +16,6 @@
 //! again before anything else.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -24,6 +23,7 @@ use super::idempotency::IdempotencyDraft;
 use super::mailbox::{AskError, MailboxSlot};
 use super::registry::Registry;
 use super::sku::{Acked, Reply, SkuFailure, SkuOutcome};
+use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::cart::{Cart, CartRejection, CartStatus};
 use crate::domain::order::{Order, OrderLine};
@@ -155,18 +155,14 @@ pub struct CheckoutCart {
     pub slot: MailboxSlot,
 }
 
-/// How soon an interrupted saga or expiry is tried again when a queue was full.
-const RETRY_MS: u64 = 200;
-const RETRY: Duration = Duration::from_millis(RETRY_MS);
-
 /// The actor that owns one cart.
 pub struct CartActor {
     /// The cart, as last written.
     cart: Cart,
     /// Finds SKU and order actors; carries the writer, store and clock.
     registry: Arc<Registry>,
-    /// The timer that expires the cart (or retries its saga): when it fires, and its handle.
-    expiry_timer: Option<(u64, SpawnHandle)>,
+    /// The timer that expires the cart (or retries its saga).
+    expiry_timer: DueTimer,
     /// The ticket of the last change this actor wrote: reads wait for it.
     last_ticket: Ticket,
 }
@@ -177,7 +173,7 @@ impl CartActor {
         Self {
             cart,
             registry,
-            expiry_timer: None,
+            expiry_timer: DueTimer::default(),
             last_ticket: 0,
         }
     }
@@ -203,47 +199,28 @@ impl CartActor {
         }));
     }
 
-    /// Arms the expiry timer (or the retry of an interrupted checkout) unless the armed one
-    /// already fits: re-arming on every message would let a client that polls starve it.
+    /// Arms the expiry timer, or the retry of an interrupted checkout.
     fn after_change(&mut self, ctx: &mut Context<Self>) {
         let now_ms = self.registry.deps().clock.now_ms();
         let due_ms = match self.cart.status {
             CartStatus::Open => self.cart.expires_ms,
             // Retried soon; an armed retry stands.
             CartStatus::CheckingOut(_) => now_ms,
-            CartStatus::CheckedOut(_) | CartStatus::Expired => {
-                if let Some((_, handle)) = self.expiry_timer.take() {
-                    ctx.cancel_future(handle);
-                }
-                return;
-            }
+            CartStatus::CheckedOut(_) | CartStatus::Expired => return self.expiry_timer.cancel(ctx),
         };
-        if let Some((armed_ms, handle)) = self.expiry_timer.take() {
-            let overdue_and_armed = due_ms <= now_ms && armed_ms <= now_ms.saturating_add(RETRY_MS);
-            if armed_ms == due_ms || overdue_and_armed {
-                self.expiry_timer = Some((armed_ms, handle));
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        // Overdue work (an expiry or saga step that could not be written yet) is retried
-        // after a pause.
-        let (armed_ms, delay) = if due_ms <= now_ms {
-            (now_ms.saturating_add(RETRY_MS), RETRY)
-        } else {
-            (due_ms, Duration::from_millis(due_ms - now_ms))
-        };
-        let handle = ctx.run_later(delay, |actor, ctx| {
-            actor.expiry_timer = None;
-            match actor.cart.status {
+        self.expiry_timer.arm(
+            ctx,
+            now_ms,
+            due_ms,
+            |actor| &mut actor.expiry_timer,
+            |actor, ctx| match actor.cart.status {
                 CartStatus::Open => actor.run(ctx, None, expire),
                 CartStatus::CheckingOut(order) => {
                     actor.run(ctx, None, move |registry, cart| saga(registry, cart, order, None))
                 }
                 _ => {}
-            }
-        });
-        self.expiry_timer = Some((armed_ms, handle));
+            },
+        );
     }
 
     fn allowed(&self, access: &Access) -> bool {

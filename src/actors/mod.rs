@@ -10,6 +10,7 @@ pub mod mailbox;
 pub mod order;
 pub mod registry;
 pub mod sku;
+pub mod timer;
 
 use crate::persistence::rows::DomainEvent;
 use crate::persistence::writer::Change;

@@ -15,6 +15,7 @@ use super::idempotency::IdempotencyDraft;
 use super::mailbox::MailboxSlot;
 use super::registry::Registry;
 use super::sku::{Acked, Reply, SkuFailure};
+use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::order::{Order, OrderRejection, OrderStatus};
 use crate::domain::sku::{SkuCommand, SkuRejection};
@@ -78,18 +79,14 @@ pub struct ChangeOrder {
     pub slot: MailboxSlot,
 }
 
-/// How soon returning stock is tried again when a queue was full.
-const RETRY_MS: u64 = 200;
-const RETRY: Duration = Duration::from_millis(RETRY_MS);
-
 /// The actor that owns one order.
 pub struct OrderActor {
     /// The order, as last written.
     order: Order,
     /// Finds SKU actors; carries the writer, store and clock.
     registry: Arc<Registry>,
-    /// The payment-timeout or stock-return retry timer: when it fires, and its handle.
-    timer: Option<(u64, SpawnHandle)>,
+    /// The payment timeout, or the retry of returning stock.
+    timer: DueTimer,
     /// When the order was last asked for, to stop it once settled and idle.
     last_used_ms: u64,
     /// The ticket of the last change this actor wrote: reads wait for it.
@@ -102,7 +99,7 @@ impl OrderActor {
         Self {
             order,
             registry,
-            timer: None,
+            timer: DueTimer::default(),
             last_used_ms: 0,
             last_ticket: 0,
         }
@@ -127,8 +124,7 @@ impl OrderActor {
         }));
     }
 
-    /// Arms the payment timeout, or a retry of returning stock, unless the armed timer
-    /// already fits (re-arming on every message would let a busy client starve it).
+    /// Arms the payment timeout, or a retry of returning stock.
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
         let now_ms = self.registry.deps().clock.now_ms();
         let due_ms = if self.order.owes_stock() {
@@ -136,35 +132,23 @@ impl OrderActor {
         } else if self.order.status() == OrderStatus::Placed {
             self.order.payment_due_ms
         } else {
-            if let Some((_, handle)) = self.timer.take() {
-                ctx.cancel_future(handle);
-            }
-            return;
+            return self.timer.cancel(ctx);
         };
-        if let Some((armed_ms, handle)) = self.timer.take() {
-            let overdue_and_armed = due_ms <= now_ms && armed_ms <= now_ms.saturating_add(RETRY_MS);
-            if armed_ms == due_ms || overdue_and_armed {
-                self.timer = Some((armed_ms, handle));
-                return;
-            }
-            ctx.cancel_future(handle);
-        }
-        let (armed_ms, delay) = if due_ms <= now_ms {
-            (now_ms.saturating_add(RETRY_MS), RETRY)
-        } else {
-            (due_ms, Duration::from_millis(due_ms - now_ms))
-        };
-        let handle = ctx.run_later(delay, |actor, ctx| {
-            actor.timer = None;
-            if actor.order.owes_stock() {
-                actor.run(ctx, None, return_stock);
-            } else if actor.order.status() == OrderStatus::Placed {
-                actor.run(ctx, None, |registry, order| {
-                    change(registry, order, Change::Expire, None)
-                });
-            }
-        });
-        self.timer = Some((armed_ms, handle));
+        self.timer.arm(
+            ctx,
+            now_ms,
+            due_ms,
+            |actor| &mut actor.timer,
+            |actor, ctx| {
+                if actor.order.owes_stock() {
+                    actor.run(ctx, None, return_stock);
+                } else if actor.order.status() == OrderStatus::Placed {
+                    actor.run(ctx, None, |registry, order| {
+                        change(registry, order, Change::Expire, None)
+                    });
+                }
+            },
+        );
     }
 
     fn touch(&mut self) {

@@ -188,7 +188,7 @@ impl Default for CartSettings {
 pub struct OrderSettings {
     /// How long a placed order may stay unpaid before it expires and its stock returns.
     pub payment_timeout_seconds: u64,
-    /// How long a settled order stays in memory without being asked for.
+    /// How long a settled order (or checked-out or expired cart) stays in memory without being asked for.
     pub idle_stop_seconds: u64,
 }
 

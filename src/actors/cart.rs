@@ -16,6 +16,7 @@
 //! again before anything else.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -165,6 +166,8 @@ pub struct CartActor {
     expiry_timer: DueTimer,
     /// The ticket of the last change this actor wrote: reads wait for it.
     last_ticket: Ticket,
+    /// When the cart was last asked for, to stop it once settled and idle.
+    last_used_ms: u64,
 }
 
 impl CartActor {
@@ -175,6 +178,7 @@ impl CartActor {
             registry,
             expiry_timer: DueTimer::default(),
             last_ticket: 0,
+            last_used_ms: 0,
         }
     }
 
@@ -185,6 +189,7 @@ impl CartActor {
         F: FnOnce(Arc<Registry>, Cart) -> Fut,
         Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
     {
+        self.last_used_ms = self.registry.deps().clock.now_ms();
         let future = flow(Arc::clone(&self.registry), self.cart.clone());
         ctx.wait(future.into_actor(self).map(move |(cart, value, ticket), actor, ctx| {
             actor.cart = cart;
@@ -239,10 +244,21 @@ impl Actor for CartActor {
         } else {
             self.after_change(ctx);
         }
+        // A checked-out or expired cart that nobody asks for leaves memory; it is loaded from
+        // the store again when asked for.
+        self.last_used_ms = self.registry.deps().clock.now_ms();
+        let idle_ms = self.registry.commerce().order_idle_stop_ms;
+        ctx.run_interval(Duration::from_millis((idle_ms / 2).max(100)), move |actor, ctx| {
+            let now_ms = actor.registry.deps().clock.now_ms();
+            let settled = matches!(actor.cart.status, CartStatus::CheckedOut(_) | CartStatus::Expired);
+            if settled && now_ms.saturating_sub(actor.last_used_ms) >= idle_ms {
+                ctx.stop();
+            }
+        });
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.registry.forget_cart(&self.cart.id);
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.registry.forget_cart(&self.cart.id, &ctx.address());
     }
 }
 

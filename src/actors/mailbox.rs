@@ -69,6 +69,16 @@ impl<A: Actor> Mailbox<A> {
         }
     }
 
+    /// The actor's address.
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+
+    /// Whether this route leads to the actor at `addr`.
+    pub fn leads_to(&self, addr: &Addr<A>) -> bool {
+        self.addr == *addr
+    }
+
     /// Messages waiting right now.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)

@@ -178,8 +178,8 @@ impl Actor for OrderActor {
         });
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.registry.forget_order(&self.order.id);
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.registry.forget_order(&self.order.id, &ctx.address());
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
-use actix::{Actor, ArbiterHandle, Supervisor};
+use actix::{Actor, Addr, ArbiterHandle, Supervisor};
 use dashmap::DashMap;
 
 use super::cart::CartActor;
@@ -193,10 +193,11 @@ impl Registry {
             .clone()
     }
 
-    /// Forgets a cart's actor whose mailbox is `closed` (it stopped); the next request loads
-    /// the cart from the store again.
-    pub fn forget_cart(&self, id: &CartId) {
-        if self.carts.remove(id).is_some() {
+    /// Forgets a cart's actor that stopped (or did not answer); the next request loads the
+    /// cart from the store again. Only that actor's entry goes: a newer actor for the same
+    /// cart, started meanwhile, must stay the only one (a second would be a second writer).
+    pub fn forget_cart(&self, id: &CartId, addr: &Addr<CartActor>) {
+        if self.carts.remove_if(id, |_, mailbox| mailbox.leads_to(addr)).is_some() {
             metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").decrement(1.0);
         }
     }
@@ -251,9 +252,10 @@ impl Registry {
         self.orders.contains_key(id)
     }
 
-    /// Forgets an order's actor that stopped (idle after settling).
-    pub fn forget_order(&self, id: &OrderId) {
-        if self.orders.remove(id).is_some() {
+    /// Forgets an order's actor that stopped (idle after settling, or did not answer); only
+    /// that actor's entry goes, as for carts.
+    pub fn forget_order(&self, id: &OrderId, addr: &Addr<OrderActor>) {
+        if self.orders.remove_if(id, |_, mailbox| mailbox.leads_to(addr)).is_some() {
             metrics::gauge!(names::ACTORS_ALIVE, "kind" => "order").decrement(1.0);
         }
     }

@@ -134,7 +134,7 @@ where
     CartActor: actix::Handler<M>,
 {
     let answer = mailbox.ask(make)?.await.map_err(|_| {
-        engine.registry.forget_cart(&id);
+        engine.registry.forget_cart(&id, mailbox.addr());
         ApiError::Unavailable
     })?;
     Ok((answer.value, answer.ticket))

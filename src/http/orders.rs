@@ -40,7 +40,7 @@ pub async fn get(
         .ask(|reply, slot| GetOrder { access, reply, slot })?
         .await
         .map_err(|_| {
-            engine.registry.forget_order(&id);
+            engine.registry.forget_order(&id, mailbox.addr());
             ApiError::Unavailable
         })?;
     engine
@@ -83,7 +83,7 @@ async fn change(
             })?
             .await
             .map_err(|_| {
-                engine.registry.forget_order(&id);
+                engine.registry.forget_order(&id, mailbox.addr());
                 ApiError::Unavailable
             })?;
         Ok((answer.value, answer.ticket))

@@ -31,6 +31,8 @@ pub struct Settings {
     pub cart: CartSettings,
     /// Orders.
     pub order: OrderSettings,
+    /// WebSocket tracking.
+    pub websocket: WebSocketSettings,
     /// Idempotency records.
     pub idempotency: IdempotencySettings,
     /// Event-log retention.
@@ -197,6 +199,38 @@ impl Default for OrderSettings {
         Self {
             payment_timeout_seconds: 1800,
             idle_stop_seconds: 300,
+        }
+    }
+}
+
+/// WebSocket tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// Most WebSocket connections open at once; beyond it 503 before the upgrade.
+    pub max_connections: usize,
+    /// Most tracking connections on one order; beyond it 429 before the upgrade.
+    pub max_connections_per_order: usize,
+    /// Largest frame a client may send; a larger one closes the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Messages buffered for one connection; a client that falls this far behind is closed
+    /// (1008) instead of slowing anyone else.
+    pub send_buffer_messages: usize,
+    /// How often the server pings.
+    pub ping_interval_seconds: u64,
+    /// A client silent (no pong, no frame) this long is closed.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_order: 32,
+            max_frame_bytes: 4096,
+            send_buffer_messages: 64,
+            ping_interval_seconds: 10,
+            idle_timeout_seconds: 30,
         }
     }
 }

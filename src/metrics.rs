@@ -49,6 +49,14 @@ pub const CHECKOUTS_TOTAL: &str = "stockroom_checkouts_total";
 pub const ORDERS: &str = "stockroom_orders";
 /// Lines given back by failed checkouts (saga compensations).
 pub const SAGA_COMPENSATIONS_TOTAL: &str = "stockroom_saga_compensations_total";
+/// WebSocket connections open, by `kind` (orders, stock).
+pub const WS_CONNECTIONS: &str = "stockroom_ws_connections";
+/// WebSocket messages sent, by `kind`.
+pub const WS_MESSAGES_SENT_TOTAL: &str = "stockroom_ws_messages_sent_total";
+/// WebSocket connections closed by the server, by `reason` (slow_consumer, idle, frame_too_large).
+pub const WS_CLOSES_TOTAL: &str = "stockroom_ws_server_closes_total";
+/// Time from a change being decided to its message being handed to the connection.
+pub const WS_FANOUT_SECONDS: &str = "stockroom_ws_fanout_duration_seconds";
 /// Requests answered from a stored idempotency record.
 pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "stockroom_idempotent_replays_total";
 

@@ -72,6 +72,7 @@ impl Application {
             settings: Arc::clone(&settings),
             admin_token,
             metrics: crate::metrics::install(),
+            ws_open: Arc::default(),
         });
 
         let http = &settings.http;

@@ -6,10 +6,12 @@
 //! returns it again, which the SKUs make idempotent. An order that has settled and sits idle
 //! stops, and is loaded from the store when asked for again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::mpsc;
 
 use super::idempotency::IdempotencyDraft;
 use super::mailbox::MailboxSlot;
@@ -17,7 +19,7 @@ use super::registry::Registry;
 use super::sku::{Acked, Reply, SkuFailure};
 use super::timer::DueTimer;
 use super::{persist, Access};
-use crate::domain::order::{Order, OrderRejection, OrderStatus};
+use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
 use crate::domain::sku::{SkuCommand, SkuRejection};
 use crate::metrics as names;
 use crate::persistence::rows::{DomainEvent, OrderEvent};
@@ -63,6 +65,41 @@ pub struct GetOrder {
     pub slot: MailboxSlot,
 }
 
+/// Subscribes a tracking connection: answers the order as it stands, then sends every later
+/// change to `sender`, in order, once it is durable. A connection whose buffer is full is
+/// dropped and `kicked` is set, so it can be closed as a slow consumer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackOrder {
+    /// The caller's credentials.
+    pub access: Access,
+    /// Where changes go (bounded).
+    pub sender: mpsc::Sender<HistoryEntry>,
+    /// Set when the connection is dropped for falling behind.
+    pub kicked: Arc<AtomicBool>,
+    /// Most tracking connections on one order.
+    pub per_order_max: usize,
+    /// Where to answer.
+    pub reply: Reply<Result<Order, TrackFailure>>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
+/// Why a tracking connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackFailure {
+    /// No such order for these credentials.
+    NotFound,
+    /// The order has the configured maximum of tracking connections.
+    TooMany,
+}
+
+/// A tracking connection of an order.
+struct Subscriber {
+    sender: mpsc::Sender<HistoryEntry>,
+    kicked: Arc<AtomicBool>,
+}
+
 /// Changes the order's status.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -91,6 +128,8 @@ pub struct OrderActor {
     last_used_ms: u64,
     /// The ticket of the last change this actor wrote: reads wait for it.
     last_ticket: Ticket,
+    /// Tracking connections.
+    subscribers: Vec<Subscriber>,
 }
 
 impl OrderActor {
@@ -102,6 +141,7 @@ impl OrderActor {
             timer: DueTimer::default(),
             last_used_ms: 0,
             last_ticket: 0,
+            subscribers: Vec::new(),
         }
     }
 
@@ -110,18 +150,33 @@ impl OrderActor {
         F: FnOnce(Arc<Registry>, Order) -> Fut,
         Fut: std::future::Future<Output = (Order, OrderReply, Ticket)> + 'static,
     {
-        let future = flow(Arc::clone(&self.registry), self.order.clone());
-        ctx.wait(future.into_actor(self).map(move |(order, value, ticket), actor, ctx| {
-            actor.order = order;
-            actor.last_ticket = actor.last_ticket.max(ticket);
-            if let Some(reply) = reply {
-                let _ = reply.send(Acked {
-                    value,
-                    ticket: actor.last_ticket,
-                });
-            }
-            actor.arm_timer(ctx);
-        }));
+        let flow = flow(Arc::clone(&self.registry), self.order.clone());
+        let durability = Arc::clone(self.registry.deps().writer.durability());
+        // The mailbox waits until the change is durable: then its tracking messages can go.
+        let future = async move {
+            let (order, value, ticket) = flow.await;
+            let durable = durability.wait(ticket).await.is_ok();
+            (order, value, ticket, durable)
+        };
+        ctx.wait(
+            future
+                .into_actor(self)
+                .map(move |(order, value, ticket, durable), actor, ctx| {
+                    let seen = actor.order.seq();
+                    actor.order = order;
+                    if durable {
+                        actor.notify_after(seen);
+                    }
+                    actor.last_ticket = actor.last_ticket.max(ticket);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Acked {
+                            value,
+                            ticket: actor.last_ticket,
+                        });
+                    }
+                    actor.arm_timer(ctx);
+                }),
+        );
     }
 
     /// Arms the payment timeout, or a retry of returning stock.
@@ -151,6 +206,39 @@ impl OrderActor {
         );
     }
 
+    /// Sends every change after `seen` to the tracking connections; drops those that fell
+    /// behind (their buffer is full) or went away.
+    fn notify_after(&mut self, seen: u64) {
+        let fresh: Vec<HistoryEntry> = self
+            .order
+            .history
+            .iter()
+            .filter(|entry| entry.seq > seen)
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let now_ms = self.registry.deps().clock.now_ms();
+        self.subscribers.retain(|subscriber| {
+            for entry in &fresh {
+                match subscriber.sender.try_send(entry.clone()) {
+                    Ok(()) => {
+                        let latency_ms = now_ms.saturating_sub(entry.at_ms);
+                        metrics::histogram!(names::WS_FANOUT_SECONDS, "kind" => "orders")
+                            .record(latency_ms as f64 / 1000.0);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        subscriber.kicked.store(true, Ordering::SeqCst);
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+    }
+
     fn touch(&mut self) {
         self.last_used_ms = self.registry.deps().clock.now_ms();
     }
@@ -171,7 +259,9 @@ impl Actor for OrderActor {
         let every = Duration::from_millis((idle_ms / 2).max(100));
         ctx.run_interval(every, move |actor, ctx| {
             let now_ms = actor.registry.deps().clock.now_ms();
-            let settled = actor.order.status().is_settled() && !actor.order.owes_stock();
+            actor.subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+            let watched = !actor.subscribers.is_empty();
+            let settled = actor.order.status().is_settled() && !actor.order.owes_stock() && !watched;
             if settled && now_ms.saturating_sub(actor.last_used_ms) >= idle_ms {
                 ctx.stop();
             }
@@ -192,6 +282,32 @@ impl Handler<GetOrder> for OrderActor {
             Ok(self.order.clone())
         } else {
             Err(OrderFailure::NotFound)
+        };
+        let _ = message.reply.send(Acked {
+            value,
+            ticket: self.last_ticket,
+        });
+    }
+}
+
+impl Handler<TrackOrder> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, message: TrackOrder, _ctx: &mut Self::Context) {
+        self.touch();
+        let value = if !message.access.allows(&self.order.token_hash) {
+            Err(TrackFailure::NotFound)
+        } else {
+            self.subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+            if self.subscribers.len() >= message.per_order_max {
+                Err(TrackFailure::TooMany)
+            } else {
+                self.subscribers.push(Subscriber {
+                    sender: message.sender,
+                    kicked: message.kicked,
+                });
+                Ok(self.order.clone())
+            }
         };
         let _ = message.reply.send(Acked {
             value,

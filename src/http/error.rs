@@ -14,6 +14,7 @@
 //! | 413 | `payload_too_large` |
 //! | 415 | `unsupported_media_type` |
 //! | 422 | `idempotency_key_reused` |
+//! | 429 | `too_many_connections` (with `Retry-After`) |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `not_ready`, `unavailable` (all with `Retry-After`) |
 
@@ -75,6 +76,9 @@ pub enum ApiError {
     /// 422: an idempotency key was reused for a different request.
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
+    /// 429: the resource has the maximum of live connections.
+    #[error("too many live connections to this resource; retry later")]
+    TooManyConnections,
     /// 503: a bounded queue is full; retry later.
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::TooManyConnections => "too_many_connections",
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady => "not_ready",
             ApiError::Unavailable => "unavailable",
@@ -152,6 +157,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -163,7 +169,7 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => {
+            ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable | ApiError::TooManyConnections => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             ApiError::Unauthorized => {

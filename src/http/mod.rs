@@ -12,6 +12,7 @@ pub mod request;
 pub mod reservations;
 pub mod skus;
 pub mod views;
+pub mod ws;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub admin_token: String,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// WebSocket connections open now (bounded by `websocket.max_connections`).
+    pub ws_open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -87,6 +90,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/orders/{id}/pay").route(web::post().to(orders::pay)))
         .service(resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel)))
         .service(resource("/v1/orders/{id}/status").route(web::post().to(orders::set_status)))
+        .service(resource("/v1/ws/orders/{id}").route(web::get().to(ws::track_order)))
         .default_service(web::to(unmatched));
 }
 

@@ -174,11 +174,29 @@ fn credential(request: &HttpRequest) -> Result<Credential, ApiError> {
     let state = request
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-    let token = bearer_token(request)?;
+    credential_from(state, bearer_token(request)?)
+}
+
+/// The credential a token stands for: the admin token, or a well-formed cart token.
+pub fn credential_from(state: &AppState, token: &str) -> Result<Credential, ApiError> {
     if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
         return Ok(Credential::Admin);
     }
     parse_cart_token(token).ok_or(ApiError::Unauthorized)
+}
+
+/// The credential of a request: the `token` query parameter if given (browsers cannot set
+/// headers on a WebSocket), else the `Authorization` header.
+pub fn credential_or_query(request: &HttpRequest, query_token: Option<&str>) -> Result<Credential, ApiError> {
+    match query_token {
+        Some(token) => {
+            let state = request
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            credential_from(state, token)
+        }
+        None => credential(request),
+    }
 }
 
 /// Length of a cart token's secret, in bytes (hex-encoded in the token).

@@ -13,3 +13,4 @@ mod overload;
 mod simulation;
 mod stock;
 mod storefront;
+mod tracking;

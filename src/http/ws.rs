@@ -1,0 +1,242 @@
+//! WebSockets: live order tracking (`/v1/ws/orders/{id}`).
+//!
+//! Credentials are checked before the upgrade (401 / 404 as over HTTP). On connect the
+//! session sends the order as a `snapshot` (or, with `after=<seq>`, every change after that
+//! `seq`), then one `status` message per change, in order, each only once durable: the
+//! order actor adopts a change only after it is durable, and registers the connection in the
+//! same step that takes the snapshot, so nothing is missed and nothing is early.
+//!
+//! Every connection has a bounded buffer: a client that falls behind is closed with 1008
+//! instead of slowing the order or other clients. The server pings; a silent client is closed
+//! with 1001; a frame over the limit closes with 1009.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::request::credential_or_query;
+use super::views::{to_json, OrderBody};
+use super::{path_param, AppState};
+use crate::actors::order::{TrackFailure, TrackOrder};
+use crate::domain::clock::rfc3339;
+use crate::domain::order::HistoryEntry;
+use crate::domain::OrderId;
+use crate::metrics as names;
+
+/// Query of `/v1/ws/orders/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct TrackQuery {
+    token: Option<String>,
+    after: Option<u64>,
+}
+
+/// How long one message may take to hand to a client before it counts as not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One place among the server's WebSocket connections; dropping it frees the place.
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    /// Takes a place, or `None` when `max` connections are open.
+    pub fn acquire(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+            (count < max).then_some(count + 1)
+        })
+        .ok()?;
+        Some(Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `GET /v1/ws/orders/{id}?token=<cart token>&after=<seq>`: live tracking of one order.
+pub async fn track_order(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<TrackQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let limits = &state.settings.websocket;
+    let credential = credential_or_query(&request, query.token.as_deref())?;
+    let id = OrderId::parse(path_param(&request, "id")).map_err(|_| ApiError::NotFound)?;
+    let mailbox = engine
+        .registry
+        .order(&id)
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .ok_or(ApiError::NotFound)?;
+    let slot = ConnectionSlot::acquire(&state.ws_open, limits.max_connections).ok_or(ApiError::Overloaded)?;
+    let (sender, receiver) = mpsc::channel(limits.send_buffer_messages);
+    let kicked = Arc::new(AtomicBool::new(false));
+    let answer = mailbox
+        .ask(|reply, mailbox_slot| TrackOrder {
+            access: credential.access(),
+            sender,
+            kicked: Arc::clone(&kicked),
+            per_order_max: limits.max_connections_per_order,
+            reply,
+            slot: mailbox_slot,
+        })?
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    engine
+        .writer
+        .durability()
+        .wait(answer.ticket)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let order = match answer.value {
+        Ok(order) => order,
+        Err(TrackFailure::NotFound) => return Err(ApiError::NotFound),
+        Err(TrackFailure::TooMany) => return Err(ApiError::TooManyConnections),
+    };
+    let first: Vec<String> = match query.after {
+        Some(after) => order
+            .history
+            .iter()
+            .filter(|entry| entry.seq > after)
+            .map(status_message)
+            .collect(),
+        None => vec![to_json_string(&serde_json::json!({
+            "type": "snapshot",
+            "seq": order.seq(),
+            "order": OrderBody::from(&order),
+        }))],
+    };
+    let (response, session, stream) = actix_ws::handle(&request, body)
+        .map_err(|error| ApiError::bad_request("not_a_websocket", format!("expected a WebSocket upgrade: {error}")))?;
+    let stream = stream.max_frame_size(limits.max_frame_bytes);
+    let timing = Timing {
+        ping_every: Duration::from_secs(limits.ping_interval_seconds),
+        idle_after: Duration::from_secs(limits.idle_timeout_seconds),
+    };
+    actix_web::rt::spawn(run_session(session, stream, receiver, kicked, first, timing, slot));
+    Ok(response)
+}
+
+fn to_json_string(value: &serde_json::Value) -> String {
+    String::from_utf8(to_json(value)).unwrap_or_default()
+}
+
+/// A `status` message for one change.
+fn status_message(entry: &HistoryEntry) -> String {
+    to_json_string(&serde_json::json!({
+        "type": "status",
+        "seq": entry.seq,
+        "status": entry.status,
+        "at": rfc3339(entry.at_ms),
+    }))
+}
+
+/// Keepalive settings of a session.
+struct Timing {
+    ping_every: Duration,
+    idle_after: Duration,
+}
+
+/// Hands `text` to the client, or fails if it is gone or not reading.
+async fn send(session: &mut Session, text: String) -> Result<(), ()> {
+    match actix_web::rt::time::timeout(SEND_TIMEOUT, session.text(text)).await {
+        Ok(Ok(())) => {
+            metrics::counter!(names::WS_MESSAGES_SENT_TOTAL, "kind" => "orders").increment(1);
+            Ok(())
+        }
+        _ => Err(()),
+    }
+}
+
+fn close_reason(code: CloseCode, description: &str, metric: &'static str) -> Option<CloseReason> {
+    metrics::counter!(names::WS_CLOSES_TOTAL, "reason" => metric).increment(1);
+    Some(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
+}
+
+async fn run_session(
+    mut session: Session,
+    mut stream: MessageStream,
+    mut changes: mpsc::Receiver<HistoryEntry>,
+    kicked: Arc<AtomicBool>,
+    first: Vec<String>,
+    timing: Timing,
+    _slot: ConnectionSlot,
+) {
+    metrics::gauge!(names::WS_CONNECTIONS, "kind" => "orders").increment(1.0);
+    let mut reason = None;
+    let mut open = true;
+    for text in first {
+        if send(&mut session, text).await.is_err() {
+            open = false;
+            break;
+        }
+    }
+    let mut ping = actix_web::rt::time::interval(timing.ping_every);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    if open {
+        loop {
+            tokio::select! {
+                incoming = stream.next() => match incoming {
+                    Some(Ok(Message::Ping(bytes))) => {
+                        last_heard = Instant::now();
+                        if session.pong(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) => {
+                        reason = Some(CloseReason { code: CloseCode::Normal, description: None });
+                        break;
+                    }
+                    Some(Ok(_)) => last_heard = Instant::now(),
+                    Some(Err(ProtocolError::Overflow)) => {
+                        reason = close_reason(CloseCode::Size, "frame too large", "frame_too_large");
+                        break;
+                    }
+                    Some(Err(_)) | None => break,
+                },
+                change = changes.recv() => match change {
+                    Some(entry) => {
+                        if send(&mut session, status_message(&entry)).await.is_err() {
+                            metrics::counter!(names::WS_CLOSES_TOTAL, "reason" => "slow_consumer").increment(1);
+                            break;
+                        }
+                    }
+                    None if kicked.load(Ordering::SeqCst) => {
+                        reason = close_reason(CloseCode::Policy, "slow consumer: too far behind", "slow_consumer");
+                        break;
+                    }
+                    // The order went away (the server is stopping).
+                    None => {
+                        reason = Some(CloseReason { code: CloseCode::Away, description: Some("the server is stopping".to_owned()) });
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > timing.idle_after {
+                        reason = close_reason(CloseCode::Away, "idle: no pong", "idle");
+                        break;
+                    }
+                    if session.ping(b"").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if reason.is_some() {
+        let _ = actix_web::rt::time::timeout(SEND_TIMEOUT, session.close(reason)).await;
+    }
+    metrics::gauge!(names::WS_CONNECTIONS, "kind" => "orders").decrement(1.0);
+}

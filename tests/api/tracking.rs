@@ -1,0 +1,188 @@
+//! Live order tracking over a real WebSocket client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use stockroom::startup::Options;
+use tempfile::TempDir;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::helpers::{TestApp, TestCart};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A placed order and the cart whose token reads it.
+async fn placed_order(app: &TestApp, sku: &str) -> (TestCart, String) {
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, sku, 1).await.status(), StatusCode::OK);
+    let order: Value = app.checkout(&cart).await.json().await.unwrap();
+    (cart, order["order_id"].as_str().unwrap().to_owned())
+}
+
+async fn connect(app: &TestApp, order: &str, token: &str, after: Option<u64>) -> Result<Socket, WsError> {
+    let base = app.base.replacen("http://", "ws://", 1);
+    let after = after.map(|seq| format!("&after={seq}")).unwrap_or_default();
+    let url = format!("{base}/v1/ws/orders/{order}?token={token}{after}");
+    tokio_tungstenite::connect_async(url).await.map(|(socket, _)| socket)
+}
+
+/// The next JSON text message (pings are answered by the client library).
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+async fn move_order(app: &TestApp, cart: &TestCart, order: &str, step: &str) {
+    let response = match step {
+        "paid" => {
+            app.as_cart(cart, Method::POST, &format!("/v1/orders/{order}/pay"))
+                .json(&json!({"payment_ref": "p"}))
+                .send()
+                .await
+        }
+        status => {
+            app.admin(Method::POST, &format!("/v1/orders/{order}/status"))
+                .json(&json!({ "status": status }))
+                .send()
+                .await
+        }
+    };
+    assert_eq!(response.unwrap().status(), StatusCode::OK, "moving to {step}");
+}
+
+#[actix_web::test]
+async fn tracking_sees_the_snapshot_then_every_change_in_order_and_a_resume_gets_what_it_missed() {
+    let app = TestApp::spawn().await;
+    app.create_sku("kite", 5).await;
+    let (cart, order) = placed_order(&app, "kite").await;
+    let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
+    let snapshot = next_json(&mut socket).await;
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["seq"].as_u64()),
+        (Some("snapshot"), Some(1))
+    );
+    assert_eq!(
+        (
+            snapshot["order"]["order_id"].as_str(),
+            snapshot["order"]["status"].as_str()
+        ),
+        (Some(order.as_str()), Some("placed"))
+    );
+
+    move_order(&app, &cart, &order, "paid").await;
+    let paid = next_json(&mut socket).await;
+    assert_eq!(
+        (paid["type"].as_str(), paid["seq"].as_u64(), paid["status"].as_str()),
+        (Some("status"), Some(2), Some("paid"))
+    );
+    // The client drops off; the order moves on without it.
+    drop(socket);
+    move_order(&app, &cart, &order, "packed").await;
+    move_order(&app, &cart, &order, "shipped").await;
+
+    let mut resumed = connect(&app, &order, &cart.token, Some(2)).await.unwrap();
+    let missed: Vec<(u64, String)> = {
+        let mut missed = Vec::new();
+        for _ in 0..2 {
+            let message = next_json(&mut resumed).await;
+            missed.push((
+                message["seq"].as_u64().unwrap(),
+                message["status"].as_str().unwrap().to_owned(),
+            ));
+        }
+        missed
+    };
+    assert_eq!(
+        missed,
+        [(3, "packed".to_owned()), (4, "shipped".to_owned())],
+        "exactly the changes it missed, in order"
+    );
+    move_order(&app, &cart, &order, "delivered").await;
+    let live = next_json(&mut resumed).await;
+    assert_eq!(
+        (live["seq"].as_u64(), live["status"].as_str()),
+        (Some(5), Some("delivered"))
+    );
+}
+
+#[actix_web::test]
+async fn a_wrong_token_is_refused_before_the_upgrade() {
+    let app = TestApp::spawn().await;
+    app.create_sku("yo-yo", 5).await;
+    let (_, order) = placed_order(&app, "yo-yo").await;
+    let stranger = app.create_cart().await;
+    let refused_with = |result: Result<Socket, WsError>| match result {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    };
+    assert_eq!(
+        refused_with(connect(&app, &order, &stranger.token, None).await),
+        404,
+        "another cart's token"
+    );
+    assert_eq!(
+        refused_with(connect(&app, &order, "not-a-token", None).await),
+        401,
+        "a malformed token"
+    );
+}
+
+#[actix_web::test]
+async fn a_frame_over_the_limit_closes_the_connection() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.websocket.max_frame_bytes = 128;
+    })
+    .await;
+    app.create_sku("drum", 5).await;
+    let (cart, order) = placed_order(&app, "drum").await;
+    let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
+    next_json(&mut socket).await;
+    socket.send(Message::text("x".repeat(1024))).await.unwrap();
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|frame| frame.code), Some(CloseCode::Size));
+}
+
+#[actix_web::test]
+async fn a_thousand_tracking_connections_each_receive_their_update() {
+    let app = TestApp::spawn().await;
+    app.create_sku("pin", 10_000).await;
+    let orders: Vec<(TestCart, String)> = join_all((0..1000).map(|_| placed_order(&app, "pin"))).await;
+    let app = &app;
+    let mut sockets: Vec<Socket> = join_all(orders.iter().map(|(cart, order)| async move {
+        let mut socket = connect(app, order, &cart.token, None).await.unwrap();
+        assert_eq!(next_json(&mut socket).await["type"], "snapshot");
+        socket
+    }))
+    .await;
+    join_all(orders.iter().map(|(cart, order)| move_order(app, cart, order, "paid"))).await;
+    let updates = join_all(sockets.iter_mut().map(next_json)).await;
+    assert!(
+        updates
+            .iter()
+            .all(|update| update["status"] == "paid" && update["seq"] == 2),
+        "every connection saw its order paid"
+    );
+}

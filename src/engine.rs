@@ -13,6 +13,7 @@ use actix::Arbiter;
 use anyhow::Context;
 use dashmap::DashMap;
 
+use crate::actors::feed::StockFeed;
 use crate::actors::registry::CommerceLimits;
 use crate::actors::{Registry, SkuDeps};
 use crate::config::Settings;
@@ -54,6 +55,8 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// Live stock watchers.
+    pub feed: Arc<StockFeed>,
     /// Cart and order settings.
     pub commerce: CommerceLimits,
     /// Most units per cart line.
@@ -114,6 +117,7 @@ impl Engine {
             n => n,
         };
         let arbiters: Vec<Arbiter> = (0..arbiter_count).map(|_| Arbiter::new()).collect();
+        let feed: Arc<StockFeed> = Arc::default();
         let deps = Arc::new(SkuDeps {
             writer: Arc::clone(&writer),
             store: Arc::clone(&store),
@@ -123,6 +127,7 @@ impl Engine {
             },
             settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
             hold_index: Arc::new(DashMap::new()),
+            feed: Arc::clone(&feed),
         });
         let commerce = CommerceLimits {
             cart_ttl_ms: settings.cart.ttl_seconds.saturating_mul(1000),
@@ -175,6 +180,7 @@ impl Engine {
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
             commerce,
+            feed,
             cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),
             retention_max_events: settings.events.retention_max_events,

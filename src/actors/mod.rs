@@ -5,6 +5,7 @@
 //! - [`mailbox::Mailbox`]: the hard bound on every actor's mailbox.
 
 pub mod cart;
+pub mod feed;
 pub mod idempotency;
 pub mod mailbox;
 pub mod order;

@@ -127,6 +127,8 @@ pub struct SkuDeps {
     pub settled_retention_ms: u64,
     /// Which SKU holds each held reservation, so reservation routes find their actor.
     pub hold_index: Arc<DashMap<ReservationId, SkuId>>,
+    /// Live stock watchers.
+    pub feed: Arc<super::feed::StockFeed>,
 }
 
 /// How soon to retry expiring holds when the writer's queue was full.
@@ -151,6 +153,10 @@ pub struct SkuActor {
     expiry_timer: Option<(u64, SpawnHandle)>,
     /// Set after a panic: the restarted actor reloads from storage before handling messages.
     reload_pending: bool,
+    /// The latest `available` not yet published to the stock feed, with its change's ticket.
+    feed_pending: Option<(u64, Ticket)>,
+    /// Whether a feed publication is scheduled (at most one per coalescing window).
+    feed_armed: bool,
 }
 
 impl SkuActor {
@@ -165,6 +171,8 @@ impl SkuActor {
             recently_settled_order: VecDeque::new(),
             expiry_timer: None,
             reload_pending: false,
+            feed_pending: None,
+            feed_armed: false,
         }
     }
 
@@ -238,6 +246,11 @@ impl SkuActor {
             time_ms: now_ms,
         });
         self.last_ticket = ticket;
+        if deps.feed.is_watched(&self.sku) {
+            if let Some(state) = &self.state {
+                self.feed_pending = Some((state.available(), ticket));
+            }
+        }
         for record in settled {
             self.recently_settled_order.push_back((ticket, record.id));
             self.recently_settled.insert(record.id, record);
@@ -276,6 +289,41 @@ impl SkuActor {
         }
     }
 
+    /// Publishes the latest `available` to the stock feed once its change is durable, at most
+    /// once per coalescing window.
+    fn schedule_feed(&mut self, ctx: &mut Context<Self>) {
+        if self.feed_armed || self.feed_pending.is_none() {
+            return;
+        }
+        self.feed_armed = true;
+        ctx.run_later(super::feed::COALESCE, |actor, ctx| {
+            let Some((available, ticket)) = actor.feed_pending.take() else {
+                actor.feed_armed = false;
+                return;
+            };
+            let durability = Arc::clone(actor.deps.writer.durability());
+            let feed = Arc::clone(&actor.deps.feed);
+            let sku = actor.sku.clone();
+            ctx.spawn(
+                async move {
+                    if durability.wait(ticket).await.is_ok() {
+                        feed.publish(super::feed::StockUpdate {
+                            sku,
+                            available,
+                            version: ticket,
+                        });
+                    }
+                }
+                .into_actor(actor)
+                .map(|(), actor, ctx| {
+                    // The window is over: a change made meanwhile is published in the next.
+                    actor.feed_armed = false;
+                    actor.schedule_feed(ctx);
+                }),
+            );
+        });
+    }
+
     /// Arms the expiry timer for the earliest held reservation, if it changed.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         let next = self.state.as_ref().and_then(SkuState::next_expiry_ms);
@@ -299,7 +347,10 @@ impl SkuActor {
                     let retry_at = actor.deps.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
                     actor.arm_expiry_timer(ctx, retry_at, EXPIRY_RETRY);
                 }
-                Some(_) => actor.schedule_expiry(ctx),
+                Some(_) => {
+                    actor.schedule_expiry(ctx);
+                    actor.schedule_feed(ctx);
+                }
                 None => {}
             }
         });
@@ -452,6 +503,7 @@ impl Handler<ExecuteSkuCommand> for SkuActor {
             // The requester may have gone away; the change stands either way.
             let _ = reply.send(Acked { value, ticket });
             self.schedule_expiry(ctx);
+            self.schedule_feed(ctx);
         }
     }
 }
@@ -560,6 +612,7 @@ mod tests {
             limits: SkuLimits { holds_max: 10 },
             settled_retention_ms: 60_000,
             hold_index: Arc::new(DashMap::new()),
+            feed: Arc::default(),
         });
         let arbiter = Arbiter::new();
         let commerce = crate::actors::registry::CommerceLimits {

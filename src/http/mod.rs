@@ -91,6 +91,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel)))
         .service(resource("/v1/orders/{id}/status").route(web::post().to(orders::set_status)))
         .service(resource("/v1/ws/orders/{id}").route(web::get().to(ws::track_order)))
+        .service(resource("/v1/ws/stock").route(web::get().to(ws::stock)))
         .default_service(web::to(unmatched));
 }
 

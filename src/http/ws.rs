@@ -1,4 +1,4 @@
-//! WebSockets: live order tracking (`/v1/ws/orders/{id}`).
+//! WebSockets: live order tracking (`/v1/ws/orders/{id}`) and live stock (`/v1/ws/stock`).
 //!
 //! Credentials are checked before the upgrade (401 / 404 as over HTTP). On connect the
 //! session sends the order as a `snapshot` (or, with `after=<seq>`, every change after that
@@ -10,6 +10,7 @@
 //! instead of slowing the order or other clients. The server pings; a silent client is closed
 //! with 1001; a frame over the limit closes with 1009.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +25,14 @@ use super::error::ApiError;
 use super::request::credential_or_query;
 use super::views::{to_json, OrderBody};
 use super::{path_param, AppState};
+use crate::actors::feed::StockUpdate;
 use crate::actors::order::{TrackFailure, TrackOrder};
+use crate::actors::sku::GetSku;
 use crate::domain::clock::rfc3339;
 use crate::domain::order::HistoryEntry;
-use crate::domain::OrderId;
+use crate::domain::{OrderId, SkuId};
 use crate::metrics as names;
+use crate::persistence::Ticket;
 
 /// Query of `/v1/ws/orders/{id}`.
 #[derive(Debug, Deserialize)]
@@ -121,8 +125,100 @@ pub async fn track_order(
         ping_every: Duration::from_secs(limits.ping_interval_seconds),
         idle_after: Duration::from_secs(limits.idle_timeout_seconds),
     };
-    actix_web::rt::spawn(run_session(session, stream, receiver, kicked, first, timing, slot));
+    let render = |entry: HistoryEntry| Some(status_message(&entry));
+    actix_web::rt::spawn(run_session(
+        session, stream, receiver, render, kicked, first, timing, slot, "orders",
+    ));
     Ok(response)
+}
+
+/// Query of `/v1/ws/stock`.
+#[derive(Debug, Deserialize)]
+pub struct StockQuery {
+    skus: Option<String>,
+}
+
+/// Most SKUs one stock connection may watch.
+const WATCHED_SKUS_MAX: usize = 100;
+
+/// `GET /v1/ws/stock?skus=a,b,c`: `available` of each SKU on connect and whenever it changes
+/// (at most one message per SKU per 100 ms, each only once durable). Public, like stock reads.
+pub async fn stock(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    query: web::Query<StockQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let limits = &state.settings.websocket;
+    let raw = query.skus.as_deref().unwrap_or_default();
+    let mut skus: Vec<SkuId> = Vec::new();
+    for id in raw.split(',').filter(|id| !id.is_empty()) {
+        let sku = SkuId::parse(id)?;
+        if !skus.contains(&sku) {
+            skus.push(sku);
+        }
+    }
+    if skus.is_empty() || skus.len() > WATCHED_SKUS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("skus must name 1 to {WATCHED_SKUS_MAX} SKUs"),
+        ));
+    }
+    let slot = ConnectionSlot::acquire(&state.ws_open, limits.max_connections).ok_or(ApiError::Overloaded)?;
+    let (sender, receiver) = mpsc::channel(limits.send_buffer_messages.max(skus.len()));
+    let kicked = Arc::new(AtomicBool::new(false));
+    // Watch first, then read: a change in between is published after the read and ordered by
+    // its version, so nothing is missed and nothing older follows something newer.
+    let mut mailboxes = Vec::with_capacity(skus.len());
+    for sku in &skus {
+        mailboxes.push(engine.registry.sku(sku).ok_or(ApiError::NotFound)?);
+    }
+    for sku in &skus {
+        engine.feed.watch(sku.clone(), sender.clone(), Arc::clone(&kicked));
+    }
+    drop(sender);
+    let mut versions: HashMap<SkuId, Ticket> = HashMap::new();
+    let mut first = Vec::with_capacity(skus.len());
+    for mailbox in &mailboxes {
+        let acked = mailbox
+            .ask(|reply, slot| GetSku { reply, slot })?
+            .await
+            .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+        engine
+            .writer
+            .durability()
+            .wait(acked.ticket)
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        let view = acked.value.ok_or(ApiError::NotFound)?;
+        // The read reflects exactly this SKU's changes up to its last ticket.
+        first.push(stock_message(&view.sku, view.available));
+        versions.insert(view.sku.clone(), acked.ticket);
+    }
+    let (response, session, stream) = actix_ws::handle(&request, body)
+        .map_err(|error| ApiError::bad_request("not_a_websocket", format!("expected a WebSocket upgrade: {error}")))?;
+    let stream = stream.max_frame_size(limits.max_frame_bytes);
+    let timing = Timing {
+        ping_every: Duration::from_secs(limits.ping_interval_seconds),
+        idle_after: Duration::from_secs(limits.idle_timeout_seconds),
+    };
+    let render = move |update: StockUpdate| {
+        let seen = versions.entry(update.sku.clone()).or_default();
+        if update.version <= *seen {
+            return None;
+        }
+        *seen = update.version;
+        Some(stock_message(&update.sku, update.available))
+    };
+    actix_web::rt::spawn(run_session(
+        session, stream, receiver, render, kicked, first, timing, slot, "stock",
+    ));
+    Ok(response)
+}
+
+fn stock_message(sku: &SkuId, available: u64) -> String {
+    to_json_string(&serde_json::json!({ "type": "stock", "sku": sku.as_str(), "available": available }))
 }
 
 fn to_json_string(value: &serde_json::Value) -> String {
@@ -146,10 +242,10 @@ struct Timing {
 }
 
 /// Hands `text` to the client, or fails if it is gone or not reading.
-async fn send(session: &mut Session, text: String) -> Result<(), ()> {
+async fn send(session: &mut Session, text: String, kind: &'static str) -> Result<(), ()> {
     match actix_web::rt::time::timeout(SEND_TIMEOUT, session.text(text)).await {
         Ok(Ok(())) => {
-            metrics::counter!(names::WS_MESSAGES_SENT_TOTAL, "kind" => "orders").increment(1);
+            metrics::counter!(names::WS_MESSAGES_SENT_TOTAL, "kind" => kind).increment(1);
             Ok(())
         }
         _ => Err(()),
@@ -164,20 +260,25 @@ fn close_reason(code: CloseCode, description: &str, metric: &'static str) -> Opt
     })
 }
 
-async fn run_session(
+/// Serves one connection: `first`, then each update rendered (an update rendered as `None` is
+/// skipped), with keepalive, until either side ends it.
+#[allow(clippy::too_many_arguments)]
+async fn run_session<T>(
     mut session: Session,
     mut stream: MessageStream,
-    mut changes: mpsc::Receiver<HistoryEntry>,
+    mut changes: mpsc::Receiver<T>,
+    mut render: impl FnMut(T) -> Option<String>,
     kicked: Arc<AtomicBool>,
     first: Vec<String>,
     timing: Timing,
     _slot: ConnectionSlot,
+    kind: &'static str,
 ) {
-    metrics::gauge!(names::WS_CONNECTIONS, "kind" => "orders").increment(1.0);
+    metrics::gauge!(names::WS_CONNECTIONS, "kind" => kind).increment(1.0);
     let mut reason = None;
     let mut open = true;
     for text in first {
-        if send(&mut session, text).await.is_err() {
+        if send(&mut session, text, kind).await.is_err() {
             open = false;
             break;
         }
@@ -207,8 +308,9 @@ async fn run_session(
                     Some(Err(_)) | None => break,
                 },
                 change = changes.recv() => match change {
-                    Some(entry) => {
-                        if send(&mut session, status_message(&entry)).await.is_err() {
+                    Some(update) => {
+                        let Some(text) = render(update) else { continue };
+                        if send(&mut session, text, kind).await.is_err() {
                             metrics::counter!(names::WS_CLOSES_TOTAL, "reason" => "slow_consumer").increment(1);
                             break;
                         }
@@ -238,5 +340,5 @@ async fn run_session(
     if reason.is_some() {
         let _ = actix_web::rt::time::timeout(SEND_TIMEOUT, session.close(reason)).await;
     }
-    metrics::gauge!(names::WS_CONNECTIONS, "kind" => "orders").decrement(1.0);
+    metrics::gauge!(names::WS_CONNECTIONS, "kind" => kind).decrement(1.0);
 }

@@ -186,3 +186,69 @@ async fn a_thousand_tracking_connections_each_receive_their_update() {
         "every connection saw its order paid"
     );
 }
+
+async fn connect_stock(app: &TestApp, skus: &str) -> Socket {
+    let base = app.base.replacen("http://", "ws://", 1);
+    tokio_tungstenite::connect_async(format!("{base}/v1/ws/stock?skus={skus}"))
+        .await
+        .unwrap()
+        .0
+}
+
+/// Reads stock messages until `sku` shows `available`.
+async fn until_available(socket: &mut Socket, sku: &str, available: u64) {
+    loop {
+        let message = next_json(socket).await;
+        assert_eq!(message["type"], "stock");
+        if message["sku"] == sku && message["available"] == available {
+            return;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_stock_feed_follows_reservations_releases_and_restocks() {
+    let app = TestApp::spawn().await;
+    app.create_sku("lamp", 10).await;
+    app.create_sku("vase", 3).await;
+    let mut socket = connect_stock(&app, "lamp,vase").await;
+    let mut first = vec![next_json(&mut socket).await, next_json(&mut socket).await];
+    first.sort_by_key(|message| message["sku"].as_str().unwrap().to_owned());
+    assert_eq!(
+        first,
+        [
+            json!({"type": "stock", "sku": "lamp", "available": 10}),
+            json!({"type": "stock", "sku": "vase", "available": 3})
+        ]
+    );
+    let held: Value = app.reserve("lamp", 4, 600).await.json().await.unwrap();
+    until_available(&mut socket, "lamp", 6).await;
+    let id = held["reservation_id"].as_str().unwrap();
+    app.admin(Method::DELETE, &format!("/v1/reservations/{id}"))
+        .send()
+        .await
+        .unwrap();
+    until_available(&mut socket, "lamp", 10).await;
+    app.admin(Method::POST, "/v1/skus/vase/restock")
+        .json(&json!({"qty": 5}))
+        .send()
+        .await
+        .unwrap();
+    until_available(&mut socket, "vase", 8).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "vase", 2).await;
+    until_available(&mut socket, "vase", 6).await;
+}
+
+#[actix_web::test]
+async fn the_stock_feed_refuses_bad_sku_lists_before_the_upgrade() {
+    let app = TestApp::spawn().await;
+    app.create_sku("known", 1).await;
+    let base = app.base.replacen("http://", "ws://", 1);
+    for (query, status) in [("skus=", 400), ("skus=bad%20id", 400), ("skus=known,unknown", 404)] {
+        match tokio_tungstenite::connect_async(format!("{base}/v1/ws/stock?{query}")).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), status, "{query}"),
+            other => panic!("{query}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -33,6 +33,8 @@ pub struct Settings {
     pub order: OrderSettings,
     /// WebSocket tracking.
     pub websocket: WebSocketSettings,
+    /// The order lifecycle simulator (demo stores, load tests).
+    pub simulator: SimulatorSettings,
     /// Idempotency records.
     pub idempotency: IdempotencySettings,
     /// Event-log retention.
@@ -231,6 +233,29 @@ impl Default for WebSocketSettings {
             send_buffer_messages: 64,
             ping_interval_seconds: 10,
             idle_timeout_seconds: 30,
+        }
+    }
+}
+
+/// The order lifecycle simulator: moves paid orders through packed, shipped and delivered by
+/// itself, so a demo store or a load test sees living orders without manual steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorSettings {
+    /// Off by default: a real shop moves its orders through the admin API.
+    pub enabled: bool,
+    /// Shortest wait before each simulated step.
+    pub min_step_delay_ms: u64,
+    /// Longest wait before each simulated step.
+    pub max_step_delay_ms: u64,
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_step_delay_ms: 5_000,
+            max_step_delay_ms: 30_000,
         }
     }
 }

@@ -134,6 +134,10 @@ impl Engine {
             cart_lines_max: settings.cart.max_lines,
             payment_timeout_ms: settings.order.payment_timeout_seconds.saturating_mul(1000),
             order_idle_stop_ms: settings.order.idle_stop_seconds.saturating_mul(1000),
+            simulator_step_delay_ms: settings.simulator.enabled.then_some((
+                settings.simulator.min_step_delay_ms,
+                settings.simulator.max_step_delay_ms,
+            )),
         };
         let registry = Registry::new(
             arbiters.iter().map(Arbiter::handle).collect(),

@@ -130,6 +130,8 @@ pub struct OrderActor {
     last_ticket: Ticket,
     /// Tracking connections.
     subscribers: Vec<Subscriber>,
+    /// The simulator's next step, when the simulator is on.
+    simulated_step: Option<SpawnHandle>,
 }
 
 impl OrderActor {
@@ -142,6 +144,7 @@ impl OrderActor {
             last_used_ms: 0,
             last_ticket: 0,
             subscribers: Vec::new(),
+            simulated_step: None,
         }
     }
 
@@ -175,6 +178,7 @@ impl OrderActor {
                         });
                     }
                     actor.arm_timer(ctx);
+                    actor.simulate(ctx);
                 }),
         );
     }
@@ -204,6 +208,32 @@ impl OrderActor {
                 }
             },
         );
+    }
+
+    /// With the simulator on, moves a paid, packed or shipped order one step on after a
+    /// random delay.
+    fn simulate(&mut self, ctx: &mut Context<Self>) {
+        let Some((min_ms, max_ms)) = self.registry.commerce().simulator_step_delay_ms else {
+            return;
+        };
+        let next = match self.order.status() {
+            OrderStatus::Paid => OrderStatus::Packed,
+            OrderStatus::Packed => OrderStatus::Shipped,
+            OrderStatus::Shipped => OrderStatus::Delivered,
+            _ => return,
+        };
+        if self.simulated_step.is_some() {
+            return;
+        }
+        let delay_ms = rand::Rng::random_range(&mut rand::rng(), min_ms..=max_ms);
+        self.simulated_step = Some(ctx.run_later(Duration::from_millis(delay_ms), move |actor, ctx| {
+            actor.simulated_step = None;
+            if actor.order.status().can_move_to(next) {
+                actor.run(ctx, None, move |registry, order| {
+                    change(registry, order, Change::Request(OrderAction::SetStatus(next)), None)
+                });
+            }
+        }));
     }
 
     /// Sends every change after `seen` to the tracking connections; drops those that fell
@@ -255,6 +285,7 @@ impl Actor for OrderActor {
         } else {
             self.arm_timer(ctx);
         }
+        self.simulate(ctx);
         let idle_ms = self.registry.commerce().order_idle_stop_ms;
         let every = Duration::from_millis((idle_ms / 2).max(100));
         ctx.run_interval(every, move |actor, ctx| {

@@ -35,6 +35,8 @@ pub struct CommerceLimits {
     pub payment_timeout_ms: u64,
     /// How long a settled order's actor stays up without being asked for.
     pub order_idle_stop_ms: u64,
+    /// When set, paid orders move on by themselves after a delay in this range (ms).
+    pub simulator_step_delay_ms: Option<(u64, u64)>,
 }
 
 /// Maps ids to their actors.

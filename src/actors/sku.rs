@@ -620,6 +620,7 @@ mod tests {
             cart_lines_max: 10,
             payment_timeout_ms: 60_000,
             order_idle_stop_ms: 60_000,
+            simulator_step_delay_ms: None,
         };
         let registry = Registry::new(vec![arbiter.handle()], deps, commerce, 16);
         let sku = SkuId::parse("fragile").unwrap();

@@ -252,3 +252,24 @@ async fn the_stock_feed_refuses_bad_sku_lists_before_the_upgrade() {
         }
     }
 }
+
+#[actix_web::test]
+async fn with_the_simulator_on_a_paid_order_moves_on_to_delivered_by_itself() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.simulator.enabled = true;
+        settings.simulator.min_step_delay_ms = 10;
+        settings.simulator.max_step_delay_ms = 50;
+    })
+    .await;
+    app.create_sku("sled", 5).await;
+    let (cart, order) = placed_order(&app, "sled").await;
+    let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "snapshot");
+    move_order(&app, &cart, &order, "paid").await;
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("delivered") {
+        let message = next_json(&mut socket).await;
+        seen.push(message["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["paid", "packed", "shipped", "delivered"]);
+}

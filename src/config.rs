@@ -63,6 +63,10 @@ pub struct HttpSettings {
     pub request_head_timeout_seconds: u64,
     /// Keep-alive time of an idle connection.
     pub keep_alive_seconds: u64,
+    /// Kernel send buffer of each connection; 0 leaves the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB). Bounding it bounds what a client that
+    /// stops reading can pin, and lets a stalled WebSocket client be detected sooner.
+    pub socket_send_buffer_bytes: usize,
 }
 
 impl Default for HttpSettings {
@@ -75,6 +79,7 @@ impl Default for HttpSettings {
             max_connections_per_worker: 25_000,
             request_head_timeout_seconds: 5,
             keep_alive_seconds: 30,
+            socket_send_buffer_bytes: 0,
         }
     }
 }

@@ -77,7 +77,19 @@ impl Application {
 
         let http = &settings.http;
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes))
+        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes));
+        // Before listen(): the listener's service takes the connect hook when it is built.
+        if http.socket_send_buffer_bytes > 0 {
+            let bytes = http.socket_send_buffer_bytes;
+            server = server.on_connect(move |connection, _| {
+                if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                    if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+                        tracing::warn!(%error, "could not bound a connection's send buffer");
+                    }
+                }
+            });
+        }
+        let mut server = server
             .listen(listener)?
             .shutdown_timeout(http.shutdown_timeout_seconds)
             .max_connections(http.max_connections_per_worker)

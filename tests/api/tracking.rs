@@ -273,3 +273,81 @@ async fn with_the_simulator_on_a_paid_order_moves_on_to_delivered_by_itself() {
     }
     assert_eq!(seen, ["paid", "packed", "shipped", "delivered"]);
 }
+
+#[actix_web::test]
+async fn a_client_that_never_reads_is_closed_and_others_keep_getting_updates() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.websocket.send_buffer_messages = 2;
+        settings.http.socket_send_buffer_bytes = 4096;
+    })
+    .await;
+    let skus: Vec<String> = (0..50).map(|n| format!("s{n}")).collect();
+    for sku in &skus {
+        app.create_sku(sku, 1_000_000).await;
+    }
+    // The slow client: a tiny receive buffer, and it never reads after the handshake.
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(address.parse().unwrap()).await.unwrap();
+    let url = format!("ws://{address}/v1/ws/stock?skus={}", skus.join(","));
+    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let mut fast = connect_stock(&app, "s0").await;
+    assert_eq!(next_json(&mut fast).await["available"], 1_000_000);
+
+    let closes = || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .any(|line| line.starts_with("stockroom_ws_server_closes_total{reason=\"slow_consumer\"}"))
+    };
+    let started = std::time::Instant::now();
+    let mut round = 0u64;
+    while !closes().await {
+        if started.elapsed() > Duration::from_secs(45) {
+            let text = app
+                .client
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for line in text.lines().filter(|l| l.starts_with("stockroom_ws")) {
+                eprintln!("{line}");
+            }
+            panic!("the slow client was never closed after {round} rounds");
+        }
+        round += 1;
+        join_all(skus.iter().map(|sku| {
+            app.admin(Method::POST, &format!("/v1/skus/{sku}/restock"))
+                .json(&json!({"qty": 1}))
+                .send()
+        }))
+        .await;
+        // The fast client sees s0's new figure promptly, whatever the slow one does.
+        let expected = 1_000_000 + round;
+        tokio::time::timeout(Duration::from_secs(2), until_available(&mut fast, "s0", expected))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the fast client's update was late"));
+    }
+    // The slow client finds its connection ended once it finally reads.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the slow client's connection is closed");
+}

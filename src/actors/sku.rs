@@ -465,16 +465,18 @@ impl Actor for SkuActor {
             ));
             return;
         }
-        // Holds that lapsed while the server was down are released now, before any request.
-        if self.state.as_ref().and_then(SkuState::next_expiry_ms).is_some() {
-            let now_ms = self.deps.clock.now_ms();
-            let due = self
-                .state
-                .as_ref()
-                .and_then(SkuState::next_expiry_ms)
-                .is_some_and(|at| at <= now_ms);
-            if due {
-                self.arm_expiry_timer(ctx, now_ms, Duration::ZERO);
+        // Holds that lapsed while the server was down are released now, in this step, so that
+        // no request is answered before (a timer, even of zero delay, would run after some).
+        let now_ms = self.deps.clock.now_ms();
+        let due = self
+            .state
+            .as_ref()
+            .and_then(SkuState::next_expiry_ms)
+            .is_some_and(|at| at <= now_ms);
+        if due {
+            let expired = self.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None));
+            if let Some((Err(SkuFailure::Overloaded), _)) = expired {
+                self.arm_expiry_timer(ctx, now_ms + EXPIRY_RETRY.as_millis() as u64, EXPIRY_RETRY);
                 return;
             }
         }

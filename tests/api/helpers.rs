@@ -223,3 +223,44 @@ impl TestApp {
             .unwrap()
     }
 }
+
+impl TestApp {
+    /// `GET path` with a cart's token, as JSON.
+    pub async fn get_as(&self, cart: &TestCart, path: &str) -> Value {
+        self.as_cart(cart, Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `path` (with the cart's token) until its `status` is `status`; fails after 5 s.
+    pub async fn wait_for_status(&self, cart: &TestCart, path: &str, status: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let read = self.get_as(cart, path).await;
+            if read["status"] == status {
+                return read;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{path} did not become {status}: {read}"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}

@@ -242,15 +242,7 @@ async fn metrics_report_requests_reservations_and_writer_batches() {
     app.create_sku("metered", 1).await;
     assert_eq!(app.reserve("metered", 1, 60).await.status(), StatusCode::CREATED);
     assert_eq!(app.reserve("metered", 1, 60).await.status(), StatusCode::CONFLICT);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for expected in [
         "stockroom_http_requests_total{route=\"/v1/skus/{sku}/reservations\",method=\"POST\",status=\"201\"}",
         "stockroom_http_request_duration_seconds_bucket",

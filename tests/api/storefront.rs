@@ -50,14 +50,7 @@ async fn a_shopper_fills_a_cart_checks_out_pays_and_the_order_is_delivered() {
         (10, 0, 10),
         "a removed line releases its stock"
     );
-    let read: Value = app
-        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
     assert_eq!(lines(&read), [("mug".to_owned(), 4), ("tee".to_owned(), 3)]);
     assert_eq!(
         (read["status"].as_str(), read["currency"].as_str()),
@@ -106,14 +99,7 @@ async fn a_shopper_fills_a_cart_checks_out_pays_and_the_order_is_delivered() {
             .unwrap();
         assert_eq!(moved.status(), StatusCode::OK, "to {status}");
     }
-    let delivered: Value = app
-        .as_cart(&cart, Method::GET, &format!("/v1/orders/{order_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let delivered: Value = app.get_as(&cart, &format!("/v1/orders/{order_id}")).await;
     let history: Vec<(u64, &str)> = delivered["history"]
         .as_array()
         .unwrap()
@@ -181,14 +167,7 @@ async fn an_abandoned_cart_expires_and_releases_its_stock() {
         );
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let read: Value = app
-        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
     assert_eq!(read["status"], "expired");
     let late = app.set_line(&cart, "hat", 1).await;
     assert_eq!(late.status(), StatusCode::CONFLICT);
@@ -207,25 +186,8 @@ async fn an_unpaid_order_expires_and_its_stock_comes_back() {
     let order: Value = app.checkout(&cart).await.json().await.unwrap();
     assert_eq!(counters(&app.sku("lamp").await), (3, 0, 3));
     let order_id = order["order_id"].as_str().unwrap();
-    let started = Instant::now();
-    loop {
-        let read: Value = app
-            .as_cart(&cart, Method::GET, &format!("/v1/orders/{order_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if read["status"] == "expired" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the order did not expire: {read}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_status(&cart, &format!("/v1/orders/{order_id}"), "expired")
+        .await;
     assert_eq!(counters(&app.sku("lamp").await), (5, 0, 5), "its stock came back");
     let pay_late = app
         .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
@@ -542,14 +504,7 @@ async fn a_checkout_that_cannot_take_a_line_fails_as_a_whole_and_gives_back_what
     );
     assert_eq!(counters(&app.sku("a").await), (5, 0, 5), "the committed line went back");
     assert_eq!(counters(&app.sku("b").await), (5, 0, 5), "the failed line went back");
-    let reopened: Value = app
-        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reopened: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
     assert_eq!(
         (reopened["status"].as_str(), reopened["lines"].as_array().map(Vec::len)),
         (Some("open"), Some(0))
@@ -583,25 +538,8 @@ async fn a_cart_that_expires_while_the_server_is_down_is_released_at_restart() {
         (5, 0, 5),
         "the lapsed hold is released at restart"
     );
-    let started = Instant::now();
-    loop {
-        let read: Value = app
-            .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if read["status"] == "expired" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the cart did not expire: {read}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_status(&cart, &format!("/v1/carts/{}", cart.id), "expired")
+        .await;
 }
 
 #[actix_web::test]

@@ -296,15 +296,7 @@ async fn a_client_that_never_reads_is_closed_and_others_keep_getting_updates() {
     assert_eq!(next_json(&mut fast).await["available"], 1_000_000);
 
     let closes = || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         text.lines()
             .any(|line| line.starts_with("stockroom_ws_server_closes_total{reason=\"slow_consumer\"}"))
     };
@@ -312,15 +304,7 @@ async fn a_client_that_never_reads_is_closed_and_others_keep_getting_updates() {
     let mut round = 0u64;
     while !closes().await {
         if started.elapsed() > Duration::from_secs(45) {
-            let text = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = app.metrics().await;
             for line in text.lines().filter(|l| l.starts_with("stockroom_ws")) {
                 eprintln!("{line}");
             }

@@ -335,3 +335,38 @@ async fn a_client_that_never_reads_is_closed_and_others_keep_getting_updates() {
     .await;
     assert!(ended.is_ok(), "the slow client's connection is closed");
 }
+
+#[actix_web::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.websocket.ping_interval_seconds = 1;
+        settings.websocket.idle_timeout_seconds = 2;
+    })
+    .await;
+    app.create_sku("bell", 5).await;
+    let (cart, order) = placed_order(&app, "bell").await;
+    let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "snapshot");
+    // Not reading means not answering the server's pings.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Reading now finds the close frame (1001), or, when the client's automatic pong to a
+    // buffered ping hits the already closed socket first, a broken connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|frame| frame.code),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the server ends a silent connection within seconds");
+    assert!(matches!(ended, None | Some(CloseCode::Away)), "closed with {ended:?}");
+    assert!(
+        app.metrics()
+            .await
+            .contains("stockroom_ws_server_closes_total{reason=\"idle\"}"),
+        "the server closed it for silence"
+    );
+}

@@ -228,8 +228,20 @@ impl CartActor {
         );
     }
 
-    fn allowed(&self, access: &Access) -> bool {
-        access.allows(&self.cart.token_hash)
+    /// Runs `flow` for a caller allowed to use this cart; others see no cart at all (404).
+    fn serve<F, Fut>(&mut self, ctx: &mut Context<Self>, access: Access, reply: Reply<CartReply>, flow: F)
+    where
+        F: FnOnce(Arc<Registry>, Cart) -> Fut,
+        Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
+    {
+        if access.allows(&self.cart.token_hash) {
+            self.run(ctx, Some(reply), flow);
+        } else {
+            let _ = reply.send(Acked {
+                value: Err(CartFailure::NotFound),
+                ticket: 0,
+            });
+        }
     }
 }
 
@@ -271,14 +283,7 @@ impl Handler<GetCart> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        if !self.allowed(&access) {
-            let _ = reply.send(Acked {
-                value: Err(CartFailure::NotFound),
-                ticket: 0,
-            });
-            return;
-        }
-        self.run(ctx, Some(reply), |registry, cart| async move {
+        self.serve(ctx, access, reply, |registry, cart| async move {
             match view(&registry, &cart).await {
                 Ok((view, ticket)) => (cart, Ok(CartOutcome::Cart(view)), ticket),
                 Err(failure) => (cart, Err(failure), 0),
@@ -299,14 +304,7 @@ impl Handler<SetCartLine> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        if !self.allowed(&access) {
-            let _ = reply.send(Acked {
-                value: Err(CartFailure::NotFound),
-                ticket: 0,
-            });
-            return;
-        }
-        self.run(ctx, Some(reply), move |registry, cart| {
+        self.serve(ctx, access, reply, move |registry, cart| {
             set_line(registry, cart, sku, qty, idempotency)
         });
     }
@@ -322,14 +320,7 @@ impl Handler<CheckoutCart> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        if !self.allowed(&access) {
-            let _ = reply.send(Acked {
-                value: Err(CartFailure::NotFound),
-                ticket: 0,
-            });
-            return;
-        }
-        self.run(ctx, Some(reply), move |registry, cart| {
+        self.serve(ctx, access, reply, move |registry, cart| {
             checkout(registry, cart, idempotency)
         });
     }

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{fingerprint, new_cart_token, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::request::{new_cart_token, Credential, IdempotencyKey, JsonBody, NoFields};
 use super::views::{render_cart, render_checkout, to_json};
 use super::{idempotent, path_param, AppState, Keyed};
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
@@ -29,11 +29,7 @@ pub async fn create(
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let keyed = Keyed {
-        key: &key,
-        scope: ANONYMOUS_SCOPE,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::new(&key, ANONYMOUS_SCOPE, &request, &body.canonical);
     idempotent(
         engine,
         keyed,
@@ -223,11 +219,7 @@ async fn change_line(
     qty: u64,
 ) -> Result<HttpResponse, ApiError> {
     let scope = credential.scope();
-    let keyed = Keyed {
-        key: &key,
-        scope: &scope,
-        fingerprint: fingerprint(request, canonical_body),
-    };
+    let keyed = Keyed::new(&key, &scope, request, canonical_body);
     let access = credential.access();
     idempotent(engine, keyed, render_cart, transient, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| SetCartLine {
@@ -255,11 +247,7 @@ pub async fn checkout(
     let engine = state.engine()?;
     let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
     let scope = credential.scope();
-    let keyed = Keyed {
-        key: &key,
-        scope: &scope,
-        fingerprint: fingerprint(&request, &body.canonical),
-    };
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     let access = credential.access();
     idempotent(engine, keyed, render_checkout, transient, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {

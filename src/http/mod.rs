@@ -156,13 +156,18 @@ pub struct Keyed<'a> {
 }
 
 impl<'a> Keyed<'a> {
-    /// A request sent with the admin token.
-    pub fn admin(key: &'a IdempotencyKey, request: &HttpRequest, canonical_body: &[u8]) -> Self {
+    /// A request with `key`, sent with credentials whose idempotency scope is `scope`.
+    pub fn new(key: &'a IdempotencyKey, scope: &'a str, request: &HttpRequest, canonical_body: &[u8]) -> Self {
         Keyed {
             key,
-            scope: skus::ADMIN_SCOPE,
+            scope,
             fingerprint: request::fingerprint(request, canonical_body),
         }
+    }
+
+    /// A request sent with the admin token.
+    pub fn admin(key: &'a IdempotencyKey, request: &HttpRequest, canonical_body: &[u8]) -> Self {
+        Self::new(key, skus::ADMIN_SCOPE, request, canonical_body)
     }
 }
 

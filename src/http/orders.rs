@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{fingerprint, Admin, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::request::{Admin, Credential, IdempotencyKey, JsonBody, NoFields};
 use super::views::render_order;
 use super::{idempotent, json_response, path_param, AppState, Keyed};
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
@@ -66,11 +66,7 @@ async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let (id, mailbox) = order_mailbox(engine, request)?;
     let scope = credential.scope();
-    let keyed = Keyed {
-        key,
-        scope: &scope,
-        fingerprint: fingerprint(request, canonical_body),
-    };
+    let keyed = Keyed::new(key, &scope, request, canonical_body);
     let access = credential.access();
     idempotent(engine, keyed, render_order, transient, |idempotency| async move {
         let answer = mailbox

@@ -5,6 +5,7 @@
 //! refused, so a typo fails at start instead of being ignored. Every key and its default is
 //! documented in the repository's `config.toml`; names end in their unit.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     /// Event-log retention.
     pub events: EventSettings,
+    /// The Kafka bridge (off by default).
+    pub kafka: KafkaSettings,
     /// Credentials.
     pub auth: AuthSettings,
     /// Logging.
@@ -298,6 +301,78 @@ impl Default for EventSettings {
     }
 }
 
+/// The Kafka bridge: every event of the log, published as a CloudEvent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Publish events to Kafka.
+    pub enabled: bool,
+    /// Bootstrap brokers, `host:port,...`.
+    pub brokers: String,
+    /// Topics are `<prefix>.inventory`, `<prefix>.carts` and `<prefix>.orders`.
+    pub topic_prefix: String,
+    /// The CloudEvents `source` attribute of every event.
+    pub source: String,
+    /// Partitions of each topic the bridge creates.
+    pub partitions: i32,
+    /// Replication factor of each topic the bridge creates.
+    pub replication_factor: i32,
+    /// Most events handed to the producer and not yet acknowledged.
+    pub max_in_flight_events: usize,
+    /// First wait before publishing again after a failure; doubles up to the maximum.
+    pub retry_backoff_min_ms: u64,
+    /// Longest wait between attempts while the broker is away.
+    pub retry_backoff_max_ms: u64,
+    /// How often the delivered position is written to the store.
+    pub position_interval_ms: u64,
+    /// librdkafka producer properties, passed through (`linger.ms`, `message.timeout.ms`,
+    /// security settings). `enable.idempotence` and `acks` are always `true` and `all`.
+    pub options: BTreeMap<String, KafkaOption>,
+}
+
+/// A librdkafka property value as written in TOML or the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KafkaOption {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A fractional number.
+    Float(f64),
+    /// Anything else.
+    Text(String),
+}
+
+impl std::fmt::Display for KafkaOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KafkaOption::Bool(value) => write!(f, "{value}"),
+            KafkaOption::Int(value) => write!(f, "{value}"),
+            KafkaOption::Float(value) => write!(f, "{value}"),
+            KafkaOption::Text(value) => f.write_str(value),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: "stockroom".to_owned(),
+            source: "/stockroom".to_owned(),
+            partitions: 3,
+            replication_factor: 1,
+            max_in_flight_events: 10_000,
+            retry_backoff_min_ms: 100,
+            retry_backoff_max_ms: 5_000,
+            position_interval_ms: 100,
+            options: BTreeMap::new(),
+        }
+    }
+}
+
 /// Credentials.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -438,6 +513,36 @@ impl Settings {
                 "events.sweep_interval_seconds must be positive",
             ),
             (
+                !self.kafka.enabled || !self.kafka.brokers.trim().is_empty(),
+                "kafka.brokers must name at least one broker when kafka.enabled is true",
+            ),
+            (
+                !self.kafka.topic_prefix.is_empty()
+                    && self
+                        .kafka
+                        .topic_prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "kafka.topic_prefix must be letters, digits, '.', '_' or '-'",
+            ),
+            (
+                self.kafka.partitions > 0 && self.kafka.replication_factor > 0,
+                "kafka.partitions and kafka.replication_factor must be positive",
+            ),
+            (
+                self.kafka.max_in_flight_events > 0,
+                "kafka.max_in_flight_events must be positive",
+            ),
+            (
+                self.kafka.retry_backoff_min_ms > 0
+                    && self.kafka.retry_backoff_min_ms <= self.kafka.retry_backoff_max_ms,
+                "kafka.retry_backoff_min_ms must be positive and at most kafka.retry_backoff_max_ms",
+            ),
+            (
+                self.kafka.position_interval_ms > 0,
+                "kafka.position_interval_ms must be positive",
+            ),
+            (
                 self.auth
                     .admin_token
                     .as_ref()
@@ -543,6 +648,41 @@ mod tests {
         assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_HTTP__BIND", "nowhere")])).is_err());
         assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_WRITER__MAX_BATCH_ITEMS", "0")])).is_err());
         assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_ADMIN_TOKEN", "short")])).is_err());
+    }
+
+    #[test]
+    fn kafka_is_switched_on_and_tuned_from_the_environment() {
+        let toml = "[kafka.options]\n\"linger.ms\" = 20\n\"compression.type\" = \"lz4\"\n";
+        let settings = Settings::from_toml_and_env(
+            toml,
+            env(&[
+                ("STOCKROOM_KAFKA__ENABLED", "true"),
+                ("STOCKROOM_KAFKA__BROKERS", "10.0.0.1:9092,10.0.0.2:9092"),
+                ("STOCKROOM_KAFKA__OPTIONS__message.timeout.ms", "5000"),
+            ]),
+        )
+        .unwrap();
+        assert!(settings.kafka.enabled);
+        assert_eq!(settings.kafka.brokers, "10.0.0.1:9092,10.0.0.2:9092");
+        assert_eq!(settings.kafka.topic_prefix, "stockroom");
+        let options: Vec<(String, String)> = settings
+            .kafka
+            .options
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_string()))
+            .collect();
+        assert_eq!(
+            options,
+            [
+                ("compression.type".to_owned(), "lz4".to_owned()),
+                ("linger.ms".to_owned(), "20".to_owned()),
+                ("message.timeout.ms".to_owned(), "5000".to_owned()),
+            ]
+        );
+        assert!(
+            Settings::from_toml_and_env("", env(&[("STOCKROOM_KAFKA__TOPIC_PREFIX", "a b")])).is_err(),
+            "a topic prefix with a space is refused"
+        );
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Arbiter;
+use actix::{Actor, Addr, Arbiter};
 use anyhow::Context;
 use dashmap::DashMap;
 
 use crate::actors::feed::StockFeed;
+use crate::actors::kafka::{self, KafkaBridge, StopBridge};
 use crate::actors::registry::CommerceLimits;
 use crate::actors::{Registry, SkuDeps};
 use crate::config::Settings;
@@ -65,6 +66,8 @@ pub struct Engine {
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     /// Most events kept in the log.
     retention_max_events: u64,
+    /// The Kafka bridge, when enabled: retention keeps every event it has not delivered.
+    kafka: Option<Addr<KafkaBridge>>,
 }
 
 /// The directory of the sled database inside the data directory.
@@ -116,7 +119,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
-        let arbiters: Vec<Arbiter> = (0..arbiter_count).map(|_| Arbiter::new()).collect();
+        let mut arbiters: Vec<Arbiter> = (0..arbiter_count).map(|_| Arbiter::new()).collect();
         let feed: Arc<StockFeed> = Arc::default();
         let deps = Arc::new(SkuDeps {
             writer: Arc::clone(&writer),
@@ -161,6 +164,21 @@ impl Engine {
             metrics::gauge!(names::ORDERS, "status" => order.status().as_str()).increment(1.0);
             registry.start_order(order);
         }
+        let kafka = if settings.kafka.enabled {
+            let bridge = KafkaBridge::new(
+                settings.kafka.clone(),
+                Arc::clone(&store),
+                Arc::clone(&writer),
+                Arc::clone(&clock),
+            )?;
+            // An arbiter of its own: it reads the store and encodes JSON, off the actors' threads.
+            let arbiter = Arbiter::new();
+            let addr = KafkaBridge::start_in_arbiter(&arbiter.handle(), move |_| bridge);
+            arbiters.push(arbiter);
+            Some(addr)
+        } else {
+            None
+        };
         metrics::gauge!(names::RECOVERY_SECONDS).set(recovered.elapsed.as_secs_f64());
         tracing::info!(
             skus = sku_count,
@@ -188,6 +206,7 @@ impl Engine {
             cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),
             retention_max_events: settings.events.retention_max_events,
+            kafka,
         }))
     }
 
@@ -224,7 +243,12 @@ impl Engine {
                 .last_key(&[keys::EVENT])?
                 .and_then(|key| keys::event_seq(&key)),
         ) {
-            let keep_from = last.saturating_add(1).saturating_sub(self.retention_max_events);
+            let mut keep_from = last.saturating_add(1).saturating_sub(self.retention_max_events);
+            if self.kafka.is_some() {
+                // Never an event Kafka has not acknowledged (by the stored position: after a
+                // crash the bridge starts again from there).
+                keep_from = keep_from.min(kafka::stored_position(self.store.as_ref())?.unwrap_or(0));
+            }
             let end = keep_from.min(first.saturating_add(SWEEP_ROWS_MAX as u64));
             ops.extend((first..end).map(|seq| Op::Delete(keys::event(seq))));
         }
@@ -267,6 +291,12 @@ impl Engine {
     /// Makes everything queued durable, stops the writer, then stops and joins the arbiters
     /// (dropping the actors and their handles on the store).
     pub async fn shutdown(&self) {
+        if let Some(bridge) = &self.kafka {
+            // Its last position goes through the writer, so before the writer closes.
+            if bridge.send(StopBridge).await.is_err() {
+                tracing::warn!("the Kafka bridge was gone at shutdown");
+            }
+        }
         let writer = Arc::clone(&self.writer);
         let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let stopped = actix_web::rt::task::spawn_blocking(move || {

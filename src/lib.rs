@@ -18,6 +18,7 @@ pub mod actors;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod persistence;

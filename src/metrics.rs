@@ -33,6 +33,16 @@ pub const WRITER_CHANGES_TOTAL: &str = "stockroom_writer_changes_total";
 pub const WRITER_FAILURES_TOTAL: &str = "stockroom_writer_failures_total";
 /// Events appended to the event log.
 pub const EVENTS_WRITTEN_TOTAL: &str = "stockroom_events_written_total";
+/// Events the broker acknowledged, by `topic`.
+pub const KAFKA_PUBLISHED_TOTAL: &str = "stockroom_kafka_events_published_total";
+/// Event deliveries that failed (and will be sent again), by `topic`.
+pub const KAFKA_FAILED_TOTAL: &str = "stockroom_kafka_events_failed_total";
+/// Durable events not yet acknowledged by Kafka.
+pub const KAFKA_BACKLOG_EVENTS: &str = "stockroom_kafka_backlog_events";
+/// Time from an event's commit to the broker's acknowledgement.
+pub const KAFKA_DELIVERY_SECONDS: &str = "stockroom_kafka_delivery_latency_seconds";
+/// The Kafka bridge's stored position: every event below it was acknowledged.
+pub const KAFKA_POSITION: &str = "stockroom_kafka_position";
 /// Rows removed by retention (idempotency records, settled reservations, old events).
 pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
 /// Time the last recovery took, until ready.
@@ -62,7 +72,8 @@ pub const IDEMPOTENT_REPLAYS_TOTAL: &str = "stockroom_idempotent_replays_total";
 
 /// Latency buckets in seconds: 50 µs to 5 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
 ];
 
 /// Batch size buckets, in changes.
@@ -96,6 +107,21 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(KAFKA_PUBLISHED_TOTAL, "Events acknowledged by Kafka, by topic.");
+    describe_counter!(
+        KAFKA_FAILED_TOTAL,
+        "Event deliveries to Kafka that failed and will be sent again, by topic."
+    );
+    describe_gauge!(KAFKA_BACKLOG_EVENTS, "Durable events not yet acknowledged by Kafka.");
+    describe_histogram!(
+        KAFKA_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from an event's commit to Kafka's acknowledgement."
+    );
+    describe_gauge!(
+        KAFKA_POSITION,
+        "The Kafka bridge's stored position: every event below it was acknowledged."
+    );
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by route, method and status.");
     describe_histogram!(
         HTTP_REQUEST_SECONDS,

@@ -10,6 +10,7 @@
 //! | `x`    | due time ms (u64 BE), then a whole key  | empty: that key is deleted when due |
 //! | `c`    | cart id (16 B)                          | [`Cart`](crate::domain::cart::Cart) |
 //! | `o`    | order id (16 B)                         | [`Order`](crate::domain::order::Order) |
+//! | `p`    | consumer name (`kafka`)                 | u64: the next event it has not yet delivered |
 //!
 //! SKU ids and scopes never contain `0x00`, so the separator keeps prefixes unambiguous.
 //! Holds are grouped by SKU so that one SKU's holds can be reloaded with one prefix scan.
@@ -32,6 +33,17 @@ pub const EXPIRING: u8 = b'x';
 pub const CART: u8 = b'c';
 /// Prefix of order rows.
 pub const ORDER: u8 = b'o';
+
+/// Prefix of event-log positions of the log's consumers.
+pub const POSITION: u8 = b'p';
+
+/// Key of the Kafka bridge's position: every event below the stored sequence number has been
+/// acknowledged by the broker.
+pub fn kafka_position() -> Vec<u8> {
+    let mut key = vec![POSITION];
+    key.extend_from_slice(b"kafka");
+    key
+}
 
 /// Key of a cart.
 pub fn cart(id: &CartId) -> Vec<u8> {

@@ -60,12 +60,20 @@ pub struct Change {
 pub struct WriterFailed;
 
 /// Tracks which tickets are durable and wakes those waiting for them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Durability {
     /// The highest durable ticket.
     durable: AtomicU64,
     /// Waiters by ticket, and whether the writer failed.
     waiters: Mutex<Waiters>,
+    /// The sequence number after the last durable event: every event below it is durable.
+    events_end: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +85,21 @@ struct Waiters {
 }
 
 impl Durability {
+    /// Nothing durable yet; the event log continues at `next_event_seq`.
+    pub fn new(next_event_seq: u64) -> Self {
+        Self {
+            durable: AtomicU64::new(0),
+            waiters: Mutex::default(),
+            events_end: tokio::sync::watch::Sender::new(next_event_seq),
+        }
+    }
+
+    /// Watches the durable end of the event log: events with a lower sequence number are
+    /// durable and may be published.
+    pub fn watch_events_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_end.subscribe()
+    }
+
     /// The highest durable ticket.
     pub fn durable(&self) -> Ticket {
         self.durable.load(Ordering::Acquire)
@@ -103,7 +126,16 @@ impl Durability {
         receiver.await.map_err(|_| WriterFailed)
     }
 
-    fn complete(&self, ticket: Ticket) {
+    fn complete(&self, ticket: Ticket, events_end: Option<u64>) {
+        if let Some(end) = events_end {
+            self.events_end.send_if_modified(|current| {
+                let advanced = end > *current;
+                if advanced {
+                    *current = end;
+                }
+                advanced
+            });
+        }
         let done = {
             let mut waiters = lock(&self.waiters);
             self.durable.store(ticket, Ordering::Release);
@@ -230,7 +262,7 @@ impl Writer {
             occupancy: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             last_submitted: AtomicU64::new(0),
-            durability: Arc::new(Durability::default()),
+            durability: Arc::new(Durability::new(next_event_seq)),
             config,
         });
         let thread_shared = Arc::clone(&shared);
@@ -332,8 +364,13 @@ fn run(shared: &Shared, store: &dyn Store, on_fatal: &(dyn Fn(&StoreError) + Sen
             return;
         }
         let last = batch.last().map_or(0, |pending| pending.ticket);
+        let events_end = batch
+            .iter()
+            .rev()
+            .find_map(|pending| pending.events.last())
+            .map(|record| record.seq + 1);
         shared.occupancy.fetch_sub(batch.len(), Ordering::AcqRel);
-        shared.durability.complete(last);
+        shared.durability.complete(last, events_end);
     }
 }
 

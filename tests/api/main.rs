@@ -8,6 +8,8 @@ mod expiry;
 mod faults;
 mod helpers;
 mod idempotency;
+mod kafka;
+mod kafka_support;
 mod lifecycle;
 mod overload;
 mod simulation;

@@ -1,0 +1,553 @@
+//! The Kafka bridge: publishes the event log (the outbox) to Kafka, at least once, in order.
+//!
+//! - It reads only durable events (below the writer's durable end of the log), in sequence
+//!   order, from its position: the first event the broker has not acknowledged.
+//! - Each event goes out as a structured-mode CloudEvent to its aggregate kind's topic, keyed
+//!   by the aggregate id, through the idempotent producer (`acks=all`). Up to
+//!   `max_in_flight_events` are in flight at once; the position advances over the
+//!   acknowledged prefix only, from delivery reports, and is written to the store every
+//!   `position_interval_ms`.
+//! - A failed delivery (message timeout while the broker is away, or any other error) stops
+//!   new sends; once every report of the window is in, the bridge waits (backoff doubling up
+//!   to `retry_backoff_max_ms`), makes sure the topics exist, and sends again from the first
+//!   event not acknowledged, in order. Events after it that did arrive are sent again:
+//!   consumers deduplicate by `id`.
+//! - Event-log retention never removes events at or after the stored position (see
+//!   [`crate::engine::Engine::sweep`]), so a backlog only grows while the broker is away.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSettings;
+use crate::domain::Clock;
+use crate::events::{self, TopicKind};
+use crate::metrics as names;
+use crate::persistence::rows::EventRecord;
+use crate::persistence::writer::Change;
+use crate::persistence::{codec, keys, Op, Store, StoreError, Ticket, Writer};
+
+/// Events read from the store in one step.
+const READ_BATCH: usize = 512;
+
+/// How long shutdown waits for reports of events in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// The producer configuration: the defaults, the operator's options, then the two settings
+/// the bridge's guarantees rest on.
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", "stockroom")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in &settings.options {
+        config.set(key, value.to_string());
+    }
+    config.set("enable.idempotence", "true").set("acks", "all");
+    config
+}
+
+/// Reads the stored position; `None` when the bridge has never run on this store.
+pub fn stored_position(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+    let key = keys::kafka_position();
+    store
+        .get(&key)?
+        .map(|bytes| codec::decode::<u64>(&key, &bytes))
+        .transpose()
+}
+
+/// The state of one event handed to the producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Sent, no report yet.
+    InFlight,
+    /// The broker acknowledged it.
+    Acked,
+    /// Its delivery failed.
+    Failed,
+}
+
+/// The bridge actor. Runs on an arbiter of its own: it reads the store.
+pub struct KafkaBridge {
+    settings: KafkaSettings,
+    store: Arc<dyn Store>,
+    writer: Arc<Writer>,
+    clock: Arc<dyn Clock>,
+    producer: FutureProducer,
+    /// Topic names by [`TopicKind`], in [`TopicKind::ALL`] order.
+    topics: [String; 3],
+    /// Every event below this has been acknowledged.
+    delivered: u64,
+    /// The position last written to the store.
+    persisted: u64,
+    /// The next event to hand to the producer.
+    next_send: u64,
+    /// Slots of the events `delivered..next_send`.
+    window: VecDeque<Slot>,
+    /// Slots still waiting for a report.
+    in_flight: usize,
+    /// The durable end of the event log.
+    events_end: tokio::sync::watch::Receiver<u64>,
+    /// The topics exist (or were checked since the last failure).
+    topics_ready: bool,
+    /// A delivery failed: send nothing until the window's reports are in, then start over.
+    failing: bool,
+    /// A pump is scheduled (after a full producer queue or a backoff).
+    pump_scheduled: bool,
+    /// Shutting down: send nothing more.
+    stopping: bool,
+    /// The current wait before the next attempt after a failure.
+    backoff_ms: u64,
+    /// Attempts in a row that ended in a failure without delivering anything.
+    failed_attempts: u32,
+    /// A failure of the current attempt says the broker refuses the producer's identity.
+    producer_refused: bool,
+}
+
+/// Attempts in a row without progress after which the producer is replaced anyway.
+const ATTEMPTS_BEFORE_NEW_PRODUCER: u32 = 3;
+
+/// Errors that say the broker no longer accepts this producer's id or epoch (for example a
+/// restarted broker that lost its producer state): only a new producer gets past them.
+fn refuses_producer(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
+impl KafkaBridge {
+    /// Builds the producer and reads the starting position. When the bridge has never run,
+    /// it starts at the oldest event still in the log (older ones were removed while Kafka
+    /// was off), and stores that position at once so retention keeps everything after it.
+    pub fn new(
+        settings: KafkaSettings,
+        store: Arc<dyn Store>,
+        writer: Arc<Writer>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let producer: FutureProducer = producer_config(&settings)
+            .create()
+            .context("creating the Kafka producer (check kafka.brokers and kafka.options)")?;
+        let events_end = writer.durability().watch_events_end();
+        let start = match stored_position(store.as_ref())? {
+            Some(position) => position,
+            None => store
+                .scan(&[keys::EVENT], None, 1)?
+                .first()
+                .and_then(|(key, _)| keys::event_seq(key))
+                .unwrap_or(*events_end.borrow()),
+        };
+        let topics = TopicKind::ALL.map(|kind| kind.topic(&settings.topic_prefix));
+        let backoff_ms = settings.retry_backoff_min_ms;
+        let mut bridge = Self {
+            settings,
+            store,
+            writer,
+            clock,
+            producer,
+            topics,
+            delivered: start,
+            persisted: 0,
+            next_send: start,
+            window: VecDeque::new(),
+            in_flight: 0,
+            events_end,
+            topics_ready: false,
+            failing: false,
+            pump_scheduled: false,
+            stopping: false,
+            backoff_ms,
+            failed_attempts: 0,
+            producer_refused: false,
+        };
+        bridge.persist_position();
+        tracing::info!(position = start, brokers = %bridge.settings.brokers, "Kafka bridge starting");
+        Ok(bridge)
+    }
+
+    fn topic(&self, kind: TopicKind) -> &str {
+        let index = TopicKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.topics[index]
+    }
+
+    /// Writes the delivered position through the writer when it moved. Returns its ticket.
+    fn persist_position(&mut self) -> Option<Ticket> {
+        if self.delivered == self.persisted {
+            return None;
+        }
+        // A full queue only delays this: the next tick tries again.
+        let permit = self.writer.try_reserve()?;
+        let ticket = permit.submit(Change {
+            ops: vec![Op::Put(keys::kafka_position(), codec::encode(&self.delivered))],
+            events: Vec::new(),
+            time_ms: self.clock.now_ms(),
+        });
+        self.persisted = self.delivered;
+        metrics::gauge!(names::KAFKA_POSITION).set(self.delivered as f64);
+        Some(ticket)
+    }
+
+    fn report_backlog(&self) {
+        let end = *self.events_end.borrow();
+        metrics::gauge!(names::KAFKA_BACKLOG_EVENTS).set(end.saturating_sub(self.delivered) as f64);
+    }
+
+    /// Creates the topics that do not exist, then starts sending; on failure, tries again
+    /// after the backoff.
+    fn ensure_topics(&mut self, ctx: &mut Context<Self>) {
+        let admin: Result<AdminClient<DefaultClientContext>, KafkaError> = producer_config(&self.settings).create();
+        let admin = match admin {
+            Ok(admin) => admin,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot create the Kafka admin client");
+                self.retry_later(ctx);
+                return;
+            }
+        };
+        let replication_factor = self.settings.replication_factor;
+        let partitions = self.settings.partitions;
+        let names = self.topics.clone();
+        let request = async move {
+            let topics: Vec<NewTopic<'_>> = names
+                .iter()
+                .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor)))
+                .collect();
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            admin.create_topics(&topics, &options).await
+        };
+        ctx.spawn(request.into_actor(self).map(|result, bridge, ctx| {
+            let failure = match result {
+                Err(error) => Some(error.to_string()),
+                Ok(results) => results.into_iter().find_map(|result| match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                    Err((topic, code)) => Some(format!("{topic}: {code}")),
+                }),
+            };
+            match failure {
+                None => {
+                    bridge.topics_ready = true;
+                    bridge.pump(ctx);
+                }
+                Some(error) => {
+                    tracing::warn!(error = %error, "cannot create the Kafka topics; trying again");
+                    bridge.retry_later(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Waits for the backoff, then checks the topics and sends again.
+    fn retry_later(&mut self, ctx: &mut Context<Self>) {
+        let wait = Duration::from_millis(self.backoff_ms);
+        self.backoff_ms = self
+            .backoff_ms
+            .saturating_mul(2)
+            .min(self.settings.retry_backoff_max_ms);
+        ctx.run_later(wait, |bridge, ctx| {
+            if !bridge.stopping {
+                bridge.ensure_topics(ctx);
+            }
+        });
+    }
+
+    /// Hands durable events to the producer until the window is full or the log is drained.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.topics_ready || self.failing || self.stopping {
+            return;
+        }
+        let end = *self.events_end.borrow();
+        while self.next_send < end && self.window.len() < self.settings.max_in_flight_events {
+            let room = self.settings.max_in_flight_events - self.window.len();
+            let want = usize::try_from(end - self.next_send)
+                .unwrap_or(usize::MAX)
+                .min(room)
+                .min(READ_BATCH);
+            let after = self.next_send.checked_sub(1).map(keys::event);
+            let rows = match self.store.scan(&[keys::EVENT], after.as_deref(), want) {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::error!(error = %error, "reading the event log failed; trying again");
+                    self.schedule_pump(ctx, Duration::from_millis(self.settings.retry_backoff_max_ms));
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for (key, value) in rows {
+                let record: EventRecord = match codec::decode(&key, &value) {
+                    Ok(record) => record,
+                    Err(error) => {
+                        tracing::error!(error = %error, "an event in the log cannot be read; the bridge stops here");
+                        return;
+                    }
+                };
+                if record.seq >= end {
+                    return;
+                }
+                if record.seq != self.next_send {
+                    if !self.window.is_empty() || record.seq < self.next_send {
+                        tracing::error!(
+                            expected = self.next_send,
+                            found = record.seq,
+                            "the event log is out of order; the bridge stops here"
+                        );
+                        return;
+                    }
+                    // Removed by retention before the bridge ran: nothing to do but say so.
+                    tracing::warn!(
+                        from = self.next_send,
+                        to = record.seq,
+                        "events missing from the log were never published"
+                    );
+                    self.delivered = record.seq;
+                    self.next_send = record.seq;
+                }
+                if !self.send(record, ctx) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands one event to the producer; `false` when it could not take it now.
+    fn send(&mut self, record: EventRecord, ctx: &mut Context<Self>) -> bool {
+        let kind = TopicKind::of(&record.event);
+        let payload = events::encode(&record, &self.settings.source);
+        let subject = record.event.subject();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(events::CONTENT_TYPE),
+        });
+        let topic = self.topic(kind).to_owned();
+        let sent = self.producer.send_result(
+            FutureRecord::to(&topic)
+                .key(subject.as_bytes())
+                .payload(&payload)
+                .headers(headers),
+        );
+        match sent {
+            Ok(delivery) => {
+                self.track(record.seq, record.time_ms, kind, delivery, ctx);
+                true
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                self.schedule_pump(ctx, Duration::from_millis(10));
+                false
+            }
+            Err((error, _)) => {
+                tracing::warn!(error = %error, seq = record.seq, "the producer refused an event");
+                metrics::counter!(names::KAFKA_FAILED_TOTAL, "topic" => topic).increment(1);
+                // Counts as a failed delivery of this event: start over from it.
+                self.window.push_back(Slot::Failed);
+                self.next_send += 1;
+                self.failing = true;
+                self.after_report(ctx);
+                false
+            }
+        }
+    }
+
+    fn track(&mut self, seq: u64, time_ms: u64, kind: TopicKind, delivery: DeliveryFuture, ctx: &mut Context<Self>) {
+        self.window.push_back(Slot::InFlight);
+        self.in_flight += 1;
+        self.next_send += 1;
+        ctx.spawn(delivery.into_actor(self).map(move |report, bridge, ctx| {
+            let Some(index) = seq.checked_sub(bridge.delivered).and_then(|i| usize::try_from(i).ok()) else {
+                return;
+            };
+            if bridge.window.get(index) != Some(&Slot::InFlight) {
+                return;
+            }
+            let topic = bridge.topic(kind).to_owned();
+            let slot = &mut bridge.window[index];
+            match report {
+                Ok(Ok(_)) => {
+                    *slot = Slot::Acked;
+                    let latency_ms = bridge.clock.now_ms().saturating_sub(time_ms);
+                    metrics::counter!(names::KAFKA_PUBLISHED_TOTAL, "topic" => topic).increment(1);
+                    metrics::histogram!(names::KAFKA_DELIVERY_SECONDS).record(latency_ms as f64 / 1000.0);
+                }
+                Ok(Err((error, _))) => {
+                    *slot = Slot::Failed;
+                    bridge.producer_refused |= refuses_producer(&error);
+                    if !bridge.failing {
+                        tracing::warn!(error = %error, seq, topic = %topic, "a Kafka delivery failed; publishing again from the first event not acknowledged");
+                    }
+                    bridge.failing = true;
+                    metrics::counter!(names::KAFKA_FAILED_TOTAL, "topic" => topic).increment(1);
+                }
+                Err(_canceled) => {
+                    *slot = Slot::Failed;
+                    bridge.failing = true;
+                    metrics::counter!(names::KAFKA_FAILED_TOTAL, "topic" => topic).increment(1);
+                }
+            }
+            bridge.in_flight -= 1;
+            bridge.after_report(ctx);
+        }));
+    }
+
+    /// Advances over the acknowledged prefix; after a failure, starts over once the window's
+    /// reports are all in.
+    fn after_report(&mut self, ctx: &mut Context<Self>) {
+        while self.window.front() == Some(&Slot::Acked) {
+            self.window.pop_front();
+            self.delivered += 1;
+            self.failed_attempts = 0;
+        }
+        if self.failing {
+            if self.in_flight == 0 {
+                self.window.clear();
+                self.next_send = self.delivered;
+                self.failing = false;
+                self.topics_ready = false;
+                self.failed_attempts += 1;
+                self.replace_producer_if_stuck();
+                if !self.stopping {
+                    self.retry_later(ctx);
+                }
+            }
+            return;
+        }
+        if self.window.is_empty() {
+            self.backoff_ms = self.settings.retry_backoff_min_ms;
+        }
+        self.pump(ctx);
+    }
+
+    /// An idempotent producer can fail fatally, or be refused by a broker that lost its
+    /// state (a restarted broker answers "producer fenced"); it then refuses everything, so a
+    /// new one takes its place. Also after several attempts in a row that delivered nothing.
+    fn replace_producer_if_stuck(&mut self) {
+        let fatal = self.producer.client().fatal_error();
+        let refused = std::mem::take(&mut self.producer_refused);
+        if fatal.is_none() && !refused && self.failed_attempts < ATTEMPTS_BEFORE_NEW_PRODUCER {
+            return;
+        }
+        let reason = match fatal {
+            Some((code, reason)) => format!("{code}: {reason}"),
+            None if refused => "the broker refused the producer's id".to_owned(),
+            None => format!("{} attempts without progress", self.failed_attempts),
+        };
+        tracing::warn!(reason = %reason, "starting a new Kafka producer");
+        match producer_config(&self.settings).create() {
+            Ok(producer) => {
+                self.producer = producer;
+                self.failed_attempts = 0;
+            }
+            Err(error) => tracing::error!(error = %error, "cannot start a new Kafka producer; trying again later"),
+        }
+    }
+
+    fn schedule_pump(&mut self, ctx: &mut Context<Self>, after: Duration) {
+        if self.pump_scheduled {
+            return;
+        }
+        self.pump_scheduled = true;
+        ctx.run_later(after, |bridge, ctx| {
+            bridge.pump_scheduled = false;
+            bridge.pump(ctx);
+        });
+    }
+}
+
+impl Actor for KafkaBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // New durable events wake the pump.
+        ctx.add_stream(durable_end_changes(self.events_end.clone()));
+        ctx.run_interval(
+            Duration::from_millis(self.settings.position_interval_ms),
+            |bridge, _| {
+                bridge.persist_position();
+                bridge.report_backlog();
+            },
+        );
+        self.ensure_topics(ctx);
+    }
+}
+
+/// The durable end of the log changed.
+struct EventsEnd;
+
+impl StreamHandler<EventsEnd> for KafkaBridge {
+    fn handle(&mut self, _: EventsEnd, ctx: &mut Self::Context) {
+        self.pump(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The writer is gone (shutdown): nothing more will become durable.
+    }
+}
+
+/// A stream with one item per change of the durable end of the log (changes coalesce).
+fn durable_end_changes(receiver: tokio::sync::watch::Receiver<u64>) -> impl futures_util::Stream<Item = EventsEnd> {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        Some((EventsEnd, receiver))
+    })
+}
+
+/// Stops sending, waits (at most [`SHUTDOWN_WAIT`]) for the reports of events in flight,
+/// and writes the final position. Answers the ticket of that write, if any.
+#[derive(Message)]
+#[rtype(result = "Option<Ticket>")]
+pub struct StopBridge;
+
+impl Handler<StopBridge> for KafkaBridge {
+    type Result = ResponseActFuture<Self, Option<Ticket>>;
+
+    fn handle(&mut self, _: StopBridge, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        Box::pin(
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            .into_actor(self)
+            .then(move |(), bridge, _| wait_for_reports(bridge, deadline))
+            .map(|(), bridge, _| {
+                if bridge.in_flight > 0 {
+                    tracing::warn!(
+                        in_flight = bridge.in_flight,
+                        "stopping with Kafka deliveries unreported; they are sent again at the next start"
+                    );
+                }
+                let _ = bridge.producer.flush(Duration::from_millis(0));
+                bridge.persist_position()
+            }),
+        )
+    }
+}
+
+fn wait_for_reports(bridge: &mut KafkaBridge, deadline: tokio::time::Instant) -> ResponseActFuture<KafkaBridge, ()> {
+    if bridge.in_flight == 0 || tokio::time::Instant::now() >= deadline {
+        return Box::pin(fut::ready(()));
+    }
+    Box::pin(
+        tokio::time::sleep(Duration::from_millis(10))
+            .into_actor(bridge)
+            .then(move |(), bridge, _| wait_for_reports(bridge, deadline)),
+    )
+}

@@ -1,0 +1,204 @@
+//! Domain events as the rest of the shop sees them: CloudEvents 1.0 JSON (structured mode),
+//! one topic per aggregate kind, keyed by the aggregate id.
+//!
+//! The event log stores [`EventRecord`]s in bincode; this module is the one place that turns
+//! them into the public JSON contract (`API.md`, "Events"). Field names follow the HTTP API:
+//! `sku`, `reservation_id`, `cart_id`, `order_id`, `qty`, money in `*_minor` with `currency`,
+//! times as RFC 3339 UTC.
+
+use serde_json::{json, Value};
+
+use crate::domain::clock::rfc3339;
+use crate::domain::sku::SkuEvent;
+use crate::persistence::rows::{CartEvent, DomainEvent, EventRecord, OrderEvent};
+
+/// The media type of a structured-mode CloudEvent, sent as the `content-type` record header.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// The aggregate kinds, each with a topic of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicKind {
+    /// SKUs and their stock: `<prefix>.inventory`.
+    Inventory,
+    /// Carts: `<prefix>.carts`.
+    Carts,
+    /// Orders: `<prefix>.orders`.
+    Orders,
+}
+
+impl TopicKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [TopicKind; 3] = [TopicKind::Inventory, TopicKind::Carts, TopicKind::Orders];
+
+    /// The kind an event belongs to.
+    pub fn of(event: &DomainEvent) -> Self {
+        match event {
+            DomainEvent::Sku { .. } => TopicKind::Inventory,
+            DomainEvent::Cart { .. } => TopicKind::Carts,
+            DomainEvent::Order { .. } => TopicKind::Orders,
+        }
+    }
+
+    /// The topic's name under `prefix`.
+    pub fn topic(self, prefix: &str) -> String {
+        let suffix = match self {
+            TopicKind::Inventory => "inventory",
+            TopicKind::Carts => "carts",
+            TopicKind::Orders => "orders",
+        };
+        format!("{prefix}.{suffix}")
+    }
+}
+
+/// The CloudEvent for one record of the log, as a JSON value.
+pub fn cloud_event(record: &EventRecord, source: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": record.seq.to_string(),
+        "source": source,
+        "type": record.event.type_name(),
+        "subject": record.event.subject(),
+        "time": rfc3339(record.time_ms),
+        "datacontenttype": "application/json",
+        "data": data(&record.event),
+    })
+}
+
+/// The CloudEvent for one record, serialized.
+pub fn encode(record: &EventRecord, source: &str) -> Vec<u8> {
+    // expect: a `serde_json::Value` always serializes.
+    serde_json::to_vec(&cloud_event(record, source)).expect("JSON values serialize")
+}
+
+/// The `data` member: what happened, in the API's field names.
+fn data(event: &DomainEvent) -> Value {
+    match event {
+        DomainEvent::Sku { sku, event } => sku_data(sku.as_str(), event),
+        DomainEvent::Cart { cart, event } => {
+            let cart_id = cart.to_string();
+            match event {
+                CartEvent::Created | CartEvent::Expired => json!({ "cart_id": cart_id }),
+                CartEvent::LineSet { sku, qty } => json!({ "cart_id": cart_id, "sku": sku.as_str(), "qty": qty }),
+                CartEvent::CheckoutStarted { order } | CartEvent::CheckedOut { order } => {
+                    json!({ "cart_id": cart_id, "order_id": order.to_string() })
+                }
+                CartEvent::CheckoutFailed { skus } => json!({
+                    "cart_id": cart_id,
+                    "skus": skus.iter().map(|sku| sku.as_str()).collect::<Vec<_>>(),
+                }),
+            }
+        }
+        DomainEvent::Order { order, event } => {
+            let order_id = order.to_string();
+            match event {
+                OrderEvent::Placed {
+                    total_minor,
+                    currency,
+                    lines,
+                } => json!({
+                    "order_id": order_id,
+                    "status": "placed",
+                    "total_minor": total_minor,
+                    "currency": currency.as_str(),
+                    "lines": lines
+                        .iter()
+                        .map(|line| json!({
+                            "sku": line.sku.as_str(),
+                            "qty": line.qty,
+                            "price_minor": line.price_minor,
+                            "reservation_id": line.reservation.to_string(),
+                        }))
+                        .collect::<Vec<_>>(),
+                }),
+                OrderEvent::StatusChanged { seq, status } => json!({
+                    "order_id": order_id,
+                    "status": status.as_str(),
+                    "seq": seq,
+                }),
+                OrderEvent::StockReturned => json!({ "order_id": order_id }),
+            }
+        }
+    }
+}
+
+fn sku_data(sku: &str, event: &SkuEvent) -> Value {
+    match event {
+        SkuEvent::SkuCreated { product, on_hand } => json!({
+            "sku": sku,
+            "name": product.name.as_str(),
+            "price_minor": product.price_minor,
+            "currency": product.currency.as_str(),
+            "on_hand": on_hand,
+        }),
+        SkuEvent::SkuUpdated { product } => json!({
+            "sku": sku,
+            "name": product.name.as_str(),
+            "price_minor": product.price_minor,
+            "currency": product.currency.as_str(),
+        }),
+        SkuEvent::StockRestocked { qty } => json!({ "sku": sku, "qty": qty }),
+        SkuEvent::StockAdjusted { delta, reason } => json!({
+            "sku": sku,
+            "delta": delta,
+            "reason": reason.as_str(),
+        }),
+        SkuEvent::StockReserved { hold } => json!({
+            "sku": sku,
+            "reservation_id": hold.id.to_string(),
+            "qty": hold.qty,
+            "expires_at": rfc3339(hold.expires_ms),
+        }),
+        SkuEvent::ReservationChanged { id, qty, expires_ms } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "qty": qty,
+            "expires_at": rfc3339(*expires_ms),
+        }),
+        SkuEvent::ReservationReleased { id, qty }
+        | SkuEvent::ReservationCommitted { id, qty }
+        | SkuEvent::ReservationExpired { id, qty }
+        | SkuEvent::ReservationReturned { id, qty } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "qty": qty,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sku::Hold;
+    use crate::domain::{ReservationId, SkuId};
+
+    #[test]
+    fn a_reservation_is_a_cloud_event_on_the_inventory_topic() {
+        let id = ReservationId::generate();
+        let record = EventRecord {
+            seq: 42,
+            time_ms: 1_700_000_000_000,
+            event: DomainEvent::Sku {
+                sku: SkuId::parse("tee-red-m").unwrap(),
+                event: SkuEvent::StockReserved {
+                    hold: Hold {
+                        id,
+                        qty: 2,
+                        created_ms: 1_700_000_000_000,
+                        expires_ms: 1_700_000_600_000,
+                    },
+                },
+            },
+        };
+        let value: Value = serde_json::from_slice(&encode(&record, "/stockroom")).unwrap();
+        assert_eq!(value["specversion"], "1.0");
+        assert_eq!(value["id"], "42");
+        assert_eq!(value["source"], "/stockroom");
+        assert_eq!(value["type"], "stockroom.stock.reserved");
+        assert_eq!(value["subject"], "tee-red-m");
+        assert_eq!(value["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(value["data"]["reservation_id"], id.to_string());
+        assert_eq!(value["data"]["qty"], 2);
+        assert_eq!(value["data"]["expires_at"], "2023-11-14T22:23:20.000Z");
+        assert_eq!(TopicKind::of(&record.event).topic("shop"), "shop.inventory");
+    }
+}

@@ -1,0 +1,425 @@
+//! The Kafka bridge against a real Kafka-protocol broker (tansu): every event of the log
+//! arrives on its topic as a CloudEvent, in order per aggregate, through broker outages and
+//! server crashes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use stockroom::persistence::{SledStore, Store};
+use stockroom::startup::Options;
+use tempfile::TempDir;
+
+use crate::crash::ServerProcess;
+use crate::helpers::{TestApp, ADMIN_TOKEN};
+use crate::kafka_support::{
+    check_against_log, copies, event_log, metric_sum, metric_value, Broker, Reader, PARTITIONS,
+};
+
+const SOURCE: &str = "/stockroom-test";
+
+/// Settings that switch the bridge on against `broker`, with topics under `prefix`.
+fn kafka_env(broker: &Broker, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("STOCKROOM_KAFKA__ENABLED", "true".to_owned()),
+        ("STOCKROOM_KAFKA__BROKERS", broker.address()),
+        ("STOCKROOM_KAFKA__TOPIC_PREFIX", prefix.to_owned()),
+        ("STOCKROOM_KAFKA__SOURCE", SOURCE.to_owned()),
+        ("STOCKROOM_KAFKA__PARTITIONS", PARTITIONS.to_string()),
+        ("STOCKROOM_KAFKA__RETRY_BACKOFF_MAX_MS", "1000".to_owned()),
+        // Short, so that deliveries time out during an outage and are sent again.
+        ("STOCKROOM_KAFKA__OPTIONS__message.timeout.ms", "5000".to_owned()),
+        ("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+fn as_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect()
+}
+
+/// Every event in the store's log, read after the server stopped.
+fn stored_log(dir: &std::path::Path) -> Vec<stockroom::persistence::rows::EventRecord> {
+    let store = SledStore::open(&dir.join("data").join("store"), 16 << 20).expect("the store opens");
+    let log = event_log(&store as &dyn Store);
+    drop(store);
+    log
+}
+
+#[actix_web::test]
+async fn every_change_of_a_mixed_workload_arrives_on_its_topic_as_a_cloud_event() {
+    let broker = Broker::start();
+    let address = broker.address();
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.kafka.enabled = true;
+        settings.kafka.brokers = address.clone();
+        settings.kafka.topic_prefix = "mixed".to_owned();
+        settings.kafka.source = SOURCE.to_owned();
+        settings.kafka.partitions = PARTITIONS;
+    })
+    .await;
+    let reader = Reader::start(&broker.address(), "mixed");
+
+    // Inventory: SKUs, restock, adjust, reservations committed, released and held.
+    for sku in ["mug", "tee", "cap", "pin"] {
+        app.create_sku(sku, 50).await;
+    }
+    let restocked = app
+        .admin(Method::POST, "/v1/skus/mug/restock")
+        .json(&json!({"qty": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), StatusCode::OK);
+    let adjusted = app
+        .admin(Method::POST, "/v1/skus/tee/adjust")
+        .json(&json!({"delta": -2, "reason": "damaged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(adjusted.status(), StatusCode::OK);
+    let mut reservation_ids = Vec::new();
+    for n in 0..12u64 {
+        let sku = ["mug", "tee", "cap"][(n % 3) as usize];
+        let held: Value = app.reserve(sku, 1 + n % 2, 600).await.json().await.unwrap();
+        let id = held["reservation_id"].as_str().unwrap().to_owned();
+        let settle = match n % 3 {
+            0 => Some(app.admin(Method::POST, &format!("/v1/reservations/{id}/commit"))),
+            1 => Some(app.admin(Method::DELETE, &format!("/v1/reservations/{id}"))),
+            _ => None,
+        };
+        if let Some(request) = settle {
+            assert_eq!(request.send().await.unwrap().status(), StatusCode::OK);
+        }
+        reservation_ids.push(id);
+    }
+    // Carts and orders: one paid, one cancelled after payment, one left placed; an open cart.
+    let mut order_ids = Vec::new();
+    for n in 0..3 {
+        let cart = app.create_cart().await;
+        assert_eq!(app.set_line(&cart, "mug", 2).await.status(), StatusCode::OK);
+        assert_eq!(app.set_line(&cart, "pin", 1).await.status(), StatusCode::OK);
+        let order: Value = app.checkout(&cart).await.json().await.unwrap();
+        let order_id = order["order_id"].as_str().unwrap().to_owned();
+        if n < 2 {
+            let paid = app
+                .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
+                .json(&json!({"payment_ref": format!("pay-{n}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(paid.status(), StatusCode::OK);
+        }
+        if n == 1 {
+            let cancelled = app
+                .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/cancel"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(cancelled.status(), StatusCode::OK);
+        }
+        order_ids.push(order_id);
+    }
+    let short = app.create_cart().await;
+    assert_eq!(app.set_line(&short, "cap", 3).await.status(), StatusCode::OK);
+    let drained = app
+        .admin(Method::POST, "/v1/skus/cap/adjust")
+        .json(&json!({"delta": -1, "reason": "count"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drained.status(), StatusCode::OK);
+
+    let engine = Arc::clone(app.state.engine().unwrap());
+    engine.barrier().await.unwrap();
+    let log = event_log(engine.store.as_ref());
+    assert!(log.len() > 60, "the workload wrote {} events", log.len());
+    let (first, last) = (log[0].seq, log[log.len() - 1].seq);
+    assert_eq!(last - first + 1, log.len() as u64, "the log has no gaps");
+    reader.wait_for(first..=last, Duration::from_secs(60)).await;
+    let received = reader.finish();
+    check_against_log(&received, &log, "mixed", SOURCE);
+
+    // The data says what happened, in the API's words.
+    let find = |kind: &str, subject: &str| -> Vec<Value> {
+        received
+            .iter()
+            .filter(|record| record.event["type"] == kind && record.event["subject"] == subject)
+            .map(|record| record.event["data"].clone())
+            .collect()
+    };
+    let created = find("stockroom.sku.created", "mug");
+    assert_eq!(created[0]["on_hand"], 50);
+    assert_eq!(created[0]["price_minor"], 1299);
+    assert_eq!(find("stockroom.stock.restocked", "mug")[0]["qty"], 5);
+    assert_eq!(find("stockroom.stock.adjusted", "tee")[0]["delta"], -2);
+    assert_eq!(find("stockroom.stock.adjusted", "tee")[0]["reason"], "damaged");
+    let reserved = find("stockroom.stock.reserved", "mug");
+    assert!(reserved
+        .iter()
+        .any(|data| data["reservation_id"] == reservation_ids[0].as_str()));
+    let committed = find("stockroom.stock.committed", "mug");
+    assert!(committed
+        .iter()
+        .any(|data| data["reservation_id"] == reservation_ids[0].as_str()));
+    let placed = find("stockroom.order.placed", &order_ids[0]);
+    assert_eq!(placed[0]["total_minor"], 2 * 1299 + 1299);
+    assert_eq!(placed[0]["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(find("stockroom.order.paid", &order_ids[0])[0]["status"], "paid");
+    assert_eq!(find("stockroom.order.cancelled", &order_ids[1]).len(), 1);
+    assert_eq!(find("stockroom.order.stock_returned", &order_ids[1]).len(), 1);
+    assert!(received
+        .iter()
+        .any(|record| record.event["type"] == "stockroom.cart.checked_out"));
+    app.stop().await;
+}
+
+/// Reserve-and-release traffic from a few clients until `stop` is set; returns requests done.
+fn spawn_load(base: String, stop: Arc<AtomicBool>) -> actix_web::rt::task::JoinHandle<u64> {
+    actix_web::rt::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut workers = Vec::new();
+        for worker in 0..4 {
+            let (client, base, stop) = (client.clone(), base.clone(), Arc::clone(&stop));
+            workers.push(actix_web::rt::spawn(async move {
+                let mut done = 0u64;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let sku = format!("k{}", (worker * 7 + n) % 8);
+                    let held = client
+                        .post(format!("{base}/v1/skus/{sku}/reservations"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&json!({"qty": 1, "ttl_seconds": 600}))
+                        .send()
+                        .await;
+                    let Ok(held) = held else { continue };
+                    let Ok(body) = held.json::<Value>().await else { continue };
+                    if let Some(id) = body["reservation_id"].as_str() {
+                        let _ = client
+                            .delete(format!("{base}/v1/reservations/{id}"))
+                            .bearer_auth(ADMIN_TOKEN)
+                            .send()
+                            .await;
+                        done += 1;
+                    }
+                }
+                done
+            }));
+        }
+        let mut total = 0;
+        for worker in workers {
+            total += worker.await.unwrap_or(0);
+        }
+        total
+    })
+}
+
+async fn create_skus(client: &reqwest::Client, base: &str) {
+    for n in 0..8 {
+        let created = client
+            .put(format!("{base}/v1/skus/k{n}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": format!("K {n}"), "price_minor": 100, "currency": "EUR", "on_hand": 1_000_000}))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success());
+    }
+}
+
+async fn metrics_page(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the server reports a Kafka backlog of zero.
+async fn wait_for_empty_backlog(client: &reqwest::Client, base: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let page = metrics_page(client, base).await;
+        if metric_value(&page, "stockroom_kafka_backlog_events") == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Kafka backlog did not drain: {:?}",
+            metric_value(&page, "stockroom_kafka_backlog_events")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_broker_outage_under_load_loses_nothing_and_the_backlog_drains() {
+    let mut broker = Broker::start();
+    let dir = TempDir::new().unwrap();
+    let client = reqwest::Client::new();
+    let env = kafka_env(&broker, "outage");
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    create_skus(&client, &server.base).await;
+    let before = Reader::start(&broker.address(), "outage");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(server.base.clone(), Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // tansu keeps records in memory: a restarted broker is empty. So that the reader can
+    // account for every event, the broker is stopped only once it has read everything the
+    // broker acknowledged; the load pauses for that moment and resumes at once.
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
+    let position = metric_value(&metrics_page(&client, &server.base).await, "stockroom_kafka_position").unwrap() as u64;
+    before.wait_for(1..position, Duration::from_secs(60)).await;
+    let failed_before = metric_sum(
+        &metrics_page(&client, &server.base).await,
+        "stockroom_kafka_events_failed_total",
+    );
+
+    broker.stop();
+    // Done before the broker returns: its consumer would otherwise read the new, empty one.
+    let mut received = before.finish();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(server.base.clone(), Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let page = metrics_page(&client, &server.base).await;
+    let backlog = metric_value(&page, "stockroom_kafka_backlog_events").unwrap();
+    assert!(backlog > 100.0, "the backlog grows while the broker is away: {backlog}");
+    assert!(
+        metric_sum(&page, "stockroom_kafka_events_failed_total") > failed_before,
+        "deliveries timed out during the outage"
+    );
+    broker.restart();
+    let after = Reader::start(&broker.address(), "outage");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let requests = load.await.unwrap();
+    assert!(requests > 100, "the server served during the outage: {requests}");
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(120)).await;
+    assert!(server.terminate(), "a clean stop");
+
+    let log = stored_log(dir.path());
+    let end = log.last().unwrap().seq;
+    after.wait_for(position..=end, Duration::from_secs(60)).await;
+    received.extend(after.finish());
+    check_against_log(&received, &log, "outage", SOURCE);
+}
+
+#[actix_web::test]
+async fn publishing_resumes_from_the_stored_position_after_a_kill() {
+    let broker = Broker::start();
+    let dir = TempDir::new().unwrap();
+    let client = reqwest::Client::new();
+    let env = kafka_env(&broker, "killed");
+    let mut reader = None;
+    let mut positions = Vec::new();
+    for cycle in 0..3 {
+        let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+        if cycle == 0 {
+            create_skus(&client, &server.base).await;
+            reader = Some(Reader::start(&broker.address(), "killed"));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = spawn_load(server.base.clone(), Arc::clone(&stop));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // A position the bridge stored a while ago: durable long before the kill.
+        let page = metrics_page(&client, &server.base).await;
+        positions.push(metric_value(&page, "stockroom_kafka_position").unwrap_or(0.0) as u64);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        let _ = load.await;
+    }
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
+    assert!(server.terminate());
+
+    let log = stored_log(dir.path());
+    let (first, end) = (log[0].seq, log.last().unwrap().seq);
+    let reader = reader.expect("started in the first cycle");
+    reader.wait_for(first..=end, Duration::from_secs(60)).await;
+    let received = reader.finish();
+    check_against_log(&received, &log, "killed", SOURCE);
+    // Resumed from the stored position: what was stored as delivered is never sent again.
+    let copies = copies(&received);
+    let floor = positions[0];
+    assert!(floor > 100, "the bridge delivered before the first kill: {floor}");
+    let resent_below: Vec<u64> = copies
+        .range(..floor)
+        .filter(|(_, count)| **count > 1)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(
+        resent_below.is_empty(),
+        "events below the stored position {floor} were sent again: {resent_below:?}"
+    );
+    let duplicates: usize = copies.values().map(|count| count - 1).sum();
+    println!(
+        "kill test: {} events, {duplicates} duplicates, positions {positions:?}",
+        log.len()
+    );
+}
+
+#[actix_web::test]
+async fn retention_keeps_every_event_kafka_has_not_acknowledged() {
+    let mut broker = Broker::start();
+    broker.stop();
+    let address = broker.address();
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.kafka.enabled = true;
+        settings.kafka.brokers = address.clone();
+        settings.kafka.topic_prefix = "kept".to_owned();
+        settings.kafka.partitions = PARTITIONS;
+        settings.kafka.retry_backoff_max_ms = 500;
+        settings.events.retention_max_events = 10;
+    })
+    .await;
+    app.create_sku("mug", 1000).await;
+    for _ in 0..40 {
+        assert_eq!(app.reserve("mug", 1, 600).await.status(), StatusCode::CREATED);
+    }
+    let engine = Arc::clone(app.state.engine().unwrap());
+    let swept_log = |engine: &stockroom::engine::Engine| {
+        engine.sweep().unwrap();
+        event_log(engine.store.as_ref())
+    };
+    engine.barrier().await.unwrap();
+    let log = swept_log(&engine);
+    engine.barrier().await.unwrap();
+    assert_eq!(
+        event_log(engine.store.as_ref()).len(),
+        log.len(),
+        "nothing removed while the broker is away"
+    );
+    assert!(log.len() >= 41, "every event kept: {}", log.len());
+    let end = log.last().unwrap().seq + 1;
+
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stockroom::actors::kafka::stored_position(engine.store.as_ref()).unwrap() < Some(end) {
+        assert!(Instant::now() < deadline, "the bridge never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    swept_log(&engine);
+    engine.barrier().await.unwrap();
+    assert_eq!(
+        event_log(engine.store.as_ref()).len(),
+        10,
+        "once delivered, the log is trimmed to the retention"
+    );
+    app.stop().await;
+}

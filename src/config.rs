@@ -64,6 +64,9 @@ pub struct HttpSettings {
     pub max_connections_per_worker: usize,
     /// Time a client has to send its request head.
     pub request_head_timeout_seconds: u64,
+    /// Time a client has to send a request's whole body; beyond it 408 and the connection
+    /// closes (a body trickled byte by byte cannot hold a worker).
+    pub request_body_timeout_seconds: u64,
     /// Keep-alive time of an idle connection.
     pub keep_alive_seconds: u64,
     /// Kernel send buffer of each connection; 0 leaves the kernel's autotuning (up to
@@ -81,6 +84,7 @@ impl Default for HttpSettings {
             shutdown_timeout_seconds: 30,
             max_connections_per_worker: 25_000,
             request_head_timeout_seconds: 5,
+            request_body_timeout_seconds: 10,
             keep_alive_seconds: 30,
             socket_send_buffer_bytes: 0,
         }
@@ -472,6 +476,10 @@ impl Settings {
         self.bind_address()?;
         let checks = [
             (self.http.max_body_bytes > 0, "http.max_body_bytes must be positive"),
+            (
+                self.http.request_body_timeout_seconds > 0,
+                "http.request_body_timeout_seconds must be positive",
+            ),
             (
                 self.writer.max_batch_items > 0,
                 "writer.max_batch_items must be positive",

@@ -219,6 +219,7 @@ impl Engine {
     /// configured count, at most [`SWEEP_ROWS_MAX`] of each. Returns the rows deleted.
     pub fn sweep(&self) -> anyhow::Result<usize> {
         let now_ms = self.clock.now_ms();
+        metrics::gauge!(names::CLOCK_SKEW_SECONDS).set(self.clock.wall_skew_ms() as f64 / 1000.0);
         let mut ops = Vec::new();
         for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
             let Some((due_ms, target)) = keys::expiring_parts(&key) else {

@@ -43,6 +43,10 @@ pub const KAFKA_BACKLOG_EVENTS: &str = "stockroom_kafka_backlog_events";
 pub const KAFKA_DELIVERY_SECONDS: &str = "stockroom_kafka_delivery_latency_seconds";
 /// The Kafka bridge's stored position: every event below it was acknowledged.
 pub const KAFKA_POSITION: &str = "stockroom_kafka_position";
+/// How far the operating system's wall clock is ahead of the server's steady clock.
+pub const CLOCK_SKEW_SECONDS: &str = "stockroom_clock_skew_seconds";
+/// Requests cut off because the client was too slow, by `reason` (`body_timeout`).
+pub const SLOW_CLIENTS_TOTAL: &str = "stockroom_http_slow_clients_total";
 /// Rows removed by retention (idempotency records, settled reservations, old events).
 pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
 /// Time the last recovery took, until ready.
@@ -107,6 +111,15 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        CLOCK_SKEW_SECONDS,
+        Unit::Seconds,
+        "Wall clock minus the server's steady clock; a step of the wall clock shows here until restart."
+    );
+    describe_counter!(
+        SLOW_CLIENTS_TOTAL,
+        "Requests cut off (408) because the client sent its body too slowly."
+    );
     describe_counter!(KAFKA_PUBLISHED_TOTAL, "Events acknowledged by Kafka, by topic.");
     describe_counter!(
         KAFKA_FAILED_TOTAL,

@@ -15,13 +15,13 @@ use rand::RngCore;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::domain::{Clock, SystemClock};
+use crate::domain::{Clock, SteadyClock};
 use crate::engine::{Engine, StoreWrapper};
 use crate::http::{routes, AppState};
 
 /// Seams for tests: a controlled clock, a store wrapper for fault injection.
 pub struct Options {
-    /// The wall clock.
+    /// The clock: by default the wall clock at start advanced by monotonic time.
     pub clock: Arc<dyn Clock>,
     /// Wraps the store once opened (fault injection).
     pub wrap_store: Option<StoreWrapper>,
@@ -30,7 +30,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SteadyClock::system()),
             wrap_store: None,
         }
     }

@@ -15,6 +15,6 @@ pub mod values;
 #[cfg(test)]
 mod simulation;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, SteadyClock, SystemClock};
 pub use ids::{CartId, OrderId, ReservationId, SkuId};
 pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};

@@ -64,6 +64,12 @@ pub enum ApiError {
         /// Extra fields merged into the error object (such as `available`).
         details: Map<String, Value>,
     },
+    /// 408: the body did not arrive within the configured time (a client trickling it).
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout {
+        /// The limit.
+        seconds: u64,
+    },
     /// 413: the body exceeds the configured limit.
     #[error("request body exceeds {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -119,6 +125,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -154,6 +161,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -168,6 +176,10 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::RequestTimeout { .. } = self {
+            // The rest of a trickled body is not worth reading: close the connection.
+            response.insert_header((header::CONNECTION, HeaderValue::from_static("close")));
+        }
         match self {
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable | ApiError::TooManyConnections => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -18,6 +19,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::actors::Access;
 use crate::domain::CartId;
+use crate::metrics as names;
 
 /// A JSON body parsed into `T`, with the canonical form of what was sent (for idempotency
 /// fingerprints). An empty body reads as `{}`.
@@ -34,9 +36,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit_bytes = request
-            .app_data::<web::Data<AppState>>()
-            .map_or(16 * 1024, |state| state.settings.http.max_body_bytes);
+        let (limit_bytes, body_timeout_seconds) =
+            request
+                .app_data::<web::Data<AppState>>()
+                .map_or((16 * 1024, 10), |state| {
+                    (
+                        state.settings.http.max_body_bytes,
+                        state.settings.http.request_body_timeout_seconds,
+                    )
+                });
         let content_type_ok = match request.headers().get(header::CONTENT_TYPE) {
             None => true,
             Some(value) => value
@@ -57,16 +65,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             if declared_length.is_some_and(|length| length > limit_bytes) {
                 return Err(ApiError::PayloadTooLarge { limit_bytes });
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|error| {
-                    ApiError::bad_request("invalid_body", format!("could not read the body: {error}"))
-                })?;
-                if body.len() + chunk.len() > limit_bytes {
-                    return Err(ApiError::PayloadTooLarge { limit_bytes });
+            let read = async {
+                let mut body = web::BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|error| {
+                        ApiError::bad_request("invalid_body", format!("could not read the body: {error}"))
+                    })?;
+                    if body.len() + chunk.len() > limit_bytes {
+                        return Err(ApiError::PayloadTooLarge { limit_bytes });
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
+                Ok(body)
+            };
+            let body = match actix_web::rt::time::timeout(Duration::from_secs(body_timeout_seconds), read).await {
+                Ok(body) => body?,
+                Err(_) => {
+                    metrics::counter!(names::SLOW_CLIENTS_TOTAL, "reason" => "body_timeout").increment(1);
+                    return Err(ApiError::RequestTimeout {
+                        seconds: body_timeout_seconds,
+                    });
+                }
+            };
             let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
                 b"{}"
             } else {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 use stockroom::domain::clock::ManualClock;
-use stockroom::domain::{Clock, SystemClock};
+use stockroom::domain::{Clock, SteadyClock, SystemClock};
 use stockroom::startup::Options;
 use tempfile::TempDir;
 
@@ -74,4 +74,59 @@ async fn a_hold_that_expires_while_the_server_is_down_is_released_at_restart() {
         app.reservation(long["reservation_id"].as_str().unwrap()).await["state"],
         "held"
     );
+}
+
+/// Waits until the reservation reaches `state`; returns how long that took.
+async fn time_until_state(app: &TestApp, id: &str, state: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if app.reservation(id).await["state"] == state {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{id} never became {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_wall_clock_stepped_by_an_hour_neither_keeps_nor_drops_holds() {
+    // The server's clock is the steady clock over a wall clock the test steps.
+    let start = SystemClock.now_ms();
+    let wall = Arc::new(ManualClock::new(start));
+    let options = Options {
+        clock: Arc::new(SteadyClock::new(Arc::clone(&wall) as Arc<dyn Clock>)),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |_| {}).await;
+    app.create_sku("steady", 10).await;
+
+    // Back by an hour: the hold still lapses after its 2 s, not an hour later.
+    let back: Value = app.reserve("steady", 2, 2).await.json().await.unwrap();
+    wall.set(start - 3_600_000);
+    let lapsed = time_until_state(
+        &app,
+        back["reservation_id"].as_str().unwrap(),
+        "expired",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        lapsed >= Duration::from_millis(1_500),
+        "not before its time: {lapsed:?}"
+    );
+
+    // Forward by an hour: the hold is not released at once, and lapses after its 3 s.
+    let forward: Value = app.reserve("steady", 3, 3).await.json().await.unwrap();
+    let id = forward["reservation_id"].as_str().unwrap();
+    wall.set(start + 3_600_000);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        app.reservation(id).await["state"],
+        "held",
+        "a step forward releases nothing early"
+    );
+    assert_eq!(counters(&app.sku("steady").await), (10, 3, 7));
+    time_until_state(&app, id, "expired", Duration::from_secs(30)).await;
+    assert_eq!(counters(&app.sku("steady").await), (10, 0, 10));
+    app.stop().await;
 }

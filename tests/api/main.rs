@@ -13,6 +13,7 @@ mod kafka_support;
 mod lifecycle;
 mod overload;
 mod simulation;
+mod slow_clients;
 mod stock;
 mod storefront;
 mod tracking;

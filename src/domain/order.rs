@@ -18,7 +18,7 @@ use super::ids::{CartId, OrderId, ReservationId, SkuId};
 use super::values::Currency;
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Stock committed, waiting for payment.

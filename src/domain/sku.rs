@@ -48,7 +48,7 @@ pub struct Hold {
 }
 
 /// The lifecycle state of a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationState {
     /// Units are held and not available to others.

@@ -6,11 +6,13 @@ use serde_json::json;
 use super::AppState;
 
 /// `GET /health`: 200 while the process serves.
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health_health", responses((status = 200, description = "The process serves", body = crate::http::openapi::Status)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// `GET /ready`: 200 once recovery has finished, 503 before.
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "health_ready", responses((status = 200, description = "Recovered and serving", body = crate::http::openapi::Status), (status = 503, description = "Still recovering", body = crate::http::openapi::Status)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.engine.get() {
         Some(_) => HttpResponse::Ok().json(json!({ "status": "ready" })),
@@ -21,6 +23,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "health_metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -7,6 +7,7 @@ pub mod carts;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod openapi;
 pub mod orders;
 pub mod request;
 pub mod reservations;
@@ -63,6 +64,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::spec)))
         .service(resource("/v1/skus").route(web::get().to(skus::list)))
         .service(
             resource("/v1/skus/{sku}")

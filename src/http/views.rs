@@ -15,7 +15,7 @@ use crate::domain::sku::{Reservation, ReservationState, SkuView};
 use crate::domain::Currency;
 
 /// The SKU body: `available = on_hand - reserved`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SkuBody<'a> {
     /// The SKU id.
     pub sku: &'a str,
@@ -48,7 +48,7 @@ impl<'a> From<&'a SkuView> for SkuBody<'a> {
 }
 
 /// The reservation body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReservationBody<'a> {
     /// The reservation id.
     pub reservation_id: String,
@@ -129,7 +129,7 @@ pub fn render_reservation(reply: &SkuReply) -> (u16, Vec<u8>) {
 }
 
 /// One line of a cart or order body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineBody<'a> {
     /// The SKU.
     pub sku: &'a str,
@@ -142,7 +142,7 @@ pub struct LineBody<'a> {
 }
 
 /// The cart body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CartBody<'a> {
     /// The cart id.
     pub cart_id: String,
@@ -189,7 +189,7 @@ impl<'a> From<&'a CartView> for CartBody<'a> {
 }
 
 /// One entry of an order's history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryBody {
     /// 1 for `placed`, then one more per change.
     pub seq: u64,
@@ -200,7 +200,7 @@ pub struct HistoryBody {
 }
 
 /// The order body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderBody<'a> {
     /// The order id.
     pub order_id: String,

@@ -65,6 +65,9 @@ impl Drop for ConnectionSlot {
 }
 
 /// `GET /v1/ws/orders/{id}?token=<cart token>&after=<seq>`: live tracking of one order.
+#[utoipa::path(get, path = "/v1/ws/orders/{id}", tag = "websocket", operation_id = "ws_track_order",
+    params(("id" = String, Path, description = "Order id (UUID)"), ("token" = Option<String>, Query, description = "The cart token (or the Authorization header)"), ("after" = Option<u64>, Query, description = "Resume after this history seq")),
+    responses((status = 101, description = "Upgraded: a snapshot, then one status message per change"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 429, description = "Too many connections to this order", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
 pub async fn track_order(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -143,6 +146,9 @@ const WATCHED_SKUS_MAX: usize = 100;
 
 /// `GET /v1/ws/stock?skus=a,b,c`: `available` of each SKU on connect and whenever it changes
 /// (at most one message per SKU per 100 ms, each only once durable). Public, like stock reads.
+#[utoipa::path(get, path = "/v1/ws/stock", tag = "websocket", operation_id = "ws_stock",
+    params(("skus" = String, Query, description = "Comma-separated SKU ids (1 to 100)")),
+    responses((status = 101, description = "Upgraded: the availability of each SKU, then changes"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown SKU", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
 pub async fn stock(
     state: web::Data<AppState>,
     request: HttpRequest,

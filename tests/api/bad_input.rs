@@ -451,3 +451,53 @@ async fn malformed_requests_get_the_right_4xx_and_error_code() {
         "no malformed request changed stock"
     );
 }
+
+#[actix_web::test]
+async fn the_openapi_description_covers_every_route() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let spec: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut described: Vec<String> = Vec::new();
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            described.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    described.sort();
+    let routes = [
+        "GET /health",
+        "GET /ready",
+        "GET /metrics",
+        "GET /v1/skus",
+        "GET /v1/skus/{sku}",
+        "PUT /v1/skus/{sku}",
+        "POST /v1/skus/{sku}/restock",
+        "POST /v1/skus/{sku}/adjust",
+        "POST /v1/skus/{sku}/reservations",
+        "GET /v1/reservations/{id}",
+        "DELETE /v1/reservations/{id}",
+        "POST /v1/reservations/{id}/commit",
+        "POST /v1/carts",
+        "GET /v1/carts/{id}",
+        "PUT /v1/carts/{id}/items/{sku}",
+        "DELETE /v1/carts/{id}/items/{sku}",
+        "POST /v1/carts/{id}/checkout",
+        "GET /v1/orders/{id}",
+        "POST /v1/orders/{id}/pay",
+        "POST /v1/orders/{id}/cancel",
+        "POST /v1/orders/{id}/status",
+        "GET /v1/ws/orders/{id}",
+        "GET /v1/ws/stock",
+    ];
+    let mut expected: Vec<String> = routes.iter().map(|route| (*route).to_owned()).collect();
+    expected.sort();
+    assert_eq!(described, expected, "every route is described, and nothing else");
+}

@@ -1,0 +1,106 @@
+//! The OpenAPI 3.1 description of the HTTP API, generated from the handlers' annotations and
+//! the request and response types, served at `GET /openapi.json`.
+//!
+//! CI checks the running server against it with schemathesis (`scripts/api-fuzz`): no 5xx,
+//! and every answer matches this description.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// An error answer: `{"error": {"code", "message", ...details}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// The error.
+    error: ErrorDetail,
+}
+
+/// The error object; conflicts add fields such as `available` or `lines`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// Stable reason code, e.g. `insufficient_stock`, `invalid_qty`, `not_found`.
+    code: String,
+    /// A sentence for people.
+    message: String,
+}
+
+/// A page of SKUs.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SkuList {
+    /// The SKUs.
+    items: Vec<crate::http::views::SkuBody<'static>>,
+    /// The cursor of the next page, or null.
+    next: Option<String>,
+}
+
+/// A new cart.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreatedCart {
+    /// The cart id.
+    cart_id: String,
+    /// The cart's bearer token, shown only once.
+    cart_token: String,
+    /// When the cart's holds lapse unless it is written to (RFC 3339 UTC).
+    expires_at: String,
+}
+
+/// `{"status": ...}` of `/health` and `/ready`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Status {
+    /// `ok`, `ready` or `recovering`.
+    status: String,
+}
+
+/// The bearer schemes: the admin token, and cart tokens (`<cart id>.<secret>`).
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("cart", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "stockroom", description = "Real-time stock, reservations, carts, checkout and orders."),
+    paths(
+        crate::http::health::health,
+        crate::http::health::ready,
+        crate::http::health::metrics,
+        crate::http::skus::list,
+        crate::http::skus::get,
+        crate::http::skus::upsert,
+        crate::http::skus::restock,
+        crate::http::skus::adjust,
+        crate::http::reservations::create,
+        crate::http::reservations::get,
+        crate::http::reservations::release,
+        crate::http::reservations::commit,
+        crate::http::carts::create,
+        crate::http::carts::get,
+        crate::http::carts::set_line,
+        crate::http::carts::remove_line,
+        crate::http::carts::checkout,
+        crate::http::orders::get,
+        crate::http::orders::pay,
+        crate::http::orders::cancel,
+        crate::http::orders::set_status,
+        crate::http::ws::track_order,
+        crate::http::ws::stock,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn spec() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -62,6 +62,9 @@ pub struct HttpSettings {
     pub shutdown_timeout_seconds: u64,
     /// Most open connections per worker.
     pub max_connections_per_worker: usize,
+    /// Open connections in all; requests on connections beyond it get `503 overloaded` and
+    /// the connection is closed.
+    pub max_connections: usize,
     /// Time a client has to send its request head.
     pub request_head_timeout_seconds: u64,
     /// Time a client has to send a request's whole body; beyond it 408 and the connection
@@ -85,6 +88,7 @@ impl Default for HttpSettings {
             max_connections_per_worker: 25_000,
             request_head_timeout_seconds: 5,
             request_body_timeout_seconds: 10,
+            max_connections: 20_000,
             keep_alive_seconds: 30,
             socket_send_buffer_bytes: 0,
         }
@@ -476,6 +480,7 @@ impl Settings {
         self.bind_address()?;
         let checks = [
             (self.http.max_body_bytes > 0, "http.max_body_bytes must be positive"),
+            (self.http.max_connections > 0, "http.max_connections must be positive"),
             (
                 self.http.request_body_timeout_seconds > 0,
                 "http.request_body_timeout_seconds must be positive",

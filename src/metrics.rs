@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// HTTP requests by `route` (the matched pattern), `method` and `status`.
 pub const HTTP_REQUESTS_TOTAL: &str = "stockroom_http_requests_total";
-/// HTTP request latency by `route` and `method`, from first byte to response.
+/// HTTP request latency by `route`, `method` and `status`, from first byte to response.
 pub const HTTP_REQUEST_SECONDS: &str = "stockroom_http_request_duration_seconds";
 /// Reservation attempts and settlements by `outcome`.
 pub const RESERVATIONS_TOTAL: &str = "stockroom_reservations_total";
@@ -47,6 +47,10 @@ pub const KAFKA_POSITION: &str = "stockroom_kafka_position";
 pub const CLOCK_SKEW_SECONDS: &str = "stockroom_clock_skew_seconds";
 /// Requests cut off because the client was too slow, by `reason` (`body_timeout`).
 pub const SLOW_CLIENTS_TOTAL: &str = "stockroom_http_slow_clients_total";
+/// HTTP connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "stockroom_http_connections_open";
+/// Requests refused (503) because their connection was beyond `http.max_connections`.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stockroom_http_connections_refused_total";
 /// Rows removed by retention (idempotency records, settled reservations, old events).
 pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
 /// Time the last recovery took, until ready.
@@ -120,6 +124,11 @@ fn describe() {
         SLOW_CLIENTS_TOTAL,
         "Requests cut off (408) because the client sent its body too slowly."
     );
+    describe_gauge!(HTTP_CONNECTIONS_OPEN, "HTTP connections open now.");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Requests refused with 503 because their connection was beyond http.max_connections."
+    );
     describe_counter!(KAFKA_PUBLISHED_TOTAL, "Events acknowledged by Kafka, by topic.");
     describe_counter!(
         KAFKA_FAILED_TOTAL,
@@ -139,7 +148,7 @@ fn describe() {
     describe_histogram!(
         HTTP_REQUEST_SECONDS,
         Unit::Seconds,
-        "HTTP request latency by route and method."
+        "HTTP request latency by route, method and status."
     );
     describe_counter!(
         RESERVATIONS_TOTAL,

@@ -77,18 +77,25 @@ impl Application {
 
         let http = &settings.http;
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(routes));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap_fn(refuse_over_limit)
+                .configure(routes)
+        });
         // Before listen(): the listener's service takes the connect hook when it is built.
-        if http.socket_send_buffer_bytes > 0 {
-            let bytes = http.socket_send_buffer_bytes;
-            server = server.on_connect(move |connection, _| {
+        let send_buffer_bytes = http.socket_send_buffer_bytes;
+        let connections = ConnectionCount::new(http.max_connections);
+        let server = server.on_connect(move |connection, extensions| {
+            if send_buffer_bytes > 0 {
                 if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                    if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(bytes) {
+                    if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer_bytes) {
                         tracing::warn!(%error, "could not bound a connection's send buffer");
                     }
                 }
-            });
-        }
+            }
+            connections.open(extensions);
+        });
         let mut server = server
             .listen(listener)?
             .shutdown_timeout(http.shutdown_timeout_seconds)
@@ -220,4 +227,82 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     writeln!(file, "{secret}")?;
     file.sync_all()?;
     Ok(())
+}
+
+/// Open connections, against `http.max_connections`. Each connection holds an [`OpenConnection`]
+/// in its extensions, which counts it until the connection is dropped.
+#[derive(Clone)]
+struct ConnectionCount {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+/// Counts one open connection while it lives.
+struct OpenConnection(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Marks a connection opened beyond the limit: its requests get 503 and it is closed.
+struct OverLimit;
+
+impl ConnectionCount {
+    fn new(max: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    fn open(&self, extensions: &mut actix_web::dev::Extensions) {
+        use std::sync::atomic::Ordering;
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS_OPEN).increment(1.0);
+        extensions.insert(OpenConnection(Arc::clone(&self.open)));
+        if open > self.max {
+            extensions.insert(OverLimit);
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// A response whose body is the service's (left) or a refusal's (right).
+type EitherResponse<B> = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+
+/// The future of [`refuse_over_limit`]: a ready refusal, or the service's answer.
+type Refusing<F, B> = futures_util::future::Either<
+    std::future::Ready<Result<EitherResponse<B>, actix_web::Error>>,
+    futures_util::future::MapOk<F, fn(actix_web::dev::ServiceResponse<B>) -> EitherResponse<B>>,
+>;
+
+/// Answers every request of a connection beyond `http.max_connections` with `503 overloaded`
+/// (with `Retry-After`) and closes it, so the client learns why instead of hanging.
+fn refuse_over_limit<S, B>(request: actix_web::dev::ServiceRequest, service: &S) -> Refusing<S::Future, B>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    use futures_util::TryFutureExt;
+    if request.request().conn_data::<OverLimit>().is_some() {
+        metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+        let mut response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        let (http_request, _) = request.into_parts();
+        let refused = actix_web::dev::ServiceResponse::new(http_request, response).map_into_right_body();
+        return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
+    }
+    let left: fn(
+        actix_web::dev::ServiceResponse<B>,
+    ) -> actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>> =
+        actix_web::dev::ServiceResponse::map_into_left_body;
+    futures_util::future::Either::Right(service.call(request).map_ok(left))
 }

@@ -178,7 +178,7 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::RequestTimeout { .. } = self {
             // The rest of a trickled body is not worth reading: close the connection.
-            response.insert_header((header::CONNECTION, HeaderValue::from_static("close")));
+            response.force_close();
         }
         match self {
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable | ApiError::TooManyConnections => {

@@ -133,9 +133,10 @@ async fn unmatched(request: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// Counts one request and its latency.
 fn record_request(route: &'static str, method: &actix_web::http::Method, status: StatusCode, started: Instant) {
     let method = method.as_str().to_owned();
-    metrics::histogram!(names::HTTP_REQUEST_SECONDS, "route" => route, "method" => method.clone())
+    let status = status.as_str().to_owned();
+    metrics::histogram!(names::HTTP_REQUEST_SECONDS, "route" => route, "method" => method.clone(), "status" => status.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status.as_str().to_owned())
+    metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
         .increment(1);
 }
 

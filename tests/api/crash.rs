@@ -114,7 +114,9 @@ enum Op {
 
 /// What the clients know was acknowledged.
 #[derive(Default)]
-struct Model {
+pub struct Model {
+    /// The SKUs the load picks from.
+    pub skus: Vec<String>,
     restocked: HashMap<String, i64>,
     adjusted: HashMap<String, i64>,
     committed: HashMap<String, i64>,
@@ -129,8 +131,31 @@ struct Model {
 }
 
 impl Model {
+    /// A model of load over `skus`.
+    pub fn new(skus: Vec<String>) -> Self {
+        Self {
+            skus,
+            ..Self::default()
+        }
+    }
+
+    /// The SKUs any acknowledged request changed.
+    pub fn touched(&self) -> Vec<String> {
+        let mut touched: Vec<String> = self
+            .restocked
+            .keys()
+            .chain(self.adjusted.keys())
+            .chain(self.committed.keys())
+            .chain(self.held.values().map(|(sku, _)| sku))
+            .cloned()
+            .collect();
+        touched.sort();
+        touched.dedup();
+        touched
+    }
+
     fn choose(&mut self, rng: &mut StdRng) -> Op {
-        let sku = SKUS[rng.random_range(0..SKUS.len())].to_owned();
+        let sku = self.skus[rng.random_range(0..self.skus.len())].clone();
         match rng.random_range(0..100) {
             roll @ 40..80 if !self.held.is_empty() => {
                 let index = rng.random_range(0..self.held.len());
@@ -224,22 +249,44 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, op: &Op) -> Resul
     }
 }
 
-async fn check(client: &reqwest::Client, base: &str, model: &Model, rng: &mut StdRng, cycle: usize) {
-    assert!(
-        model.claimed.is_empty() && model.pending.is_empty(),
-        "every request was resolved"
-    );
-    for sku in SKUS {
+/// Reads SKUs 100 at a time with `GET /v1/skus?ids=`.
+pub async fn read_skus(client: &reqwest::Client, base: &str, skus: &[String]) -> HashMap<String, Value> {
+    let mut read = HashMap::new();
+    for batch in skus.chunks(100) {
         let body: Value = client
-            .get(format!("{base}/v1/skus/{sku}"))
+            .get(format!("{base}/v1/skus?ids={}", batch.join(",")))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
+        for item in body["items"].as_array().expect("items") {
+            read.insert(item["sku"].as_str().unwrap().to_owned(), item.clone());
+        }
+    }
+    read
+}
+
+/// Checks `skus` (and sampled reservations) against what was acknowledged.
+pub async fn check(
+    client: &reqwest::Client,
+    base: &str,
+    model: &Model,
+    rng: &mut StdRng,
+    cycle: usize,
+    skus: &[String],
+    initial_on_hand: i64,
+) {
+    assert!(
+        model.claimed.is_empty() && model.pending.is_empty(),
+        "every request was resolved"
+    );
+    let read = read_skus(client, base, skus).await;
+    for sku in skus {
+        let body = read.get(sku).unwrap_or_else(|| panic!("cycle {cycle}: {sku} is gone"));
         let get = |name: &str| body[name].as_i64().unwrap();
-        let expected_on_hand = INITIAL_ON_HAND
+        let expected_on_hand = initial_on_hand
             + model.restocked.get(sku).copied().unwrap_or(0)
             + model.adjusted.get(sku).copied().unwrap_or(0)
             - model.committed.get(sku).copied().unwrap_or(0);
@@ -296,7 +343,9 @@ async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let model = Arc::new(Mutex::new(Model::default()));
+    let model = Arc::new(Mutex::new(Model::new(
+        SKUS.iter().map(|sku| (*sku).to_owned()).collect(),
+    )));
 
     let mut server = ServerProcess::start(dir.path(), &client).await;
     for sku in SKUS {
@@ -310,61 +359,22 @@ async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
         assert_eq!(created.status(), StatusCode::CREATED);
     }
     let mut acknowledged_total = 0usize;
+    let skus: Vec<String> = SKUS.iter().map(|sku| (*sku).to_owned()).collect();
     for cycle in 0..cycles {
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..12)
-            .map(|worker| {
-                let (client, base, model, stop) = (
-                    client.clone(),
-                    server.base.clone(),
-                    Arc::clone(&model),
-                    Arc::clone(&stop),
-                );
-                let mut rng = StdRng::seed_from_u64(rng.random());
-                tokio::spawn(async move {
-                    let mut acknowledged = 0;
-                    for n in 0.. {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let key = format!("c{cycle}-w{worker}-{n}");
-                        let op = {
-                            let mut model = model.lock().unwrap();
-                            let op = model.choose(&mut rng);
-                            model.pending.insert(key.clone(), op.clone());
-                            op
-                        };
-                        match send(&client, &base, &key, &op).await {
-                            Ok((status, body)) => {
-                                let mut model = model.lock().unwrap();
-                                model.pending.remove(&key);
-                                model.apply(&op, status, &body);
-                                acknowledged += 1;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    acknowledged
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
-        server.kill();
-        stop.store(true, Ordering::SeqCst);
-        for worker in workers {
-            acknowledged_total += worker.await.expect("a worker panicked");
-        }
-
-        server = ServerProcess::start(dir.path(), &client).await;
-        let pending: Vec<(String, Op)> = model.lock().unwrap().pending.drain().collect();
-        for (key, op) in &pending {
-            let (status, body) = send(&client, &server.base, key, op)
-                .await
-                .expect("the restarted server answers");
-            model.lock().unwrap().apply(op, status, &body);
-        }
+        let (restarted, acknowledged, _) = crash_cycle(server, dir.path(), &client, &model, &mut rng, cycle, &[]).await;
+        server = restarted;
+        acknowledged_total += acknowledged;
         let snapshot = std::mem::take(&mut *model.lock().unwrap());
-        check(&client, &server.base, &snapshot, &mut rng, cycle).await;
+        check(
+            &client,
+            &server.base,
+            &snapshot,
+            &mut rng,
+            cycle,
+            &skus,
+            INITIAL_ON_HAND,
+        )
+        .await;
         *model.lock().unwrap() = snapshot;
     }
     assert!(
@@ -372,4 +382,75 @@ async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
         "the load did real work: {acknowledged_total} acknowledged requests"
     );
     println!("{cycles} SIGKILL cycles, {acknowledged_total} acknowledged requests, every one accounted for");
+}
+
+/// One cycle: keyed load from 12 clients, SIGKILL at a random moment, restart on the same
+/// data (with `env`), and the requests in flight at the kill sent again with their keys.
+/// Returns the restarted server, the requests acknowledged, and the time from start to ready.
+pub async fn crash_cycle(
+    server: ServerProcess,
+    dir: &Path,
+    client: &reqwest::Client,
+    model: &Arc<Mutex<Model>>,
+    rng: &mut StdRng,
+    cycle: usize,
+    env: &[(&str, &str)],
+) -> (ServerProcess, usize, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..12)
+        .map(|worker| {
+            let (client, base, model, stop) = (
+                client.clone(),
+                server.base.clone(),
+                Arc::clone(model),
+                Arc::clone(&stop),
+            );
+            let mut rng = StdRng::seed_from_u64(rng.random());
+            tokio::spawn(async move {
+                let mut acknowledged = 0;
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let key = format!("c{cycle}-w{worker}-{n}");
+                    let op = {
+                        let mut model = model.lock().unwrap();
+                        let op = model.choose(&mut rng);
+                        model.pending.insert(key.clone(), op.clone());
+                        op
+                    };
+                    match send(&client, &base, &key, &op).await {
+                        Ok((status, body)) => {
+                            let mut model = model.lock().unwrap();
+                            model.pending.remove(&key);
+                            model.apply(&op, status, &body);
+                            acknowledged += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+    server.kill();
+    stop.store(true, Ordering::SeqCst);
+    let mut acknowledged_total = 0;
+    for worker in workers {
+        acknowledged_total += worker.await.expect("a worker panicked");
+    }
+    let started = Instant::now();
+    let mut full_env = vec![("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN)];
+    full_env.extend_from_slice(env);
+    let server = ServerProcess::start_with(dir, client, &full_env).await;
+    let recovery = started.elapsed();
+    let pending: Vec<(String, Op)> = model.lock().unwrap().pending.drain().collect();
+    for (key, op) in &pending {
+        let (status, body) = send(client, &server.base, key, op)
+            .await
+            .expect("the restarted server answers");
+        model.lock().unwrap().apply(op, status, &body);
+    }
+    (server, acknowledged_total, recovery)
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod crash;
 mod crash_checkout;
+mod crash_scale;
 mod expiry;
 mod faults;
 mod helpers;

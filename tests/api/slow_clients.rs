@@ -92,3 +92,52 @@ async fn a_request_head_that_never_ends_is_closed() {
     let health = app.client.get(app.url("/health")).send().await.unwrap();
     assert!(health.status().is_success());
 }
+
+/// Sends `GET /health` on a new connection and returns the answer's head and body.
+async fn health_on_new_connection(address: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    (stream, String::from_utf8_lossy(&buffer[..read]).into_owned())
+}
+
+#[actix_web::test]
+async fn connections_beyond_the_cap_get_503_with_retry_after_and_are_closed() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.http.max_connections = 4;
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut open = Vec::new();
+    let mut refused = None;
+    for _ in 0..10 {
+        let (stream, answer) = health_on_new_connection(&address).await;
+        if answer.starts_with("HTTP/1.1 503") {
+            refused = Some((stream, answer));
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        open.push(stream);
+    }
+    let (mut stream, answer) = refused.expect("a connection beyond the cap was refused");
+    assert!(open.len() <= 4, "at most the cap served: {}", open.len());
+    assert!(answer.contains("\"overloaded\""), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    let rest = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.is_empty(), "nothing more, then closed: {rest}");
+
+    // Closed connections free their places.
+    drop(open);
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, answer) = health_on_new_connection(&address).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(app.metrics().await.contains("stockroom_http_connections_refused_total"));
+}

@@ -122,6 +122,9 @@ pub struct WriterSettings {
     pub max_batch_items: usize,
     /// Most changes waiting for the writer; beyond it requests get 503.
     pub queue_capacity_items: usize,
+    /// Writes are refused with `503 overloaded` while the oldest queued change of the latest
+    /// batch waited longer than this: an overload is shed instead of queued.
+    pub max_queue_delay_ms: u64,
 }
 
 impl Default for WriterSettings {
@@ -129,6 +132,7 @@ impl Default for WriterSettings {
         Self {
             max_batch_items: 4096,
             queue_capacity_items: 65_536,
+            max_queue_delay_ms: 50,
         }
     }
 }
@@ -488,6 +492,10 @@ impl Settings {
             (
                 self.writer.max_batch_items > 0,
                 "writer.max_batch_items must be positive",
+            ),
+            (
+                self.writer.max_queue_delay_ms > 0,
+                "writer.max_queue_delay_ms must be positive",
             ),
             (
                 self.writer.queue_capacity_items > 0,

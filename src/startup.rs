@@ -269,6 +269,18 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Whether writes are being shed: the writer's queueing delay is over
+/// `writer.max_queue_delay_ms`, so a new write would wait longer than that before its turn.
+fn shedding(request: &actix_web::dev::ServiceRequest) -> bool {
+    let Some(state) = request.app_data::<web::Data<AppState>>() else {
+        return false;
+    };
+    let Some(engine) = state.engine.get() else {
+        return false;
+    };
+    engine.writer.queue_delay() > Duration::from_millis(state.settings.writer.max_queue_delay_ms)
+}
+
 /// A response whose body is the service's (left) or a refusal's (right).
 type EitherResponse<B> = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
 
@@ -278,8 +290,10 @@ type Refusing<F, B> = futures_util::future::Either<
     futures_util::future::MapOk<F, fn(actix_web::dev::ServiceResponse<B>) -> EitherResponse<B>>,
 >;
 
-/// Answers every request of a connection beyond `http.max_connections` with `503 overloaded`
-/// (with `Retry-After`) and closes it, so the client learns why instead of hanging.
+/// Admission: a write while the writer is behind (`writer.max_queue_delay_ms`) gets
+/// `503 overloaded` at once, so an overload sheds work instead of queueing it; every request
+/// of a connection beyond `http.max_connections` gets `503 overloaded` and the connection is
+/// closed. Both with `Retry-After`, so clients learn why instead of hanging.
 fn refuse_over_limit<S, B>(request: actix_web::dev::ServiceRequest, service: &S) -> Refusing<S::Future, B>
 where
     S: actix_web::dev::Service<
@@ -290,6 +304,13 @@ where
     B: actix_web::body::MessageBody,
 {
     use futures_util::TryFutureExt;
+    if request.method() != actix_web::http::Method::GET && shedding(&request) {
+        metrics::counter!(crate::metrics::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer_delay").increment(1);
+        let response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);
+        let (http_request, _) = request.into_parts();
+        let refused = actix_web::dev::ServiceResponse::new(http_request, response).map_into_right_body();
+        return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
+    }
     if request.request().conn_data::<OverLimit>().is_some() {
         metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
         let mut response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);

@@ -1,7 +1,7 @@
 //! Fault injection at the store seam: a [`Store`] wrapper whose writes, flushes or free space
 //! fail on command, so tests can show that a failing disk acknowledges nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{Entry, Op, Store, StoreError};
@@ -15,6 +15,8 @@ pub struct StoreFaults {
     pub fail_apply: AtomicBool,
     /// Every `apply` fails as a full disk would (`ENOSPC`) while set.
     pub disk_full: AtomicBool,
+    /// Every `flush` takes this many milliseconds longer (a slow disk).
+    pub slow_flush_ms: AtomicU64,
 }
 
 /// A store that delegates to another unless a fault is switched on.
@@ -46,6 +48,10 @@ impl Store for FaultyStore {
     fn flush(&self) -> Result<(), StoreError> {
         if self.faults.fail_flush.load(Ordering::SeqCst) {
             return Err(StoreError::Injected("flush failed"));
+        }
+        let slow_ms = self.faults.slow_flush_ms.load(Ordering::SeqCst);
+        if slow_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(slow_ms));
         }
         self.inner.flush()
     }

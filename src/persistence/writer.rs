@@ -158,6 +158,8 @@ impl Durability {
 
 struct Pending {
     ticket: Ticket,
+    /// When it was queued, for the queueing delay.
+    queued: Instant,
     ops: Vec<Op>,
     events: Vec<EventRecord>,
 }
@@ -184,6 +186,9 @@ struct Shared {
     closed: AtomicBool,
     /// The ticket of the last change submitted, for read barriers.
     last_submitted: AtomicU64,
+    /// How long the oldest change of the last batch waited in the queue, in microseconds;
+    /// 0 once the queue ran empty.
+    queue_delay_us: AtomicU64,
     durability: Arc<Durability>,
     config: WriterConfig,
 }
@@ -221,6 +226,7 @@ impl WriterPermit<'_> {
             }
             queue.items.push_back(Pending {
                 ticket,
+                queued: Instant::now(),
                 ops: change.ops,
                 events,
             });
@@ -262,6 +268,7 @@ impl Writer {
             occupancy: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             last_submitted: AtomicU64::new(0),
+            queue_delay_us: AtomicU64::new(0),
             durability: Arc::new(Durability::new(next_event_seq)),
             config,
         });
@@ -304,6 +311,12 @@ impl Writer {
         self.shared.last_submitted.load(Ordering::Acquire)
     }
 
+    /// How long the oldest change of the latest batch waited before the writer took it (zero
+    /// once the queue ran empty): above a few flush times, the writer is falling behind.
+    pub fn queue_delay(&self) -> Duration {
+        Duration::from_micros(self.shared.queue_delay_us.load(Ordering::Acquire))
+    }
+
     /// Changes queued, in flight or reserved right now.
     pub fn occupancy(&self) -> usize {
         self.shared.occupancy.load(Ordering::Acquire)
@@ -337,10 +350,13 @@ fn run(shared: &Shared, store: &dyn Store, on_fatal: &(dyn Fn(&StoreError) + Sen
         let mut batch = {
             let mut queue = lock(&shared.queue);
             loop {
-                if !queue.items.is_empty() {
+                if let Some(oldest) = queue.items.front() {
+                    let waited = u64::try_from(oldest.queued.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    shared.queue_delay_us.store(waited, Ordering::Release);
                     let take = queue.items.len().min(shared.config.max_batch_items);
                     break queue.items.drain(..take).collect::<Vec<_>>();
                 }
+                shared.queue_delay_us.store(0, Ordering::Release);
                 if shared.closed.load(Ordering::Acquire) && shared.occupancy.load(Ordering::Acquire) == 0 {
                     return;
                 }

@@ -104,3 +104,79 @@ async fn a_full_writer_queue_refuses_with_503_overloaded() {
     }
     assert_eq!(reserved, created, "every 201 and only those hold stock");
 }
+
+#[actix_web::test]
+async fn a_writer_falling_behind_sheds_writes_with_503_and_loses_nothing() {
+    use std::sync::atomic::Ordering;
+    use stockroom::persistence::{FaultyStore, StoreFaults};
+
+    let faults = Arc::new(StoreFaults::default());
+    let store_faults = Arc::clone(&faults);
+    let options = Options {
+        wrap_store: Some(Box::new(move |store| Arc::new(FaultyStore::new(store, store_faults)))),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.writer.max_queue_delay_ms = 20;
+    })
+    .await;
+    app.create_sku("slowdisk", 100_000).await;
+    // A disk that takes 150 ms per flush: changes queue behind it.
+    faults.slow_flush_ms.store(150, Ordering::SeqCst);
+    // Sixteen clients write without pause for two seconds, while a reader reads.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let writers = join_all((0..16).map(|_| {
+        let (client, url) = (reqwest::Client::new(), app.url("/v1/skus/slowdisk/reservations"));
+        async move {
+            let mut statuses = Vec::new();
+            while std::time::Instant::now() < deadline {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({"qty": 1, "ttl_seconds": 600}))
+                    .send()
+                    .await
+                    .unwrap();
+                let (status, retry_after) = (response.status(), response.headers().contains_key("retry-after"));
+                let body: Value = response.json().await.unwrap();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    assert!(retry_after, "a refusal says when to retry");
+                    assert_eq!(error_code(&body), "overloaded");
+                } else {
+                    assert_eq!(status, StatusCode::CREATED, "{body}");
+                }
+                statuses.push(status);
+            }
+            statuses
+        }
+    }));
+    let reader = async {
+        let mut reads = 0;
+        while std::time::Instant::now() < deadline {
+            // Reads are never refused (they report durable figures, so they wait for the disk).
+            assert_eq!(app.sku("slowdisk").await["on_hand"], 100_000);
+            reads += 1;
+        }
+        reads
+    };
+    let (statuses, reads) = futures::join!(writers, reader);
+    let statuses: Vec<StatusCode> = statuses.into_iter().flatten().collect();
+    assert!(reads > 0, "reads were served throughout");
+    let created = statuses.iter().filter(|status| **status == StatusCode::CREATED).count() as u64;
+    let refused = statuses.len() as u64 - created;
+    assert!(refused > 0, "the slow disk made the server shed writes");
+    assert!(created > 0, "and it kept taking some");
+    faults.slow_flush_ms.store(0, Ordering::SeqCst);
+    let (_, reserved, _) = counters(&app.sku("slowdisk").await);
+    assert_eq!(reserved, created, "every 201 is held, no refusal is");
+    // Once the disk is fast again, writes are taken again.
+    let mut taken = false;
+    for _ in 0..50 {
+        if app.reserve("slowdisk", 1, 600).await.status() == StatusCode::CREATED {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(taken, "writes are accepted again after the disk recovers");
+}

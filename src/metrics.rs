@@ -51,6 +51,9 @@ pub const SLOW_CLIENTS_TOTAL: &str = "stockroom_http_slow_clients_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "stockroom_http_connections_open";
 /// Requests refused (503) because their connection was beyond `http.max_connections`.
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stockroom_http_connections_refused_total";
+/// Requests refused by a per-client limit, by `limit` (`cart_lines`, `cart_line_qty`,
+/// `holds_per_sku`).
+pub const LIMIT_REFUSALS_TOTAL: &str = "stockroom_limit_refusals_total";
 /// Rows removed by retention (idempotency records, settled reservations, old events).
 pub const RETENTION_DELETED_TOTAL: &str = "stockroom_retention_deleted_total";
 /// Time the last recovery took, until ready.
@@ -128,6 +131,10 @@ fn describe() {
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED_TOTAL,
         "Requests refused with 503 because their connection was beyond http.max_connections."
+    );
+    describe_counter!(
+        LIMIT_REFUSALS_TOTAL,
+        "Requests refused by a per-client limit: cart_lines, cart_line_qty, holds_per_sku."
     );
     describe_counter!(KAFKA_PUBLISHED_TOTAL, "Events acknowledged by Kafka, by topic.");
     describe_counter!(

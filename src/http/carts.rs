@@ -183,6 +183,10 @@ pub async fn set_line(
     let engine = state.engine()?;
     let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
+    if u64::try_from(body.value.qty).is_ok_and(|qty| qty > engine.cart_line_qty_max) {
+        // One cart may not hoard a SKU.
+        metrics::counter!(crate::metrics::LIMIT_REFUSALS_TOTAL, "limit" => "cart_line_qty").increment(1);
+    }
     let qty = Quantity::parse(body.value.qty, engine.cart_line_qty_max)?.get();
     change_line(
         engine,

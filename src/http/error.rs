@@ -221,7 +221,10 @@ impl From<SkuRejection> for ApiError {
             SkuRejection::InsufficientStock { available } => ("insufficient_stock", json!({ "available": available })),
             SkuRejection::OnHandNotUpdatable { on_hand } => ("on_hand_not_updatable", json!({ "on_hand": on_hand })),
             SkuRejection::StockLimitExceeded => ("stock_limit_exceeded", json!({})),
-            SkuRejection::HoldLimitReached { holds_max } => ("hold_limit_reached", json!({ "holds_max": holds_max })),
+            SkuRejection::HoldLimitReached { holds_max } => {
+                metrics::counter!(crate::metrics::LIMIT_REFUSALS_TOTAL, "limit" => "holds_per_sku").increment(1);
+                ("hold_limit_reached", json!({ "holds_max": holds_max }))
+            }
             SkuRejection::ReservationCommitted => ("reservation_committed", json!({})),
             SkuRejection::ReservationReleased => ("reservation_released", json!({})),
             SkuRejection::ReservationExpired => ("reservation_expired", json!({})),
@@ -259,7 +262,10 @@ impl From<CartFailure> for ApiError {
                 let code = match rejection {
                     CartRejection::Closed(_) => "cart_closed",
                     CartRejection::Empty => "cart_empty",
-                    CartRejection::TooManyLines(_) => "too_many_lines",
+                    CartRejection::TooManyLines(_) => {
+                        metrics::counter!(crate::metrics::LIMIT_REFUSALS_TOTAL, "limit" => "cart_lines").increment(1);
+                        "too_many_lines"
+                    }
                     CartRejection::CurrencyMismatch { .. } => "currency_mismatch",
                 };
                 ApiError::conflict(code, rejection.to_string())

@@ -638,3 +638,37 @@ async fn a_settled_order_leaves_memory_when_idle_and_comes_back_when_asked_for()
     assert!(registry().order_is_running(&order_id));
     assert_eq!(counters(&app.sku("bowl").await), (5, 0, 5));
 }
+
+#[actix_web::test]
+async fn one_cart_cannot_hoard_a_sku_or_open_lines_without_end() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.cart.max_lines = 2;
+        settings.cart.max_qty_per_line = 5;
+    })
+    .await;
+    for sku in ["hoard-a", "hoard-b", "hoard-c"] {
+        app.create_sku(sku, 100).await;
+    }
+    let cart = app.create_cart().await;
+    let greedy = app.set_line(&cart, "hoard-a", 6).await;
+    assert_eq!(greedy.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&greedy.json().await.unwrap()), "invalid_quantity");
+    assert_eq!(
+        counters(&app.sku("hoard-a").await),
+        (100, 0, 100),
+        "nothing held for it"
+    );
+    assert_eq!(app.set_line(&cart, "hoard-a", 5).await.status(), StatusCode::OK);
+    assert_eq!(app.set_line(&cart, "hoard-b", 5).await.status(), StatusCode::OK);
+    let third = app.set_line(&cart, "hoard-c", 1).await;
+    assert_eq!(third.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&third.json().await.unwrap()), "too_many_lines");
+    assert_eq!(counters(&app.sku("hoard-c").await), (100, 0, 100));
+    let metrics = app.metrics().await;
+    for limit in ["cart_line_qty", "cart_lines"] {
+        assert!(
+            metrics.contains(&format!("stockroom_limit_refusals_total{{limit=\"{limit}\"}}")),
+            "{limit} is counted"
+        );
+    }
+}

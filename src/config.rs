@@ -132,7 +132,7 @@ impl Default for WriterSettings {
         Self {
             max_batch_items: 4096,
             queue_capacity_items: 65_536,
-            max_queue_delay_ms: 50,
+            max_queue_delay_ms: 200,
         }
     }
 }

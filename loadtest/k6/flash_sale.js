@@ -7,7 +7,8 @@ import http from 'k6/http';
 import { check, fail } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { ADMIN_TOKEN, BASE_URL, RUN, adminHeaders, checkout, createCart, getSku, json, putSku, setLine } from './lib.js';
+import { ADMIN_TOKEN, BASE_URL, RUN, adminHeaders, checkout, createCart, getSku, json, putSku, retrying,
+  setLine } from './lib.js';
 
 const STOCK = parseInt(__ENV.STOCK || '100', 10);
 const VUS = parseInt(__ENV.VUS || '100', 10);
@@ -39,7 +40,7 @@ export function setup() {
 export default function (data) {
   const cart = createCart();
   if (!cart) return;
-  const held = setLine(cart, data.sku, 1, [200, 409]);
+  const held = retrying(() => setLine(cart, data.sku, 1, [200, 409]));
   check(held, {
     'hold: 200, or 409 insufficient_stock': (r) =>
       r.status === 200 || (r.status === 409 && (json(r) || { error: {} }).error.code === 'insufficient_stock'),
@@ -48,7 +49,7 @@ export default function (data) {
     soldOut.add(1);
     return;
   }
-  const order = checkout(cart);
+  const order = retrying(() => checkout(cart));
   const placed = check(order, { 'checkout of a held unit: 201 placed': (r) => r.status === 201 && json(r).status === 'placed' });
   if (placed) ordersPlaced.add(1);
 }

@@ -1,7 +1,7 @@
 // Shared helpers of the k6 scripts: where the server is, who we are, and the calls every
 // script makes. Every request is tagged with a `name` so that results group by endpoint.
 import http from 'k6/http';
-import { check } from 'k6';
+import { check, sleep } from 'k6';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
 export const WS_URL = BASE_URL.replace(/^http/, 'ws');
@@ -19,6 +19,17 @@ export function adminHeaders() {
 
 export function cartHeaders(token) {
   return { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+}
+
+// Calls `send` again while the server answers 503 (overloaded), after its Retry-After, as a
+// well-behaved client does; at most `attempts` times.
+export function retrying(send, attempts = 5) {
+  let response = send();
+  for (let n = 1; n < attempts && response.status === 503; n += 1) {
+    sleep(parseFloat(response.headers['Retry-After'] || '1'));
+    response = send();
+  }
+  return response;
 }
 
 export function json(response) {

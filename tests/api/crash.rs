@@ -42,6 +42,8 @@ impl ServerProcess {
             .env_remove("STOCKROOM_ADMIN_TOKEN")
             .env("STOCKROOM_HTTP__BIND", "127.0.0.1:0")
             .env("STOCKROOM_HTTP__WORKERS", "2")
+            // A busy test machine is not an overload: no shedding by queueing delay.
+            .env("STOCKROOM_WRITER__MAX_QUEUE_DELAY_MS", "60000")
             .env("STOCKROOM_STORE__DATA_DIR", dir.join("data"))
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

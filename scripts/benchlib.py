@@ -37,8 +37,9 @@ def drain(stream):
     threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
 
 
-def start_server(data_dir, env=None):
-    """Starts the release server on a free port; returns (process, base URL) once ready."""
+def start_server(data_dir, env=None, prefix=()):
+    """Starts the release server on a free port; returns (process, base URL) once ready.
+    `prefix` goes before the command (for example `taskset -c 0`)."""
     full_env = dict(os.environ,
                     STOCKROOM_HTTP__BIND="127.0.0.1:0",
                     STOCKROOM_STORE__DATA_DIR=data_dir,
@@ -46,7 +47,7 @@ def start_server(data_dir, env=None):
                     STOCKROOM_RESERVATION__MAX_HOLDS_PER_SKU="50000000",
                     RUST_LOG="warn,stockroom=info")
     full_env.update(env or {})
-    server = subprocess.Popen([SERVER], cwd=data_dir, env=full_env,
+    server = subprocess.Popen([*prefix, SERVER], cwd=data_dir, env=full_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in server.stdout:
         match = re.search(r"listening on (http://\S+)", line)
@@ -130,8 +131,8 @@ def histogram_quantile(text, name, q):
     return lower
 
 
-def wrk(base, path, script, duration, connections):
-    command = ["wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency"]
+def wrk(base, path, script, duration, connections, prefix=()):
+    command = [*prefix, "wrk", "-t2", "-c%d" % connections, "-d%ds" % duration, "--latency"]
     if script:
         command += ["-s", os.path.join(ROOT, "loadtest/wrk", script)]
     output = subprocess.run(command + [base + path], env=dict(os.environ, ADMIN_TOKEN=TOKEN),

@@ -251,6 +251,18 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, op: &Op) -> Resul
     }
 }
 
+/// Creates `sku` with `on_hand` units (admin); it must be new.
+pub async fn put_sku(client: &reqwest::Client, base: &str, sku: &str, on_hand: i64) {
+    let created = client
+        .put(format!("{base}/v1/skus/{sku}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": sku, "price_minor": 100, "currency": "EUR", "on_hand": on_hand}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED, "{sku}");
+}
+
 /// Reads SKUs 100 at a time with `GET /v1/skus?ids=`.
 pub async fn read_skus(client: &reqwest::Client, base: &str, skus: &[String]) -> HashMap<String, Value> {
     let mut read = HashMap::new();
@@ -351,14 +363,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
 
     let mut server = ServerProcess::start(dir.path(), &client).await;
     for sku in SKUS {
-        let created = client
-            .put(format!("{}/v1/skus/{sku}", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"name": sku, "price_minor": 100, "currency": "EUR", "on_hand": INITIAL_ON_HAND}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), StatusCode::CREATED);
+        put_sku(&client, &server.base, sku, INITIAL_ON_HAND).await;
     }
     let mut acknowledged_total = 0usize;
     let skus: Vec<String> = SKUS.iter().map(|sku| (*sku).to_owned()).collect();

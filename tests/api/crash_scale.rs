@@ -12,8 +12,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::crash::{check, crash_cycle, read_skus, Model, ServerProcess};
-use crate::helpers::ADMIN_TOKEN;
+use crate::crash::{check, crash_cycle, put_sku, read_skus, Model, ServerProcess};
 
 const INITIAL_ON_HAND: i64 = 1_000_000;
 const CART_SKUS: usize = 50;
@@ -21,17 +20,6 @@ const CART_SKU_ON_HAND: i64 = 10_000;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-async fn put_sku(client: &reqwest::Client, base: &str, sku: &str, on_hand: i64) {
-    let created = client
-        .put(format!("{base}/v1/skus/{sku}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": sku, "price_minor": 100, "currency": "EUR", "on_hand": on_hand}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED, "{sku}");
 }
 
 /// A cart or order the test made: its lines and what it should read as.

@@ -77,12 +77,7 @@ impl Application {
 
         let http = &settings.http;
         let app_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .wrap_fn(refuse_over_limit)
-                .configure(routes)
-        });
+        let server = HttpServer::new(move || App::new().app_data(app_state.clone()).wrap_fn(admit).configure(routes));
         // Before listen(): the listener's service takes the connect hook when it is built.
         let send_buffer_bytes = http.socket_send_buffer_bytes;
         let connections = ConnectionCount::new(http.max_connections);
@@ -284,7 +279,7 @@ fn shedding(request: &actix_web::dev::ServiceRequest) -> bool {
 /// A response whose body is the service's (left) or a refusal's (right).
 type EitherResponse<B> = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
 
-/// The future of [`refuse_over_limit`]: a ready refusal, or the service's answer.
+/// The future of [`admit`]: a ready refusal, or the service's answer.
 type Refusing<F, B> = futures_util::future::Either<
     std::future::Ready<Result<EitherResponse<B>, actix_web::Error>>,
     futures_util::future::MapOk<F, fn(actix_web::dev::ServiceResponse<B>) -> EitherResponse<B>>,
@@ -294,7 +289,7 @@ type Refusing<F, B> = futures_util::future::Either<
 /// `503 overloaded` at once, so an overload sheds work instead of queueing it; every request
 /// of a connection beyond `http.max_connections` gets `503 overloaded` and the connection is
 /// closed. Both with `Retry-After`, so clients learn why instead of hanging.
-fn refuse_over_limit<S, B>(request: actix_web::dev::ServiceRequest, service: &S) -> Refusing<S::Future, B>
+fn admit<S, B>(request: actix_web::dev::ServiceRequest, service: &S) -> Refusing<S::Future, B>
 where
     S: actix_web::dev::Service<
         actix_web::dev::ServiceRequest,
@@ -304,22 +299,25 @@ where
     B: actix_web::body::MessageBody,
 {
     use futures_util::TryFutureExt;
-    if request.method() != actix_web::http::Method::GET && shedding(&request) {
-        metrics::counter!(crate::metrics::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer_delay").increment(1);
-        let response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);
+    // 503 overloaded, at once; `close` also ends the connection.
+    let refuse = |request: actix_web::dev::ServiceRequest, close: bool| {
+        let mut response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);
+        if close {
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         let (http_request, _) = request.into_parts();
         let refused = actix_web::dev::ServiceResponse::new(http_request, response).map_into_right_body();
-        return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
-    }
+        futures_util::future::Either::Left(std::future::ready(Ok(refused)))
+    };
     if request.request().conn_data::<OverLimit>().is_some() {
         metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
-        let mut response = actix_web::ResponseError::error_response(&crate::http::error::ApiError::Overloaded);
-        response
-            .head_mut()
-            .set_connection_type(actix_web::http::ConnectionType::Close);
-        let (http_request, _) = request.into_parts();
-        let refused = actix_web::dev::ServiceResponse::new(http_request, response).map_into_right_body();
-        return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
+        return refuse(request, true);
+    }
+    if request.method() != actix_web::http::Method::GET && shedding(&request) {
+        metrics::counter!(crate::metrics::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer_delay").increment(1);
+        return refuse(request, false);
     }
     let left: fn(
         actix_web::dev::ServiceResponse<B>,

@@ -23,7 +23,7 @@ const ANONYMOUS_SCOPE: &str = "anonymous";
 
 /// `POST /v1/carts`: a new cart and its token (shown once; only its hash is stored).
 #[utoipa::path(post, path = "/v1/carts", tag = "carts", operation_id = "carts_create", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::Unavailable))]
 pub async fn create(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -140,7 +140,7 @@ where
 
 /// `GET /v1/carts/{id}`: the cart with its lines, priced now.
 #[utoipa::path(get, path = "/v1/carts/{id}", tag = "carts", operation_id = "carts_get", params(("id" = String, Path, description = "Cart id (UUID)")),
-    responses((status = 400, description = "Invalid id", body = crate::http::openapi::ErrorBody), (status = 200, description = "The cart", body = crate::http::views::CartBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The cart", body = crate::http::views::CartBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     credential: Credential,
@@ -172,7 +172,7 @@ pub struct SetLineRequest {
 
 /// `PUT /v1/carts/{id}/items/{sku}`: sets the line's quantity; the stock is held for the cart.
 #[utoipa::path(put, path = "/v1/carts/{id}/items/{sku}", tag = "carts", operation_id = "carts_set_line", params(("id" = String, Path, description = "Cart id (UUID)"), ("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = SetLineRequest,
-    responses((status = 200, description = "The cart; the line's stock is held", body = crate::http::views::CartBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "The cart; the line's stock is held", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn set_line(
     state: web::Data<AppState>,
     credential: Credential,
@@ -204,7 +204,7 @@ pub async fn set_line(
 
 /// `DELETE /v1/carts/{id}/items/{sku}`: removes the line; its stock is released.
 #[utoipa::path(delete, path = "/v1/carts/{id}/items/{sku}", tag = "carts", operation_id = "carts_remove_line", params(("id" = String, Path, description = "Cart id (UUID)"), ("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "The cart; the stock is released", body = crate::http::views::CartBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "The cart; the stock is released", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn remove_line(
     state: web::Data<AppState>,
     credential: Credential,
@@ -250,7 +250,7 @@ async fn change_line(
 /// `POST /v1/carts/{id}/checkout`: commits every line and places the order (201), or fails
 /// as a whole (409) with nothing ordered.
 #[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts", operation_id = "carts_checkout", params(("id" = String, Path, description = "Cart id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 201, description = "Order placed", body = crate::http::views::OrderBody), (status = 200, description = "Checked out before: its order", body = crate::http::views::OrderBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses((status = 201, description = "Order placed", body = crate::http::views::OrderBody), (status = 200, description = "Checked out before: its order", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn checkout(
     state: web::Data<AppState>,
     credential: Credential,

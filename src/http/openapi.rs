@@ -6,7 +6,7 @@
 
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 /// An error answer: `{"error": {"code", "message", ...details}}`.
 #[derive(ToSchema)]
@@ -25,6 +25,66 @@ pub struct ErrorDetail {
     /// A sentence for people.
     message: String,
 }
+
+// The error answers the handlers share, described once. The variants are never built: they
+// only carry the descriptions.
+
+/// Errors of a request with a JSON body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// Invalid input, with a reason code.
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// Body too large.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Body is not JSON.
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// Idempotency-Key reused for another request.
+    #[response(status = 422)]
+    KeyReused(ErrorBody),
+}
+
+/// Errors of credentials.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    /// No or wrong credentials.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A cart token on an admin route.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// An id in the path that is not an id.
+#[derive(IntoResponses)]
+#[response(status = 400, description = "Invalid id")]
+#[allow(dead_code)]
+pub struct InvalidId(ErrorBody);
+
+/// Not found.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "Not found")]
+#[allow(dead_code)]
+pub struct NotFound(ErrorBody);
+
+/// Conflict, with a reason code.
+#[derive(IntoResponses)]
+#[response(status = 409, description = "Conflict, with a reason code")]
+#[allow(dead_code)]
+pub struct Conflict(ErrorBody);
+
+/// Overloaded, starting or unavailable; retry after `Retry-After`.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "Overloaded, starting or unavailable; retry after Retry-After"
+)]
+#[allow(dead_code)]
+pub struct Unavailable(ErrorBody);
 
 /// A page of SKUs.
 #[derive(ToSchema)]

@@ -29,7 +29,7 @@ fn transient(reply: &OrderReply) -> Option<ApiError> {
 
 /// `GET /v1/orders/{id}`: the order with its history.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", operation_id = "orders_get", params(("id" = String, Path, description = "Order id (UUID)")),
-    responses((status = 400, description = "Invalid id", body = crate::http::openapi::ErrorBody), (status = 200, description = "The order", body = crate::http::views::OrderBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The order", body = crate::http::views::OrderBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn get(
     state: web::Data<AppState>,
     credential: Credential,
@@ -98,7 +98,7 @@ pub struct PayRequest {
 
 /// `POST /v1/orders/{id}/pay`: `placed -> paid`.
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders", operation_id = "orders_pay", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = PayRequest,
-    responses((status = 200, description = "Paid", body = crate::http::views::OrderBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "Paid", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
     credential: Credential,
@@ -116,7 +116,7 @@ pub async fn pay(
 
 /// `POST /v1/orders/{id}/cancel`: `placed | paid -> cancelled`; the stock goes back.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", operation_id = "orders_cancel", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 200, description = "Cancelled; the stock goes back", body = crate::http::views::OrderBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "Cancelled; the stock goes back", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
 pub async fn cancel(
     state: web::Data<AppState>,
     credential: Credential,
@@ -137,7 +137,7 @@ pub struct StatusRequest {
 
 /// `POST /v1/orders/{id}/status` (admin): moves the order along its legal moves.
 #[utoipa::path(post, path = "/v1/orders/{id}/status", tag = "orders", operation_id = "orders_set_status", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = StatusRequest,
-    responses((status = 200, description = "Moved", body = crate::http::views::OrderBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, description = "Moved", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn set_status(
     _admin: Admin,
     state: web::Data<AppState>,

@@ -24,7 +24,7 @@ pub struct ReserveRequest {
 
 /// `POST /v1/skus/{sku}/reservations`: holds units until `expires_at`.
 #[utoipa::path(post, path = "/v1/skus/{sku}/reservations", tag = "reservations", operation_id = "reservations_create", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = ReserveRequest,
-    responses((status = 201, description = "Held", body = crate::http::views::ReservationBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 201, description = "Held", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn create(
     _admin: Admin,
     state: web::Data<AppState>,
@@ -60,7 +60,7 @@ pub async fn create(
 
 /// `GET /v1/reservations/{id}`: a reservation, held or settled.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "reservations_get", params(("id" = String, Path, description = "Reservation id (UUID)")),
-    responses((status = 400, description = "Invalid id", body = crate::http::openapi::ErrorBody), (status = 200, description = "The reservation", body = crate::http::views::ReservationBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The reservation", body = crate::http::views::ReservationBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let id = ReservationId::parse(path_param(&request, "id"))?;
@@ -76,7 +76,7 @@ pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest
 
 /// `DELETE /v1/reservations/{id}`: releases a held reservation (idempotent).
 #[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "reservations_release", params(("id" = String, Path, description = "Reservation id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "Released", body = crate::http::views::ReservationBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, description = "Released", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn release(
     admin: Admin,
     state: web::Data<AppState>,
@@ -89,7 +89,7 @@ pub async fn release(
 
 /// `POST /v1/reservations/{id}/commit`: the held units leave `on_hand`.
 #[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", operation_id = "reservations_commit", params(("id" = String, Path, description = "Reservation id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "Committed", body = crate::http::views::ReservationBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, description = "Committed", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn commit(
     admin: Admin,
     state: web::Data<AppState>,

@@ -32,7 +32,7 @@ pub struct UpsertSkuRequest {
 
 /// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
 #[utoipa::path(put, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_upsert", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = UpsertSkuRequest,
-    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn upsert(
     _admin: Admin,
     state: web::Data<AppState>,
@@ -76,7 +76,7 @@ pub async fn upsert(
 
 /// `GET /v1/skus/{sku}`: the SKU's counters.
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_get", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'")),
-    responses((status = 200, description = "The SKU", body = crate::http::views::SkuBody), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 200, description = "The SKU", body = crate::http::views::SkuBody), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
 pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
@@ -105,7 +105,7 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// stored. Unknown ids are left out of `items`.
 #[utoipa::path(get, path = "/v1/skus", tag = "skus", operation_id = "skus_list",
     params(("ids" = Option<String>, Query, description = "Comma-separated SKU ids (at most 100)"), ("after" = Option<String>, Query, description = "Page after this SKU id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000")),
-    responses((status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::Unavailable))]
 pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let query = query.into_inner();
@@ -195,7 +195,7 @@ pub struct RestockRequest {
 
 /// `POST /v1/skus/{sku}/restock`: adds received units.
 #[utoipa::path(post, path = "/v1/skus/{sku}/restock", tag = "skus", operation_id = "skus_restock", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = RestockRequest,
-    responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn restock(
     _admin: Admin,
     state: web::Data<AppState>,
@@ -221,7 +221,7 @@ pub struct AdjustRequest {
 
 /// `POST /v1/skus/{sku}/adjust`: corrects `on_hand`; may not take `available` below zero.
 #[utoipa::path(post, path = "/v1/skus/{sku}/adjust", tag = "skus", operation_id = "skus_adjust", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = AdjustRequest,
-    responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), (status = 400, description = "Invalid input, with a reason code", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::http::openapi::ErrorBody), (status = 415, description = "Body is not JSON", body = crate::http::openapi::ErrorBody), (status = 422, description = "Idempotency-Key reused for another request", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 403, description = "A cart token on an admin route", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 409, description = "Conflict, with a reason code", body = crate::http::openapi::ErrorBody), (status = 503, description = "Overloaded, starting or unavailable; retry after Retry-After", body = crate::http::openapi::ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
 pub async fn adjust(
     _admin: Admin,
     state: web::Data<AppState>,

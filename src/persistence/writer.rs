@@ -460,6 +460,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_durable_end_of_the_event_log_moves_only_after_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let faults = Arc::new(StoreFaults::default());
+        faults.slow_flush_ms.store(300, Ordering::SeqCst);
+        let store: Arc<dyn Store> = Arc::new(FaultyStore::new(sled, Arc::clone(&faults)));
+        let config = WriterConfig {
+            max_batch_items: 64,
+            queue_capacity_items: 1024,
+        };
+        let writer = Writer::start(Arc::clone(&store), config, 7, no_fatal()).unwrap();
+        let events_end = writer.durability().watch_events_end();
+        assert_eq!(*events_end.borrow(), 7);
+        let event = |n: u64| DomainEvent::Cart {
+            cart: crate::domain::CartId::generate(),
+            event: super::super::rows::CartEvent::LineSet {
+                sku: crate::domain::SkuId::parse("e").unwrap(),
+                qty: n,
+            },
+        };
+        let ticket = writer.try_reserve().unwrap().submit(Change {
+            ops: Vec::new(),
+            events: vec![event(1), event(2)],
+            time_ms: 0,
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            store.get(&keys::event(8)).unwrap().is_some(),
+            "the events are applied (readable) while the flush runs"
+        );
+        assert_eq!(*events_end.borrow(), 7, "but not yet published as durable");
+        writer.durability().wait(ticket).await.unwrap();
+        assert_eq!(*events_end.borrow(), 9, "events 7 and 8 are durable");
+        writer.close();
+    }
+
+    #[tokio::test]
     async fn the_queue_bound_refuses_permits_beyond_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());

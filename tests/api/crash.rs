@@ -251,6 +251,26 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, op: &Op) -> Resul
     }
 }
 
+/// What every crash loop starts from: `STOCKROOM_CRASH_CYCLES` cycles (or `default_cycles`),
+/// a generator seeded from `STOCKROOM_CRASH_SEED` or at random (printed, to repeat a run),
+/// a data directory and a client.
+pub fn crash_run(label: &str, default_cycles: usize) -> (usize, StdRng, tempfile::TempDir, reqwest::Client) {
+    let from_env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let cycles = from_env("STOCKROOM_CRASH_CYCLES").map_or(default_cycles, |n| n as usize);
+    let seed = from_env("STOCKROOM_CRASH_SEED").unwrap_or_else(rand::random);
+    println!("{label} seed {seed} (STOCKROOM_CRASH_SEED to repeat)");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    (
+        cycles,
+        StdRng::seed_from_u64(seed),
+        tempfile::tempdir().unwrap(),
+        client,
+    )
+}
+
 /// Creates `sku` with `on_hand` units (admin); it must be new.
 pub async fn put_sku(client: &reqwest::Client, base: &str, sku: &str, on_hand: i64) {
     let created = client
@@ -342,21 +362,7 @@ pub async fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
-    let cycles: usize = std::env::var("STOCKROOM_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("STOCKROOM_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("crash test seed {seed} (STOCKROOM_CRASH_SEED to repeat)");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let (cycles, mut rng, dir, client) = crash_run("crash test", 20);
     let model = Arc::new(Mutex::new(Model::new(
         SKUS.iter().map(|sku| (*sku).to_owned()).collect(),
     )));

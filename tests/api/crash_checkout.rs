@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::crash::ServerProcess;
+use crate::crash::{crash_run, ServerProcess};
 use crate::helpers::ADMIN_TOKEN;
 
 const SKUS: [&str; 3] = ["north", "south", "east"];
@@ -308,21 +308,7 @@ async fn check(client: &reqwest::Client, base: &str, model: &Model, cycle: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_checkouts_never_counts_stock_twice_or_loses_it_over_twenty_restarts() {
-    let cycles: usize = std::env::var("STOCKROOM_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("STOCKROOM_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("checkout crash test seed {seed} (STOCKROOM_CRASH_SEED to repeat)");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let (cycles, mut rng, dir, client) = crash_run("checkout crash test", 20);
     let model = Arc::new(Mutex::new(Model::default()));
     let pending: Arc<Mutex<HashMap<String, Op>>> = Arc::default();
     let mut server = ServerProcess::start(dir.path(), &client).await;

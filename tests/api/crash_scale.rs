@@ -1,18 +1,18 @@
 //! The crash loop at scale: 100,000 SKUs, live carts and orders, 50 SIGKILL-and-restart cycles
 //! under keyed load, every invariant checked after each restart. Prints the recovery times
-//! (process start to `/ready`); `STOCKROOM_SCALE_SKUS` and `STOCKROOM_SCALE_CYCLES` resize it.
+//! (process start to `/ready`); `STOCKROOM_SCALE_SKUS` and `STOCKROOM_CRASH_CYCLES` resize it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::crash::{check, crash_cycle, put_sku, read_skus, Model, ServerProcess};
+use crate::crash::{check, crash_cycle, crash_run, put_sku, read_skus, Model, ServerProcess};
 
 const INITIAL_ON_HAND: i64 = 1_000_000;
 const CART_SKUS: usize = 50;
@@ -158,15 +158,8 @@ async fn check_carts_and_orders(client: &reqwest::Client, base: &str, carts: &[L
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sigkills_with_a_hundred_thousand_skus_and_live_carts_lose_nothing() {
     let sku_count = env_or("STOCKROOM_SCALE_SKUS", 100_000);
-    let cycles = env_or("STOCKROOM_SCALE_CYCLES", 50);
-    let seed: u64 = rand::random();
-    println!("crash scale test seed {seed}: {sku_count} SKUs, {cycles} cycles");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let (cycles, mut rng, dir, client) = crash_run("crash scale test", 50);
+    println!("{sku_count} SKUs, {cycles} cycles");
     let mut server = ServerProcess::start(dir.path(), &client).await;
     let started = Instant::now();
     let skus: Vec<String> = (0..sku_count).map(|n| format!("s{n}")).collect();

@@ -150,12 +150,7 @@ pub async fn get(
     let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
     let access = credential.access();
     let (reply, ticket) = ask_cart(engine, id, &mailbox, |reply, slot| GetCart { access, reply, slot }).await?;
-    engine
-        .writer
-        .durability()
-        .wait(ticket)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    super::durable(engine, ticket).await?;
     if let Some(error) = transient(&reply) {
         return Err(error);
     }

@@ -251,12 +251,7 @@ where
         }
     }
     let (reply, ticket) = send(draft).await?;
-    engine
-        .writer
-        .durability()
-        .wait(ticket)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    durable(engine, ticket).await?;
     if let Some(error) = transient(&reply) {
         return Err(error);
     }
@@ -279,13 +274,19 @@ where
         .ask(make)?
         .await
         .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+    durable(engine, acked.ticket).await?;
+    Ok(acked.value)
+}
+
+/// Waits until `ticket` is durable: what a handler reports must have been flushed. A failed
+/// writer answers 503 `unavailable` (nothing is acknowledged).
+pub async fn durable(engine: &Engine, ticket: crate::persistence::Ticket) -> Result<(), ApiError> {
     engine
         .writer
         .durability()
-        .wait(acked.ticket)
+        .wait(ticket)
         .await
-        .map_err(|_| ApiError::Unavailable)?;
-    Ok(acked.value)
+        .map_err(|_| ApiError::Unavailable)
 }
 
 /// The status and body of an error, as stored for idempotent replay.

@@ -45,12 +45,7 @@ pub async fn get(
             engine.registry.forget_order(&id, mailbox.addr());
             ApiError::Unavailable
         })?;
-    engine
-        .writer
-        .durability()
-        .wait(answer.ticket)
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    super::durable(engine, answer.ticket).await?;
     if let Some(error) = transient(&answer.value) {
         return Err(error);
     }

@@ -125,6 +125,9 @@ pub struct WriterSettings {
     /// Writes are refused with `503 overloaded` while the oldest queued change of the latest
     /// batch waited longer than this: an overload is shed instead of queued.
     pub max_queue_delay_ms: u64,
+    /// Most writes of one SKU between their turn and their flush while other SKUs write too;
+    /// the rest wait in that SKU's queue, so a flash sale queues behind itself. 0 = no limit.
+    pub sku_share: usize,
 }
 
 impl Default for WriterSettings {
@@ -133,6 +136,7 @@ impl Default for WriterSettings {
             max_batch_items: 4096,
             queue_capacity_items: 65_536,
             max_queue_delay_ms: 200,
+            sku_share: 8,
         }
     }
 }

@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use crate::actors::feed::StockFeed;
 use crate::actors::kafka::{self, KafkaBridge, StopBridge};
 use crate::actors::registry::CommerceLimits;
+use crate::actors::turns::Turns;
 use crate::actors::{Registry, SkuDeps};
 use crate::config::Settings;
 use crate::domain::sku::SkuLimits;
@@ -60,6 +61,8 @@ pub struct Engine {
     pub feed: Arc<StockFeed>,
     /// Cart and order settings.
     pub commerce: CommerceLimits,
+    /// Each SKU's share of the writer.
+    pub turns: Turns,
     /// Most units per cart line.
     pub cart_line_qty_max: u64,
     /// The arbiters the actors run on, stopped and joined at shutdown.
@@ -202,6 +205,10 @@ impl Engine {
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
             commerce,
+            turns: Turns::new(
+                settings.writer.sku_share,
+                Duration::from_millis(settings.writer.max_queue_delay_ms),
+            ),
             feed,
             cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),

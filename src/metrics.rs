@@ -21,6 +21,8 @@ pub const ACTORS_ALIVE: &str = "stockroom_actors_alive";
 pub const ACTOR_RESTARTS_TOTAL: &str = "stockroom_actor_restarts_total";
 /// Requests refused because a mailbox or the writer queue was full, by `queue`.
 pub const OVERLOAD_REFUSALS_TOTAL: &str = "stockroom_overload_refusals_total";
+/// Time a write waited for its SKU's turn (only writes that had to wait).
+pub const SKU_TURN_WAIT_SECONDS: &str = "stockroom_sku_turn_wait_seconds";
 /// Changes per group-commit batch.
 pub const WRITER_BATCH_CHANGES: &str = "stockroom_writer_batch_changes";
 /// Time of one flush (sled flush plus fsync of its data file).
@@ -166,7 +168,12 @@ fn describe() {
     describe_counter!(ACTOR_RESTARTS_TOTAL, "Actors restarted from storage after a panic.");
     describe_counter!(
         OVERLOAD_REFUSALS_TOTAL,
-        "Requests refused with 503 because a bounded queue was full."
+        "Requests refused with 503 because a bounded queue was full or waited too long, by queue."
+    );
+    describe_histogram!(
+        SKU_TURN_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a write waited for its SKU's turn while that SKU was over its share of the writer."
     );
     describe_histogram!(WRITER_BATCH_CHANGES, "Changes made durable per group-commit batch.");
     describe_histogram!(WRITER_FLUSH_SECONDS, Unit::Seconds, "Flush plus fsync time per batch.");

@@ -3,6 +3,7 @@
 //! - [`sku::SkuActor`]: one SKU's stock and the reservations held against it.
 //! - [`registry::Registry`]: finds (and starts) actors; spreads them over the arbiters.
 //! - [`mailbox::Mailbox`]: the hard bound on every actor's mailbox.
+//! - [`turns::Turns`]: each SKU's fair share of the writer, so a flash sale queues behind itself.
 
 pub mod cart;
 pub mod feed;
@@ -13,6 +14,7 @@ pub mod order;
 pub mod registry;
 pub mod sku;
 pub mod timer;
+pub mod turns;
 
 use crate::persistence::rows::DomainEvent;
 use crate::persistence::writer::Change;

@@ -228,6 +228,11 @@ async fn change_line(
     let scope = credential.scope();
     let keyed = Keyed::new(&key, &scope, request, canonical_body);
     let access = credential.access();
+    // The line holds stock at the SKU: it takes its turn there like a reservation.
+    let _turn = match engine.registry.sku(&sku) {
+        Some(_) => Some(super::sku_turn(engine, &sku).await?),
+        None => None,
+    };
     idempotent(engine, keyed, render_cart, transient, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| SetCartLine {
             access,

@@ -25,9 +25,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::sku::{ExecuteSkuCommand, Render};
+use crate::actors::turns::Turn;
 use crate::actors::{Mailbox, SkuActor, SkuFailure};
 use crate::config::Settings;
 use crate::domain::sku::SkuCommand;
+use crate::domain::SkuId;
 use crate::engine::Engine;
 use crate::metrics as names;
 use error::ApiError;
@@ -178,11 +180,13 @@ impl<'a> Keyed<'a> {
 /// `render`. With an idempotency key, a repeat replays the stored answer.
 pub async fn execute_sku_command(
     engine: &Engine,
+    sku: &SkuId,
     mailbox: &Mailbox<SkuActor>,
     command: SkuCommand,
     keyed: Keyed<'_>,
     render: Render,
 ) -> Result<HttpResponse, ApiError> {
+    let _turn = sku_turn(engine, sku).await?;
     idempotent(
         engine,
         keyed,
@@ -276,6 +280,13 @@ where
         .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
     durable(engine, acked.ticket).await?;
     Ok(acked.value)
+}
+
+/// Waits for a turn of `sku` for a write on it (see [`crate::actors::turns`]); the caller
+/// keeps it until its answer is durable. A queue that waited too long answers 503
+/// `overloaded`.
+pub async fn sku_turn(engine: &Engine, sku: &SkuId) -> Result<Turn, ApiError> {
+    engine.turns.take(sku).await.map_err(|_| ApiError::Overloaded)
 }
 
 /// Waits until `ticket` is durable: what a handler reports must have been flushed. A failed

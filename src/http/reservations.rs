@@ -55,7 +55,7 @@ pub async fn create(
         ttl_ms: ttl_seconds * 1000,
     };
     let keyed = Keyed::admin(&key, &request, &body.canonical);
-    execute_sku_command(engine, &mailbox, command, keyed, render_reserved).await
+    execute_sku_command(engine, &sku, &mailbox, command, keyed, render_reserved).await
 }
 
 /// `GET /v1/reservations/{id}`: a reservation, held or settled.
@@ -116,7 +116,7 @@ async fn settle(
     };
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let keyed = Keyed::admin(&key, &request, &body.canonical);
-    execute_sku_command(engine, &mailbox, command(id), keyed, render_reservation).await
+    execute_sku_command(engine, &sku, &mailbox, command(id), keyed, render_reservation).await
 }
 
 /// A settled reservation from storage, once every change made so far is durable (a

@@ -66,6 +66,7 @@ pub async fn upsert(
     let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(
         engine,
+        &sku,
         &mailbox,
         SkuCommand::Upsert { product, on_hand },
         keyed,
@@ -208,7 +209,7 @@ pub async fn restock(
     let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let keyed = Keyed::admin(&key, &request, &body.canonical);
-    execute_sku_command(engine, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
+    execute_sku_command(engine, &sku, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
 }
 
 /// Body of `POST /v1/skus/{sku}/adjust`.
@@ -237,6 +238,7 @@ pub async fn adjust(
     let keyed = Keyed::admin(&key, &request, &body.canonical);
     execute_sku_command(
         engine,
+        &sku,
         &mailbox,
         SkuCommand::Adjust { delta, reason },
         keyed,

@@ -180,3 +180,78 @@ async fn a_writer_falling_behind_sheds_writes_with_503_and_loses_nothing() {
     }
     assert!(taken, "writes are accepted again after the disk recovers");
 }
+
+#[actix_web::test]
+async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use stockroom::persistence::{FaultyStore, StoreFaults};
+
+    let faults = Arc::new(StoreFaults::default());
+    let store_faults = Arc::clone(&faults);
+    let options = Options {
+        wrap_store: Some(Box::new(move |store| Arc::new(FaultyStore::new(store, store_faults)))),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.writer.sku_share = 2;
+    })
+    .await;
+    for sku in ["hot", "cold", "steady"] {
+        app.create_sku(sku, 1_000).await;
+    }
+    // Every flush takes at least 40 ms, so each group commit is one visible step.
+    faults.slow_flush_ms.store(40, Ordering::SeqCst);
+    // The shop's ordinary traffic: four clients writing to another SKU without pause.
+    let stop = AtomicBool::new(false);
+    let steady = join_all((0..4).map(|_| async {
+        let mut created = 0;
+        while !stop.load(Ordering::SeqCst) {
+            assert_eq!(app.reserve("steady", 1, 600).await.status(), StatusCode::CREATED);
+            created += 1;
+        }
+        created
+    }));
+    let sale = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // The flash sale: 40 reservations of one SKU at once, at most 2 of them per flush.
+        let hot_done = AtomicUsize::new(0);
+        let rush = join_all((0..40).map(|_| async {
+            let status = app.reserve("hot", 1, 600).await.status();
+            hot_done.fetch_add(1, Ordering::SeqCst);
+            status
+        }));
+        let cold = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let status = app.reserve("cold", 1, 600).await.status();
+            (status, hot_done.load(Ordering::SeqCst))
+        };
+        let (rush, cold) = futures::join!(rush, cold);
+        stop.store(true, Ordering::SeqCst);
+        (rush, cold)
+    };
+    let (steady, (rush, (cold_status, hot_before_cold))) = futures::join!(steady, sale);
+    faults.slow_flush_ms.store(0, Ordering::SeqCst);
+
+    assert_eq!(cold_status, StatusCode::CREATED);
+    // Without turns the whole rush shares the next flush or two and is done before the
+    // cold write; with them the rush takes 20 flushes and the cold write one or two.
+    assert!(
+        hot_before_cold < 30,
+        "the cold write waited for {hot_before_cold} of the 40 hot ones"
+    );
+    assert!(rush.iter().all(|status| *status == StatusCode::CREATED), "{rush:?}");
+    assert_eq!(
+        counters(&app.sku("hot").await).1,
+        40,
+        "every reservation of the rush holds"
+    );
+    assert_eq!(counters(&app.sku("steady").await).1, steady.iter().sum::<u64>());
+    let waited = app
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("stockroom_sku_turn_wait_seconds_count "))
+        .map(|count| count.trim().parse::<f64>().unwrap())
+        .unwrap_or(0.0);
+    assert!(waited >= 30.0, "the rush waited its turns: {waited}");
+}

@@ -136,7 +136,7 @@ impl Default for WriterSettings {
             max_batch_items: 4096,
             queue_capacity_items: 65_536,
             max_queue_delay_ms: 200,
-            sku_share: 8,
+            sku_share: 4,
         }
     }
 }

@@ -253,5 +253,5 @@ async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead(
         .find_map(|line| line.strip_prefix("stockroom_sku_turn_wait_seconds_count "))
         .map(|count| count.trim().parse::<f64>().unwrap())
         .unwrap_or(0.0);
-    assert!(waited >= 30.0, "the rush waited its turns: {waited}");
+    assert!(waited >= 20.0, "the rush waited its turns: {waited}");
 }

@@ -6,22 +6,11 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use stockroom::persistence::{FaultyStore, Store, StoreFaults};
+use stockroom::persistence::StoreFaults;
 use stockroom::startup::Options;
 use tempfile::TempDir;
 
-use crate::helpers::{counters, error_code, TestApp};
-
-/// Options whose store fails as `faults` says.
-fn faulty(faults: &Arc<StoreFaults>) -> Options {
-    let faults = Arc::clone(faults);
-    Options {
-        wrap_store: Some(Box::new(move |store: Arc<dyn Store>| -> Arc<dyn Store> {
-            Arc::new(FaultyStore::new(store, faults))
-        })),
-        ..Options::default()
-    }
-}
+use crate::helpers::{counters, error_code, faulty, TestApp};
 
 /// Makes a disk fault happen during a keyed reservation, then restarts on the same data.
 async fn fault_during_a_reservation(switch: impl Fn(&StoreFaults)) {

@@ -267,3 +267,16 @@ impl TestApp {
             .unwrap()
     }
 }
+
+/// Options whose store fails (or slows down) as `faults` says, through the store seam.
+pub fn faulty(faults: &Arc<stockroom::persistence::StoreFaults>) -> Options {
+    let faults = Arc::clone(faults);
+    Options {
+        wrap_store: Some(Box::new(
+            move |store: Arc<dyn stockroom::persistence::Store>| -> Arc<dyn stockroom::persistence::Store> {
+                Arc::new(stockroom::persistence::FaultyStore::new(store, faults))
+            },
+        )),
+        ..Options::default()
+    }
+}

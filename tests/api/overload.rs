@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use stockroom::startup::Options;
 use tempfile::TempDir;
 
-use crate::helpers::{counters, error_code, TestApp, ADMIN_TOKEN};
+use crate::helpers::{counters, error_code, faulty, TestApp, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn a_full_mailbox_refuses_with_503_overloaded_and_loses_nothing() {
@@ -108,14 +108,10 @@ async fn a_full_writer_queue_refuses_with_503_overloaded() {
 #[actix_web::test]
 async fn a_writer_falling_behind_sheds_writes_with_503_and_loses_nothing() {
     use std::sync::atomic::Ordering;
-    use stockroom::persistence::{FaultyStore, StoreFaults};
+    use stockroom::persistence::StoreFaults;
 
     let faults = Arc::new(StoreFaults::default());
-    let store_faults = Arc::clone(&faults);
-    let options = Options {
-        wrap_store: Some(Box::new(move |store| Arc::new(FaultyStore::new(store, store_faults)))),
-        ..Options::default()
-    };
+    let options = faulty(&faults);
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.writer.max_queue_delay_ms = 20;
     })
@@ -184,14 +180,10 @@ async fn a_writer_falling_behind_sheds_writes_with_503_and_loses_nothing() {
 #[actix_web::test]
 async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use stockroom::persistence::{FaultyStore, StoreFaults};
+    use stockroom::persistence::StoreFaults;
 
     let faults = Arc::new(StoreFaults::default());
-    let store_faults = Arc::clone(&faults);
-    let options = Options {
-        wrap_store: Some(Box::new(move |store| Arc::new(FaultyStore::new(store, store_faults)))),
-        ..Options::default()
-    };
+    let options = faulty(&faults);
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.writer.sku_share = 2;
     })

@@ -103,6 +103,9 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// sled's page cache.
     pub cache_capacity_bytes: u64,
+    /// Time between checkpoints of the state rows: the log written since the last one is
+    /// what recovery replays, and what the memtable holds in memory.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for StoreSettings {
@@ -110,6 +113,7 @@ impl Default for StoreSettings {
         Self {
             data_dir: PathBuf::from("./data"),
             cache_capacity_bytes: 256 * 1024 * 1024,
+            checkpoint_interval_ms: 1000,
         }
     }
 }
@@ -489,6 +493,10 @@ impl Settings {
         let checks = [
             (self.http.max_body_bytes > 0, "http.max_body_bytes must be positive"),
             (self.http.max_connections > 0, "http.max_connections must be positive"),
+            (
+                self.store.checkpoint_interval_ms > 0,
+                "store.checkpoint_interval_ms must be positive",
+            ),
             (
                 self.http.request_body_timeout_seconds > 0,
                 "http.request_body_timeout_seconds must be positive",

@@ -14,7 +14,7 @@ use anyhow::Context;
 use dashmap::DashMap;
 
 use crate::actors::feed::StockFeed;
-use crate::actors::kafka::{self, KafkaBridge, StopBridge};
+use crate::actors::kafka::{KafkaBridge, StopBridge};
 use crate::actors::registry::CommerceLimits;
 use crate::actors::turns::Turns;
 use crate::actors::{Registry, SkuDeps};
@@ -23,12 +23,13 @@ use crate::domain::sku::SkuLimits;
 use crate::domain::Clock;
 use crate::http::idempotency::IdempotencyGate;
 use crate::metrics as names;
-use crate::persistence::recovery::{recover, Recovered};
+use crate::persistence::checkpoint::{CheckpointConfig, Checkpointer, LogRetention};
+use crate::persistence::recovery::{recover, replay_log, Recovered, Replayed};
 use crate::persistence::writer::{Change, FatalHandler};
-use crate::persistence::{keys, Op, SledStore, Store, Writer, WriterConfig};
+use crate::persistence::{keys, Memtable, Op, SledStore, StateView, Storage, Writer, WriterConfig};
 
 /// Wraps the opened store, so tests can inject faults at the seam.
-pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Storage>) -> Arc<dyn Storage> + Send>;
 
 /// Limits the HTTP layer applies to requests, resolved from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -49,8 +50,10 @@ pub struct Engine {
     pub registry: Arc<Registry>,
     /// The group-commit writer.
     pub writer: Arc<Writer>,
-    /// The store (reads; writes go through the writer).
-    pub store: Arc<dyn Store>,
+    /// The state as readers see it (writes go through the writer).
+    pub store: StateView,
+    /// Writes the state rows into the store in the background.
+    checkpointer: Checkpointer,
     /// Idempotency-Key admission.
     pub idempotency: IdempotencyGate,
     /// Wall-clock time.
@@ -67,8 +70,6 @@ pub struct Engine {
     pub cart_line_qty_max: u64,
     /// The arbiters the actors run on, stopped and joined at shutdown.
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
-    /// Most events kept in the log.
-    retention_max_events: u64,
     /// The Kafka bridge, when enabled: retention keeps every event it has not delivered.
     kafka: Option<Addr<KafkaBridge>>,
 }
@@ -76,6 +77,14 @@ pub struct Engine {
 /// The directory of the sled database inside the data directory.
 pub fn store_dir(settings: &Settings) -> PathBuf {
     settings.store.data_dir.join("store")
+}
+
+/// What opening the store and recovering gave.
+struct Opened {
+    storage: Arc<dyn Storage>,
+    memtable: Arc<Memtable>,
+    replayed: Replayed,
+    recovered: Recovered,
 }
 
 /// Rows deleted by one retention pass, at most.
@@ -92,31 +101,57 @@ impl Engine {
     ) -> anyhow::Result<Arc<Self>> {
         let dir = store_dir(settings);
         let cache_capacity_bytes = settings.store.cache_capacity_bytes;
-        let (store, recovered) =
-            actix_web::rt::task::spawn_blocking(move || -> anyhow::Result<(Arc<dyn Store>, Recovered)> {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                let sled = SledStore::open(&dir, cache_capacity_bytes)
-                    .with_context(|| format!("opening the store in {}", dir.display()))?;
-                let mut store: Arc<dyn Store> = Arc::new(sled);
-                if let Some(wrap) = wrap_store {
-                    store = wrap(store);
-                }
-                let recovered = recover(store.as_ref()).context("recovering state from the store")?;
-                Ok((store, recovered))
+        let Opened {
+            storage,
+            memtable,
+            replayed,
+            recovered,
+        } = actix_web::rt::task::spawn_blocking(move || -> anyhow::Result<Opened> {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let sled = SledStore::open(&dir, cache_capacity_bytes)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            let mut storage: Arc<dyn Storage> = Arc::new(sled);
+            if let Some(wrap) = wrap_store {
+                storage = wrap(storage);
+            }
+            let (memtable, replayed) = replay_log(storage.as_ref()).context("replaying the log")?;
+            let memtable = Arc::new(memtable);
+            let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
+            let recovered = recover(&view).context("recovering state from the store")?;
+            Ok(Opened {
+                storage,
+                memtable,
+                replayed,
+                recovered,
             })
-            .await
-            .context("the recovery thread panicked")??;
+        })
+        .await
+        .context("the recovery thread panicked")??;
+        let store = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
 
         let writer = Writer::start(
-            Arc::clone(&store),
+            Arc::clone(&storage),
+            Arc::clone(&memtable),
             WriterConfig {
                 max_batch_items: settings.writer.max_batch_items,
                 queue_capacity_items: settings.writer.queue_capacity_items,
             },
-            recovered.next_event_seq,
+            replayed.start,
             on_fatal,
         )
-        .context("starting the writer thread")?;
+        .context("starting the writer threads")?;
+        let checkpointer = Checkpointer::start(
+            store.clone(),
+            CheckpointConfig {
+                interval: Duration::from_millis(settings.store.checkpoint_interval_ms),
+                retention: LogRetention {
+                    max_events: settings.events.retention_max_events,
+                    kafka: settings.kafka.enabled,
+                },
+            },
+            writer.durability().watch_events_end(),
+        )
+        .context("starting the checkpoint thread")?;
 
         let arbiter_count = match settings.actors.arbiters {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
@@ -126,7 +161,7 @@ impl Engine {
         let feed: Arc<StockFeed> = Arc::default();
         let deps = Arc::new(SkuDeps {
             writer: Arc::clone(&writer),
-            store: Arc::clone(&store),
+            store: store.clone(),
             clock: Arc::clone(&clock),
             limits: SkuLimits {
                 holds_max: settings.reservation.max_holds_per_sku,
@@ -170,7 +205,7 @@ impl Engine {
         let kafka = if settings.kafka.enabled {
             let bridge = KafkaBridge::new(
                 settings.kafka.clone(),
-                Arc::clone(&store),
+                store.clone(),
                 Arc::clone(&writer),
                 Arc::clone(&clock),
             )?;
@@ -188,15 +223,18 @@ impl Engine {
             holds = recovered.holds,
             carts = cart_count,
             orders = order_count,
-            next_event_seq = recovered.next_event_seq,
+            next_event_seq = replayed.start.next_event_seq,
+            log_records_replayed = replayed.records,
+            row_changes_replayed = replayed.ops,
             elapsed_ms = recovered.elapsed.as_millis() as u64,
             "recovered"
         );
         Ok(Arc::new(Self {
             registry,
-            idempotency: IdempotencyGate::new(Arc::clone(&store)),
+            idempotency: IdempotencyGate::new(store.clone()),
             writer,
             store,
+            checkpointer,
             clock,
             limits: RequestLimits {
                 qty_max: settings.reservation.max_qty,
@@ -212,9 +250,16 @@ impl Engine {
             feed,
             cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),
-            retention_max_events: settings.events.retention_max_events,
             kafka,
         }))
+    }
+
+    /// Checkpoints the state rows now and removes the log records no longer needed
+    /// (blocking; the background thread does the same every `store.checkpoint_interval_ms`).
+    pub fn checkpoint(
+        &self,
+    ) -> Result<crate::persistence::checkpoint::CheckpointOutcome, crate::persistence::StoreError> {
+        self.checkpointer.run_now()
     }
 
     /// Waits until every change submitted so far is durable (a read barrier).
@@ -222,11 +267,13 @@ impl Engine {
         self.writer.durability().wait(self.writer.last_submitted()).await
     }
 
-    /// One retention pass: deletes rows whose retention ran out and events beyond the
-    /// configured count, at most [`SWEEP_ROWS_MAX`] of each. Returns the rows deleted.
+    /// One retention pass: deletes rows whose retention ran out, at most [`SWEEP_ROWS_MAX`].
+    /// Each delete is conditional on the row still holding the value read here, so a newer
+    /// record written meanwhile under the same key stays. Returns the rows deleted.
     pub fn sweep(&self) -> anyhow::Result<usize> {
         let now_ms = self.clock.now_ms();
         metrics::gauge!(names::CLOCK_SKEW_SECONDS).set(self.clock.wall_skew_ms() as f64 / 1000.0);
+        metrics::gauge!(names::MEMTABLE_ROWS).set(self.store.memtable.len() as f64);
         let mut ops = Vec::new();
         for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
             let Some((due_ms, target)) = keys::expiring_parts(&key) else {
@@ -235,30 +282,10 @@ impl Engine {
             if due_ms > now_ms {
                 break;
             }
-            if !retention_may_delete(self.store.as_ref(), target)? {
-                ops.push(Op::Delete(key));
-                continue;
+            if let Some(value) = retention_may_delete(&self.store, target)? {
+                ops.push(Op::DeleteIf(target.to_vec(), value));
             }
-            ops.push(Op::Delete(target.to_vec()));
             ops.push(Op::Delete(key));
-        }
-        if let (Some(first), Some(last)) = (
-            self.store
-                .scan(&[keys::EVENT], None, 1)?
-                .first()
-                .and_then(|(key, _)| keys::event_seq(key)),
-            self.store
-                .last_key(&[keys::EVENT])?
-                .and_then(|key| keys::event_seq(&key)),
-        ) {
-            let mut keep_from = last.saturating_add(1).saturating_sub(self.retention_max_events);
-            if self.kafka.is_some() {
-                // Never an event Kafka has not acknowledged (by the stored position: after a
-                // crash the bridge starts again from there).
-                keep_from = keep_from.min(kafka::stored_position(self.store.as_ref())?.unwrap_or(0));
-            }
-            let end = keep_from.min(first.saturating_add(SWEEP_ROWS_MAX as u64));
-            ops.extend((first..end).map(|seq| Op::Delete(keys::event(seq))));
         }
         if ops.is_empty() {
             return Ok(0);
@@ -298,17 +325,19 @@ impl Engine {
 
     /// Makes everything queued durable, stops the writer, then stops and joins the arbiters
     /// (dropping the actors and their handles on the store).
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(self: &Arc<Self>) {
         if let Some(bridge) = &self.kafka {
             // Its last position goes through the writer, so before the writer closes.
             if bridge.send(StopBridge).await.is_err() {
                 tracing::warn!("the Kafka bridge was gone at shutdown");
             }
         }
-        let writer = Arc::clone(&self.writer);
+        let engine = Arc::clone(self);
         let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let stopped = actix_web::rt::task::spawn_blocking(move || {
-            writer.close();
+            engine.writer.close();
+            // A last checkpoint: the next start replays little.
+            engine.checkpointer.close();
             for arbiter in &arbiters {
                 arbiter.stop();
             }
@@ -325,19 +354,23 @@ impl Engine {
     }
 }
 
-/// Whether retention may delete `target`. Committed and returned reservations are records of
-/// sales and are kept; a released id may have been held again (cart lines reuse their id), so
-/// its old retention entry must not delete the newer record.
-fn retention_may_delete(store: &dyn Store, target: &[u8]) -> anyhow::Result<bool> {
-    if target.first() != Some(&keys::RESERVATION) {
-        return Ok(true);
-    }
+/// Whether retention may delete `target`, and the value it may delete: only while the row
+/// still holds that value. Committed and returned reservations are records of sales and are
+/// kept; a released id may have been held again (cart lines reuse their id), and the
+/// conditional delete keeps the newer record.
+fn retention_may_delete(store: &StateView, target: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     let Some(bytes) = store.get(target)? else {
-        return Ok(false);
+        return Ok(None);
     };
-    let record: crate::domain::sku::Reservation = crate::persistence::codec::decode(target, &bytes)?;
-    Ok(matches!(
-        record.state,
-        crate::domain::sku::ReservationState::Released | crate::domain::sku::ReservationState::Expired
-    ))
+    if target.first() == Some(&keys::RESERVATION) {
+        let record: crate::domain::sku::Reservation = crate::persistence::codec::decode(target, &bytes)?;
+        let settled_unsold = matches!(
+            record.state,
+            crate::domain::sku::ReservationState::Released | crate::domain::sku::ReservationState::Expired
+        );
+        if !settled_unsold {
+            return Ok(None);
+        }
+    }
+    Ok(Some(bytes))
 }

@@ -33,6 +33,16 @@ pub const WRITER_BATCH_SECONDS: &str = "stockroom_writer_batch_duration_seconds"
 pub const WRITER_CHANGES_TOTAL: &str = "stockroom_writer_changes_total";
 /// Store failures (each one stops the server).
 pub const WRITER_FAILURES_TOTAL: &str = "stockroom_writer_failures_total";
+/// Checkpoint duration (state rows written and synced).
+pub const CHECKPOINT_SECONDS: &str = "stockroom_checkpoint_duration_seconds";
+/// State rows written by checkpoints.
+pub const CHECKPOINT_ROWS_TOTAL: &str = "stockroom_checkpoint_rows_total";
+/// Checkpoints that failed (and were retried).
+pub const CHECKPOINT_FAILURES_TOTAL: &str = "stockroom_checkpoint_failures_total";
+/// Log records removed after their checkpoint.
+pub const LOG_RECORDS_REMOVED_TOTAL: &str = "stockroom_log_records_removed_total";
+/// Rows changed since the last checkpoint, held in memory.
+pub const MEMTABLE_ROWS: &str = "stockroom_memtable_rows";
 /// Events appended to the event log.
 pub const EVENTS_WRITTEN_TOTAL: &str = "stockroom_events_written_total";
 /// Events the broker acknowledged, by `topic`.
@@ -176,11 +186,34 @@ fn describe() {
         "Time a write waited for its SKU's turn while that SKU was over its share of the writer."
     );
     describe_histogram!(WRITER_BATCH_CHANGES, "Changes made durable per group-commit batch.");
-    describe_histogram!(WRITER_FLUSH_SECONDS, Unit::Seconds, "Flush plus fsync time per batch.");
-    describe_histogram!(WRITER_BATCH_SECONDS, Unit::Seconds, "Apply plus flush time per batch.");
+    describe_histogram!(
+        WRITER_FLUSH_SECONDS,
+        Unit::Seconds,
+        "Log sync (flush plus fsync) time per batch."
+    );
+    describe_histogram!(
+        WRITER_BATCH_SECONDS,
+        Unit::Seconds,
+        "Time from taking a batch to its sync's end (encode, append, wait, sync)."
+    );
     describe_counter!(WRITER_CHANGES_TOTAL, "Changes made durable.");
     describe_counter!(WRITER_FAILURES_TOTAL, "Store failures; each stops the server.");
     describe_counter!(EVENTS_WRITTEN_TOTAL, "Events appended to the event log.");
+    describe_histogram!(
+        CHECKPOINT_SECONDS,
+        Unit::Seconds,
+        "Time to write and sync one checkpoint of the state rows."
+    );
+    describe_counter!(CHECKPOINT_ROWS_TOTAL, "State rows written by checkpoints.");
+    describe_counter!(
+        CHECKPOINT_FAILURES_TOTAL,
+        "Checkpoints that failed; each is retried, and the log keeps every change meanwhile."
+    );
+    describe_counter!(LOG_RECORDS_REMOVED_TOTAL, "Log records removed after their checkpoint.");
+    describe_gauge!(
+        MEMTABLE_ROWS,
+        "State rows changed since the last checkpoint, held in memory."
+    );
     describe_counter!(RETENTION_DELETED_TOTAL, "Rows removed by retention.");
     describe_gauge!(RECOVERY_SECONDS, Unit::Seconds, "Duration of the last recovery.");
     describe_counter!(

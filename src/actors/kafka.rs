@@ -12,8 +12,9 @@
 //!   to `retry_backoff_max_ms`), makes sure the topics exist, and sends again from the first
 //!   event not acknowledged, in order. Events after it that did arrive are sent again:
 //!   consumers deduplicate by `id`.
-//! - Event-log retention never removes events at or after the stored position (see
-//!   [`crate::engine::Engine::sweep`]), so a backlog only grows while the broker is away.
+//! - The events are read from the write-ahead log. Log retention never removes a record
+//!   with events at or after the stored position (see [`crate::persistence::checkpoint`]),
+//!   so a backlog only grows while the broker is away.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,9 +32,10 @@ use crate::config::KafkaSettings;
 use crate::domain::Clock;
 use crate::events::{self, TopicKind};
 use crate::metrics as names;
+use crate::persistence::log::{read_events, Log, ReadEventsError};
 use crate::persistence::rows::EventRecord;
 use crate::persistence::writer::Change;
-use crate::persistence::{codec, keys, Op, Store, StoreError, Ticket, Writer};
+use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
 
 /// Events read from the store in one step.
 const READ_BATCH: usize = 512;
@@ -58,7 +60,7 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
 }
 
 /// Reads the stored position; `None` when the bridge has never run on this store.
-pub fn stored_position(store: &dyn Store) -> Result<Option<u64>, StoreError> {
+pub fn stored_position(store: &StateView) -> Result<Option<u64>, StoreError> {
     let key = keys::kafka_position();
     store
         .get(&key)?
@@ -80,7 +82,7 @@ enum Slot {
 /// The bridge actor. Runs on an arbiter of its own: it reads the store.
 pub struct KafkaBridge {
     settings: KafkaSettings,
-    store: Arc<dyn Store>,
+    store: StateView,
     writer: Arc<Writer>,
     clock: Arc<dyn Clock>,
     producer: FutureProducer,
@@ -94,6 +96,12 @@ pub struct KafkaBridge {
     next_send: u64,
     /// Slots of the events `delivered..next_send`.
     window: VecDeque<Slot>,
+    /// The log position of each event of the window, to read again from after a failure.
+    window_positions: VecDeque<u64>,
+    /// The log position to read the event `next_send` from.
+    cursor: u64,
+    /// A log position at or before the record of the event `delivered`.
+    delivered_cursor: u64,
     /// Slots still waiting for a report.
     in_flight: usize,
     /// The durable end of the event log.
@@ -139,7 +147,7 @@ impl KafkaBridge {
     /// was off), and stores that position at once so retention keeps everything after it.
     pub fn new(
         settings: KafkaSettings,
-        store: Arc<dyn Store>,
+        store: StateView,
         writer: Arc<Writer>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
@@ -148,13 +156,13 @@ impl KafkaBridge {
             .create()
             .context("creating the Kafka producer (check kafka.brokers and kafka.options)")?;
         let events_end = writer.durability().watch_events_end();
-        let start = match stored_position(store.as_ref())? {
+        let log: &dyn Log = store.storage.as_ref();
+        let start = match stored_position(&store)? {
             Some(position) => position,
-            None => store
-                .scan(&[keys::EVENT], None, 1)?
+            None => read_events(log, 0, 0, 1)?
+                .0
                 .first()
-                .and_then(|(key, _)| keys::event_seq(key))
-                .unwrap_or(*events_end.borrow()),
+                .map_or(*events_end.borrow(), |(_, event)| event.seq),
         };
         let topics = TopicKind::ALL.map(|kind| kind.topic(&settings.topic_prefix));
         let backoff_ms = settings.retry_backoff_min_ms;
@@ -169,6 +177,9 @@ impl KafkaBridge {
             persisted: 0,
             next_send: start,
             window: VecDeque::new(),
+            window_positions: VecDeque::new(),
+            cursor: 0,
+            delivered_cursor: 0,
             in_flight: 0,
             events_end,
             topics_ready: false,
@@ -281,26 +292,23 @@ impl KafkaBridge {
                 .unwrap_or(usize::MAX)
                 .min(room)
                 .min(READ_BATCH);
-            let after = self.next_send.checked_sub(1).map(keys::event);
-            let rows = match self.store.scan(&[keys::EVENT], after.as_deref(), want) {
-                Ok(rows) => rows,
-                Err(error) => {
+            let log: &dyn Log = self.store.storage.as_ref();
+            let (events, cursor) = match read_events(log, self.cursor, self.next_send, want) {
+                Ok(read) => read,
+                Err(ReadEventsError::Store(error)) => {
                     tracing::error!(error = %error, "reading the event log failed; trying again");
                     self.schedule_pump(ctx, Duration::from_millis(self.settings.retry_backoff_max_ms));
                     return;
                 }
+                Err(error @ ReadEventsError::Undecodable { .. }) => {
+                    tracing::error!(error = %error, "an event in the log cannot be read; the bridge stops here");
+                    return;
+                }
             };
-            if rows.is_empty() {
+            if events.is_empty() {
                 return;
             }
-            for (key, value) in rows {
-                let record: EventRecord = match codec::decode(&key, &value) {
-                    Ok(record) => record,
-                    Err(error) => {
-                        tracing::error!(error = %error, "an event in the log cannot be read; the bridge stops here");
-                        return;
-                    }
-                };
+            for (position, record) in events {
                 if record.seq >= end {
                     return;
                 }
@@ -322,15 +330,17 @@ impl KafkaBridge {
                     self.delivered = record.seq;
                     self.next_send = record.seq;
                 }
-                if !self.send(record, ctx) {
+                self.cursor = position;
+                if !self.send(record, position, ctx) {
                     return;
                 }
             }
+            self.cursor = cursor;
         }
     }
 
     /// Hands one event to the producer; `false` when it could not take it now.
-    fn send(&mut self, record: EventRecord, ctx: &mut Context<Self>) -> bool {
+    fn send(&mut self, record: EventRecord, position: u64, ctx: &mut Context<Self>) -> bool {
         let kind = TopicKind::of(&record.event);
         let payload = events::encode(&record, &self.settings.source);
         let subject = record.event.subject();
@@ -347,6 +357,7 @@ impl KafkaBridge {
         );
         match sent {
             Ok(delivery) => {
+                self.window_positions.push_back(position);
                 self.track(record.seq, record.time_ms, kind, delivery, ctx);
                 true
             }
@@ -359,6 +370,7 @@ impl KafkaBridge {
                 metrics::counter!(names::KAFKA_FAILED_TOTAL, "topic" => topic).increment(1);
                 // Counts as a failed delivery of this event: start over from it.
                 self.window.push_back(Slot::Failed);
+                self.window_positions.push_back(position);
                 self.next_send += 1;
                 self.failing = true;
                 self.after_report(ctx);
@@ -412,13 +424,18 @@ impl KafkaBridge {
     fn after_report(&mut self, ctx: &mut Context<Self>) {
         while self.window.front() == Some(&Slot::Acked) {
             self.window.pop_front();
+            if let Some(position) = self.window_positions.pop_front() {
+                self.delivered_cursor = position;
+            }
             self.delivered += 1;
             self.failed_attempts = 0;
         }
         if self.failing {
             if self.in_flight == 0 {
                 self.window.clear();
+                self.window_positions.clear();
                 self.next_send = self.delivered;
+                self.cursor = self.delivered_cursor;
                 self.failing = false;
                 self.topics_ready = false;
                 self.failed_attempts += 1;

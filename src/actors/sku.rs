@@ -30,7 +30,7 @@ use crate::domain::{Clock, ReservationId, SkuId};
 use crate::metrics as names;
 use crate::persistence::rows::{restore_sku, sku_change_ops, DomainEvent, SkuRow};
 use crate::persistence::writer::Change;
-use crate::persistence::{codec, keys, Store, Ticket, Writer};
+use crate::persistence::{codec, keys, StateView, Ticket, Writer};
 
 /// An answer together with the ticket to wait on before reporting it.
 #[derive(Debug)]
@@ -118,7 +118,7 @@ pub struct SkuDeps {
     /// The group-commit writer.
     pub writer: Arc<Writer>,
     /// The store, for reading settled reservations and reloading after a restart.
-    pub store: Arc<dyn Store>,
+    pub store: StateView,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Bounds on one SKU's state.
@@ -574,7 +574,8 @@ mod tests {
     use crate::actors::Registry;
     use crate::domain::sku::Product;
     use crate::domain::{Currency, Name, Quantity, SystemClock};
-    use crate::persistence::{SledStore, WriterConfig};
+    use crate::persistence::writer::LogStart;
+    use crate::persistence::{Memtable, SledStore, Storage, WriterConfig};
 
     /// Corrupts the in-memory state, then panics: what a bug in a handler would do.
     #[derive(Message)]
@@ -601,15 +602,27 @@ mod tests {
     async fn a_panicking_actor_is_restarted_from_its_persisted_state_and_counted() {
         let metrics = crate::metrics::install();
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let memtable = Arc::new(Memtable::default());
         let config = WriterConfig {
             max_batch_items: 64,
             queue_capacity_items: 64,
         };
-        let writer = Writer::start(Arc::clone(&store), config, 1, Arc::new(|_| {})).unwrap();
+        let start = LogStart {
+            next_position: 1,
+            next_event_seq: 1,
+        };
+        let writer = Writer::start(
+            Arc::clone(&storage),
+            Arc::clone(&memtable),
+            config,
+            start,
+            Arc::new(|_| {}),
+        )
+        .unwrap();
         let deps = Arc::new(SkuDeps {
             writer: Arc::clone(&writer),
-            store,
+            store: StateView::new(storage, memtable),
             clock: Arc::new(SystemClock),
             limits: SkuLimits { holds_max: 10 },
             settled_retention_ms: 60_000,

@@ -19,7 +19,7 @@ use super::sku::{
 use super::values::{Currency, Name, Quantity, StockDelta, QUANTITY_MAX};
 use crate::persistence::recovery::recover;
 use crate::persistence::rows::sku_change_ops;
-use crate::persistence::{codec, keys, SledStore, Store};
+use crate::persistence::{codec, keys, SledStore, StateView, Storage};
 
 const LIMITS: SkuLimits = SkuLimits { holds_max: 8 };
 
@@ -230,7 +230,10 @@ fn simulate(seed: u64, steps: usize) {
     let _reporter = SeedReporter(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SledStore::open(dir.path(), 4 << 20).expect("sled opens");
+    let storage: std::sync::Arc<dyn Storage> =
+        std::sync::Arc::new(SledStore::open(dir.path(), 4 << 20).expect("sled opens"));
+    // Rows go straight into the state tree, as a checkpoint writes them.
+    let store = StateView::new(std::sync::Arc::clone(&storage), std::sync::Arc::default());
     let sku = SkuId::parse("sim").expect("valid");
     let mut now_ms: u64 = 1_700_000_000_000;
     let mut model = Model::default();
@@ -245,7 +248,7 @@ fn simulate(seed: u64, steps: usize) {
     };
     let created = execute(&sku, &mut state, &create, now_ms, LIMITS, |_| Ok::<_, ()>(None)).expect("no store errors");
     assert!(matches!(created.answer, Ok(SkuOutcome::Sku { created: true, .. })));
-    store
+    storage
         .apply(sku_change_ops(
             state.as_ref().expect("created"),
             &created.events,
@@ -324,7 +327,7 @@ fn simulate(seed: u64, steps: usize) {
         );
         if !executed.events.is_empty() {
             let after = state.as_ref().expect("the SKU exists");
-            store
+            storage
                 .apply(sku_change_ops(
                     after,
                     &executed.events,

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 
 use super::error::ApiError;
 use crate::persistence::rows::IdempotencyRecord;
-use crate::persistence::{codec, keys, Store};
+use crate::persistence::{codec, keys, StateView};
 
 /// What to do with a keyed request.
 pub enum Admission {
@@ -29,7 +29,7 @@ pub struct IdempotencyGate {
     /// Keys being worked on, with their request fingerprint.
     in_flight: Arc<DashMap<Vec<u8>, [u8; 32]>>,
     /// Where answers are stored.
-    store: Arc<dyn Store>,
+    store: StateView,
 }
 
 /// Marks a key in flight; dropping it (answered, failed or abandoned) clears the mark.
@@ -47,7 +47,7 @@ impl Drop for InFlightGuard {
 
 impl IdempotencyGate {
     /// A gate over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: StateView) -> Self {
         Self {
             in_flight: Arc::new(DashMap::new()),
             store,

@@ -1,58 +1,63 @@
-//! Fault injection at the store seam: a [`Store`] wrapper whose writes, flushes or free space
-//! fail on command, so tests can show that a failing disk acknowledges nothing.
+//! Fault injection at the storage seam: a [`Storage`] wrapper whose log appends, syncs or
+//! checkpoints fail on command, so tests can show that a failing disk acknowledges nothing
+//! and that a failing checkpoint loses nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{Entry, Op, Store, StoreError};
+use super::log::PositionedRecord;
+use super::{Entry, Log, Op, Storage, Store, StoreError};
 
-/// Switches that make the next store calls fail. Shared between a test and its store.
+/// Switches that make the next storage calls fail. Shared between a test and its store.
 #[derive(Debug, Default)]
 pub struct StoreFaults {
-    /// Every `flush` fails while set.
+    /// Every log sync fails (before anything is synced) while set.
     pub fail_flush: AtomicBool,
-    /// Every `apply` fails while set.
+    /// Every log sync runs, then reports failure, while set: the data may be on disk, yet
+    /// the caller cannot know it (an fsync that failed after sled's flush succeeded).
+    pub fail_sync_after_flush: AtomicBool,
+    /// Every log append fails while set.
     pub fail_apply: AtomicBool,
-    /// Every `apply` fails as a full disk would (`ENOSPC`) while set.
+    /// Every log append fails as a full disk would (`ENOSPC`) while set.
     pub disk_full: AtomicBool,
-    /// Every `flush` takes this many milliseconds longer (a slow disk).
+    /// Every log sync takes this many milliseconds longer (a slow disk).
     pub slow_flush_ms: AtomicU64,
+    /// Every checkpoint write of state rows fails while set.
+    pub fail_checkpoint: AtomicBool,
+    /// Log syncs that finished, failed or not: tests wait on it instead of sleeping.
+    pub syncs: AtomicU64,
 }
 
 /// A store that delegates to another unless a fault is switched on.
 pub struct FaultyStore {
     /// The real store underneath.
-    inner: Arc<dyn Store>,
+    inner: Arc<dyn Storage>,
     /// The switches.
     faults: Arc<StoreFaults>,
 }
 
 impl FaultyStore {
     /// Wraps `inner`; `faults` decides when calls fail.
-    pub fn new(inner: Arc<dyn Store>, faults: Arc<StoreFaults>) -> Self {
+    pub fn new(inner: Arc<dyn Storage>, faults: Arc<StoreFaults>) -> Self {
         Self { inner, faults }
+    }
+
+    fn checkpoint_fault(&self) -> Result<(), StoreError> {
+        if self.faults.fail_checkpoint.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("checkpoint failed"));
+        }
+        Ok(())
     }
 }
 
 impl Store for FaultyStore {
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        if self.faults.fail_apply.load(Ordering::SeqCst) {
-            return Err(StoreError::Injected("apply failed"));
-        }
-        if self.faults.disk_full.load(Ordering::SeqCst) {
-            return Err(StoreError::Io(std::io::Error::from_raw_os_error(28)));
-        }
+        self.checkpoint_fault()?;
         self.inner.apply(ops)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        if self.faults.fail_flush.load(Ordering::SeqCst) {
-            return Err(StoreError::Injected("flush failed"));
-        }
-        let slow_ms = self.faults.slow_flush_ms.load(Ordering::SeqCst);
-        if slow_ms > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(slow_ms));
-        }
+        self.checkpoint_fault()?;
         self.inner.flush()
     }
 
@@ -63,8 +68,47 @@ impl Store for FaultyStore {
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError> {
         self.inner.scan(prefix, after, limit)
     }
+}
 
-    fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.last_key(prefix)
+impl Log for FaultyStore {
+    fn append(&self, records: Vec<PositionedRecord>) -> Result<(), StoreError> {
+        if self.faults.fail_apply.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("append failed"));
+        }
+        if self.faults.disk_full.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::from_raw_os_error(28)));
+        }
+        self.inner.append(records)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let result = self.sync_inner();
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<PositionedRecord>, StoreError> {
+        self.inner.read(from, limit)
+    }
+
+    fn remove(&self, positions: Vec<u64>) -> Result<(), StoreError> {
+        self.inner.remove(positions)
+    }
+}
+
+impl FaultyStore {
+    fn sync_inner(&self) -> Result<(), StoreError> {
+        if self.faults.fail_flush.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("flush failed"));
+        }
+        let slow_ms = self.faults.slow_flush_ms.load(Ordering::SeqCst);
+        if slow_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(slow_ms));
+        }
+        self.inner.sync()?;
+        if self.faults.fail_sync_after_flush.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("fsync failed after the flush"));
+        }
+        Ok(())
     }
 }

@@ -5,12 +5,16 @@
 //! | `s`    | SKU id                                  | [`SkuRow`](super::rows::SkuRow) |
 //! | `h`    | SKU id, `0x00`, reservation id (16 B)   | [`Hold`](crate::domain::sku::Hold) |
 //! | `r`    | reservation id (16 B)                   | settled [`Reservation`](crate::domain::sku::Reservation) |
-//! | `e`    | event sequence number (u64 big-endian)  | [`EventRecord`](super::rows::EventRecord) |
+//! | `e`    | event sequence number (u64 big-endian)  | legacy: events of the first release, before the log |
 //! | `i`    | scope, `0x00`, idempotency key          | [`IdempotencyRecord`](super::rows::IdempotencyRecord) |
 //! | `x`    | due time ms (u64 BE), then a whole key  | empty: that key is deleted when due |
 //! | `c`    | cart id (16 B)                          | [`Cart`](crate::domain::cart::Cart) |
 //! | `o`    | order id (16 B)                         | [`Order`](crate::domain::order::Order) |
 //! | `p`    | consumer name (`kafka`)                 | u64: the next event it has not yet delivered |
+//! | `k`    | `checkpoint`                            | [`CheckpointMark`](super::checkpoint::CheckpointMark) |
+//!
+//! These are the state rows, in sled's default tree. The write-ahead log is a tree of its
+//! own (see [`super::log`]).
 //!
 //! SKU ids and scopes never contain `0x00`, so the separator keeps prefixes unambiguous.
 //! Holds are grouped by SKU so that one SKU's holds can be reloaded with one prefix scan.
@@ -23,7 +27,7 @@ pub const SKU: u8 = b's';
 pub const HOLD: u8 = b'h';
 /// Prefix of settled reservation rows.
 pub const RESERVATION: u8 = b'r';
-/// Prefix of the event log (the outbox).
+/// Prefix of the first release's event rows (events now live in the log).
 pub const EVENT: u8 = b'e';
 /// Prefix of idempotency records.
 pub const IDEMPOTENCY: u8 = b'i';
@@ -36,6 +40,16 @@ pub const ORDER: u8 = b'o';
 
 /// Prefix of event-log positions of the log's consumers.
 pub const POSITION: u8 = b'p';
+
+/// Prefix of the checkpoint mark.
+pub const CHECKPOINT: u8 = b'k';
+
+/// Key of the checkpoint mark: the log position the state rows cover.
+pub fn checkpoint() -> Vec<u8> {
+    let mut key = vec![CHECKPOINT];
+    key.extend_from_slice(b"checkpoint");
+    key
+}
 
 /// Key of the Kafka bridge's position: every event below the stored sequence number has been
 /// acknowledged by the broker.

@@ -1,45 +1,62 @@
-//! Durable storage: the store interface, its sled implementation, the group-commit writer and
-//! recovery.
+//! Durable storage: the write-ahead log, the checkpointed state rows, the group-commit
+//! writer, recovery and the read view over all of them.
 //!
-//! # Durability contract
+//! # How a change becomes durable
 //!
-//! A [`Store`] keeps ordered byte keys and values. Every implementation promises:
+//! 1. An actor decides a change and submits its row ops and events to the [`Writer`].
+//! 2. The writer's append thread takes everything queued as one batch, encodes it once into
+//!    log records ([`log`]), appends them, and applies the row ops to the in-memory
+//!    [`Memtable`], where every reader sees them at once.
+//! 3. The writer's sync thread makes the appended records durable (sled `flush` plus
+//!    `fsync`); only then are the batch's tickets durable and its answers sent. The next
+//!    batch is appended while this one syncs.
+//! 4. In the background, the [`checkpoint`] thread writes the memtable's rows into sled's
+//!    state tree, many changes to one row as one write, together with the log position they
+//!    cover; then the log records that are checkpointed (and, with Kafka on, delivered) go.
 //!
-//! 1. **Atomic batches.** [`Store::apply`] applies a batch of puts and deletes as a unit:
-//!    after any crash, recovery sees either all of a batch or none of it.
-//! 2. **Durable after flush.** A batch is durable only once a later [`Store::flush`] has
-//!    returned `Ok`. Whatever was applied but not flushed may be lost by a crash.
-//! 3. **Ordered.** Batches become durable in the order they were applied: after a crash, the
-//!    store holds a prefix of the applied batches.
-//! 4. **Errors are final.** After `apply` or `flush` returns `Err`, nothing written since the
-//!    last successful flush may be assumed durable, and the caller must stop: the writer
-//!    treats any store error as fatal, acknowledges nothing of the failed batch, and stops the
-//!    process; recovery on restart restores the last durable state.
+//! Recovery loads the checkpointed rows, replays the log after the checkpoint into the
+//! memtable, and checks every invariant before the server reports ready.
 //!
-//! Reads see everything applied, flushed or not. Callers that report what they read wait for
-//! durability first (see [`writer::Durability`]).
+//! # Durability contract of the row [`Store`]
 //!
-//! Only the writer thread calls `apply` and `flush`; reads may come from any thread.
+//! 1. **Atomic batches.** [`Store::apply`] applies a batch of puts and deletes as a unit.
+//! 2. **Durable after flush.** A batch is durable once a later [`Store::flush`] returns `Ok`.
+//! 3. **Ordered,** with the log too: the store and the log share one sled database, whose
+//!    writes become durable in the order they were made.
+//! 4. **Errors are reported, not hidden.** A failed checkpoint is retried; the log still holds
+//!    every change, so nothing is lost.
+//!
+//! The [`Log`] has its own contract, in [`log`]. Only the writer appends to the log, and only
+//! the checkpoint thread applies rows; reads may come from any thread, through [`StateView`].
 
+pub mod checkpoint;
 pub mod codec;
 pub mod fault;
 pub mod keys;
+pub mod log;
+pub mod memtable;
 pub mod recovery;
 pub mod rows;
 pub mod sled_store;
 pub mod writer;
 
 pub use fault::{FaultyStore, StoreFaults};
+pub use log::Log;
+pub use memtable::{Memtable, StateView};
 pub use sled_store::SledStore;
 pub use writer::{Durability, Ticket, Writer, WriterConfig, WriterPermit};
 
 /// One change to one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Sets `key` to `value`.
     Put(Vec<u8>, Vec<u8>),
     /// Removes `key` (a no-op when absent).
     Delete(Vec<u8>),
+    /// Removes `key` only if its value is still the given one when the writer applies it
+    /// (retention, which read the row earlier). The writer resolves it into a `Delete` or
+    /// nothing before the change is logged, so the log never holds this variant.
+    DeleteIf(Vec<u8>, Vec<u8>),
 }
 
 /// A key and its value, as returned by scans.
@@ -67,9 +84,9 @@ pub enum StoreError {
     },
 }
 
-/// The storage interface: see the durability contract at the top of this module.
+/// The checkpointed state rows: see the durability contract at the top of this module.
 pub trait Store: Send + Sync + 'static {
-    /// Applies `ops` atomically (not yet durable).
+    /// Applies `ops` atomically (not yet durable). `DeleteIf` is not accepted here.
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
 
     /// Makes everything applied so far durable.
@@ -81,7 +98,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` entries whose keys start with `prefix`, in key order, starting after
     /// `after` (a full key) when given.
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError>;
-
-    /// The greatest key that starts with `prefix`.
-    fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 }
+
+/// The log and the rows together, as one database holds them.
+pub trait Storage: Store + Log {}
+
+impl<T: Store + Log> Storage for T {}

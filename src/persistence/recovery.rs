@@ -1,15 +1,21 @@
-//! Recovery: rebuilds every SKU from its state rows (no event replay) and checks its
+//! Recovery: replays the log after the checkpoint into the memtable ([`replay_log`]), then
+//! rebuilds every SKU from the state rows seen through it ([`recover`]) and checks its
 //! invariants before the server reports ready.
 //!
-//! SKU rows and hold rows are both ordered by SKU id, so recovery is one merge of two
-//! sequential scans, read in bounded pages: its cost grows linearly with the live data.
+//! SKU rows and hold rows are both ordered by SKU id, so rebuilding is one merge of two
+//! sequential scans, read in bounded pages: its cost grows linearly with the live data, and
+//! replay's with the log written since the last checkpoint.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use super::checkpoint::read_mark;
+use super::log::decode_record;
+use super::memtable::{Memtable, StateView};
 use super::rows::{restore_sku, SkuRow};
-use super::{codec, keys, Store};
+use super::writer::LogStart;
+use super::{codec, keys, Storage};
 use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::order::Order;
 use crate::domain::sku::{Hold, SkuState};
@@ -26,16 +32,103 @@ pub struct Recovered {
     pub carts: Vec<Cart>,
     /// Orders that can still change or owe stock back (others load when asked for).
     pub orders: Vec<Order>,
-    /// The sequence number the next event gets.
-    pub next_event_seq: u64,
     /// Held reservations restored, over all SKUs.
     pub holds: usize,
     /// How long recovery took.
     pub elapsed: Duration,
 }
 
+/// What replaying the log found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Where the log continues.
+    pub start: LogStart,
+    /// Log records replayed (after the checkpoint).
+    pub records: u64,
+    /// Row changes replayed.
+    pub ops: u64,
+    /// A torn last record was found and removed.
+    pub torn_record: bool,
+}
+
+/// Replays the log records after the checkpoint into a new memtable. A last record that
+/// fails its checksum (torn by a crash mid-write) ends the log and is removed; a damaged
+/// record anywhere else is corruption and fails recovery.
+pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)> {
+    let mark = read_mark(storage).context("reading the checkpoint mark")?;
+    let (through, mut events_end) = match mark {
+        Some(mark) => (mark.through, mark.events_end),
+        None => (0, legacy_events_end(storage)?),
+    };
+    let memtable = Memtable::new(through, events_end);
+    let mut last_position = through;
+    let mut records = 0;
+    let mut ops = 0;
+    let mut torn_record = false;
+    let mut from = 0;
+    loop {
+        let page = storage.read(from, 1024).context("reading the log")?;
+        let Some(&(page_last, _)) = page.last() else { break };
+        let page_len = page.len();
+        for (index, (position, bytes)) in page.into_iter().enumerate() {
+            last_position = last_position.max(position);
+            if position <= through {
+                // Covered by the checkpoint; kept only for its events.
+                continue;
+            }
+            let record = match decode_record(position, &bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    let is_last = index + 1 == page_len && storage.read(position + 1, 1)?.is_empty();
+                    if !is_last {
+                        return Err(anyhow::Error::new(error).context("a damaged record in the middle of the log"));
+                    }
+                    tracing::warn!(position, error = %error, "the last log record is torn; the log ends before it");
+                    storage.remove(vec![position]).context("removing the torn record")?;
+                    last_position = position - 1;
+                    torn_record = true;
+                    break;
+                }
+            };
+            if let Some(event) = record.events.last() {
+                events_end = events_end.max(event.seq + 1);
+            }
+            records += 1;
+            ops += record.ops.len() as u64;
+            memtable.apply(record.ops, position, events_end);
+        }
+        from = page_last + 1;
+    }
+    let replayed = Replayed {
+        start: LogStart {
+            next_position: last_position + 1,
+            next_event_seq: events_end.max(1),
+        },
+        records,
+        ops,
+        torn_record,
+    };
+    Ok((memtable, replayed))
+}
+
+/// In a store of the first release (event rows, no checkpoint): the sequence number after
+/// its last event row, so that event ids never repeat.
+fn legacy_events_end(storage: &dyn Storage) -> anyhow::Result<u64> {
+    let mut end = 1;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = storage.scan(&[keys::EVENT], after.as_deref(), PAGE_ROWS)?;
+        let Some((last, _)) = page.last() else { break };
+        if let Some(seq) = keys::event_seq(last) {
+            end = end.max(seq + 1);
+        }
+        after = Some(last.clone());
+    }
+    Ok(end)
+}
+
 /// Reads all state rows and rebuilds the SKUs; fails on a corrupt row or a broken invariant.
-pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
+pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     let started = Instant::now();
     let mut holds = HoldCursor::new(store);
     let mut skus = Vec::new();
@@ -60,10 +153,6 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
     if let Some(orphan) = holds.next_sku()? {
         bail!("hold rows exist for SKU {orphan}, which has no SKU row");
     }
-    let next_event_seq = match store.last_key(&[keys::EVENT]).context("reading the event log")? {
-        Some(key) => keys::event_seq(&key).context("bad event key")? + 1,
-        None => 1,
-    };
     let mut carts = Vec::new();
     for (key, value) in scan_all(store, keys::CART)? {
         let cart: Cart = codec::decode(&key, &value)?;
@@ -82,14 +171,13 @@ pub fn recover(store: &dyn Store) -> anyhow::Result<Recovered> {
         skus,
         carts,
         orders,
-        next_event_seq,
         holds: hold_count,
         elapsed: started.elapsed(),
     })
 }
 
 /// Every row under one prefix, read in bounded pages.
-fn scan_all(store: &dyn Store, prefix: u8) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn scan_all(store: &StateView, prefix: u8) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut rows = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -103,14 +191,14 @@ fn scan_all(store: &dyn Store, prefix: u8) -> anyhow::Result<Vec<(Vec<u8>, Vec<u
 
 /// Walks the hold rows in key order (grouped by SKU), one page at a time.
 struct HoldCursor<'a> {
-    store: &'a dyn Store,
+    store: &'a StateView,
     page: std::collections::VecDeque<(SkuId, Hold)>,
     after: Option<Vec<u8>>,
     exhausted: bool,
 }
 
 impl<'a> HoldCursor<'a> {
-    fn new(store: &'a dyn Store) -> Self {
+    fn new(store: &'a StateView) -> Self {
         Self {
             store,
             page: Default::default(),

@@ -1,20 +1,27 @@
-//! The group-commit writer: one thread that makes changes durable in batches.
+//! The group-commit writer: two threads that make changes durable in batches, pipelined.
 //!
 //! Actors hand in [`Change`]s through a [`WriterPermit`]; each gets a [`Ticket`], its place
-//! in the one global order of changes. The writer thread takes everything queued (up to
-//! `max_batch_items`), applies it as one atomic store batch together with the event-log rows,
-//! flushes once, and only then marks the batch's last ticket durable, waking every waiter up to
-//! it. Changes that arrive during a flush form the next batch, so under load batches grow and
-//! the cost of a flush is shared.
+//! in the one global order of changes. The **append thread** takes everything queued (up to
+//! `max_batch_items`), encodes it once into log records, appends them, and applies the row
+//! ops to the memtable, where readers see them. The **sync thread** then makes the records
+//! durable (sled flush plus fsync) and only then marks the batch's last ticket durable,
+//! waking every waiter up to it. While one batch syncs, the next is gathered and appended;
+//! the one after that gathers in the queue, so under load batches grow and a sync's cost is
+//! shared.
 //!
 //! Invariants:
-//! - tickets and event sequence numbers are handed out under the queue lock, so ticket order,
-//!   event order and store order are the same order;
-//! - `durable` only grows, and a ticket is durable only after the flush that covers it;
-//! - the queue holds at most `queue_capacity_items` changes, counting reserved permits: when
-//!   full, [`Writer::try_reserve`] refuses at once and the caller answers `503 overloaded`;
-//! - a store error is fatal: every waiter is failed (nothing of the batch is acknowledged), the
-//!   writer stops taking changes, and `on_fatal` is called to stop the process.
+//! - tickets, event sequence numbers and log positions are handed out in one order: tickets
+//!   and events under the queue lock, positions by the one append thread in queue order;
+//! - `durable` only grows, and a ticket is durable only after a sync that started after its
+//!   records were appended;
+//! - at most one appended batch waits for the sync thread: the append thread waits for it to
+//!   be taken before appending the next;
+//! - the queue holds at most `queue_capacity_items` changes, counting reserved permits and
+//!   changes not yet durable: when full, [`Writer::try_reserve`] refuses at once and the
+//!   caller answers `503 overloaded`;
+//! - a failed append or sync is fatal: the outcome of the batch is unknown (a sync may have
+//!   failed after the data reached the disk), so every waiter is failed, nothing more is
+//!   acknowledged, and `on_fatal` stops the process.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +31,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::log::{change_bytes, encode_record, PositionedRecord, RECORD_BYTES_TARGET};
+use super::memtable::Memtable;
 use super::rows::{DomainEvent, EventRecord};
-use super::{codec, keys, Op, Store, StoreError};
+use super::{Op, Storage, StoreError};
 use crate::metrics as names;
 
 /// A change's place in the global commit order. Ticket 0 is "nothing": always durable.
@@ -127,6 +136,10 @@ impl Durability {
     }
 
     fn complete(&self, ticket: Ticket, events_end: Option<u64>) {
+        if lock(&self.waiters).failed {
+            // A failed writer acknowledges nothing more, not even a sync that finished.
+            return;
+        }
         if let Some(end) = events_end {
             self.events_end.send_if_modified(|current| {
                 let advanced = end > *current;
@@ -180,24 +193,58 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when a change is queued or the writer is closed.
     wake: Condvar,
-    /// Changes queued, in flight or reserved by permits: the bounded quantity.
+    /// Changes queued, appended but not yet durable, or reserved by permits: the bounded
+    /// quantity.
     occupancy: AtomicUsize,
+    /// Changes appended and handed to the sync thread, not yet durable.
+    handed: AtomicUsize,
     /// Set by `close` or a fatal error: no new permits.
     closed: AtomicBool,
+    /// Set once `on_fatal` has run, so it runs once.
+    fatal_reported: AtomicBool,
+    /// The event sequence number up to which events were counted in the metric.
+    events_counted: AtomicU64,
     /// The ticket of the last change submitted, for read barriers.
     last_submitted: AtomicU64,
     /// How long the oldest change of the last batch waited in the queue, in microseconds;
     /// 0 once the queue ran empty.
     queue_delay_us: AtomicU64,
+    /// Between the append and the sync thread.
+    handoff: Mutex<Handoff>,
+    /// Signalled when `handoff` changes.
+    handoff_changed: Condvar,
     durability: Arc<Durability>,
     config: WriterConfig,
+}
+
+/// Appended changes waiting for the sync thread.
+#[derive(Default)]
+struct Handoff {
+    /// What the next sync makes durable; `None` while nothing new was appended.
+    pending: Option<Appended>,
+    /// The append thread has finished (closed, or failed).
+    append_done: bool,
+    /// The writer failed: both threads stop.
+    failed: bool,
+}
+
+/// One appended batch, as the sync thread completes it.
+struct Appended {
+    /// The batch's last ticket.
+    ticket: Ticket,
+    /// The event sequence number after its last event, if it had events.
+    events_end: Option<u64>,
+    /// How many changes it holds.
+    changes: usize,
+    /// When the append thread took it from the queue.
+    started: Instant,
 }
 
 /// Handle to the group-commit writer thread.
 pub struct Writer {
     shared: Arc<Shared>,
-    /// The writer thread, joined by `close`.
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The append and sync threads, joined by `close`.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A reserved place in the writer's queue: submitting through it cannot be refused.
@@ -251,9 +298,10 @@ impl Drop for WriterPermit<'_> {
 impl Writer {
     /// Starts the writer thread over `store`. `next_event_seq` continues the event log.
     pub fn start(
-        store: Arc<dyn Store>,
+        storage: Arc<dyn Storage>,
+        memtable: Arc<Memtable>,
         config: WriterConfig,
-        next_event_seq: u64,
+        log_start: LogStart,
         on_fatal: FatalHandler,
     ) -> std::io::Result<Arc<Self>> {
         assert!(config.max_batch_items > 0 && config.queue_capacity_items > 0);
@@ -261,24 +309,39 @@ impl Writer {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 next_ticket: 1,
-                next_event_seq,
+                next_event_seq: log_start.next_event_seq,
                 writer_sleeping: false,
             }),
             wake: Condvar::new(),
             occupancy: AtomicUsize::new(0),
+            handed: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            fatal_reported: AtomicBool::new(false),
             last_submitted: AtomicU64::new(0),
             queue_delay_us: AtomicU64::new(0),
-            durability: Arc::new(Durability::new(next_event_seq)),
+            events_counted: AtomicU64::new(log_start.next_event_seq),
+            handoff: Mutex::default(),
+            handoff_changed: Condvar::new(),
+            durability: Arc::new(Durability::new(log_start.next_event_seq)),
             config,
         });
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("stockroom-writer".to_owned())
-            .spawn(move || run(&thread_shared, store.as_ref(), on_fatal.as_ref()))?;
+        let append = {
+            let shared = Arc::clone(&shared);
+            let storage = Arc::clone(&storage);
+            let on_fatal = Arc::clone(&on_fatal);
+            std::thread::Builder::new()
+                .name("stockroom-append".to_owned())
+                .spawn(move || run_append(&shared, storage.as_ref(), &memtable, log_start, on_fatal.as_ref()))?
+        };
+        let sync = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("stockroom-sync".to_owned())
+                .spawn(move || run_sync(&shared, storage.as_ref(), on_fatal.as_ref()))?
+        };
         Ok(Arc::new(Self {
             shared,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![append, sync]),
         }))
     }
 
@@ -327,10 +390,10 @@ impl Writer {
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_all();
-        let thread = lock(&self.thread).take();
-        if let Some(thread) = thread {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for thread in threads {
             if thread.join().is_err() {
-                tracing::error!("the writer thread panicked");
+                tracing::error!("a writer thread panicked");
             }
         }
     }
@@ -345,20 +408,54 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// How long the idle writer sleeps before it looks at the closed flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-fn run(shared: &Shared, store: &dyn Store, on_fatal: &(dyn Fn(&StoreError) + Send + Sync)) {
+/// Where the log continues: from recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStart {
+    /// The position the next log record gets.
+    pub next_position: u64,
+    /// The sequence number the next event gets.
+    pub next_event_seq: u64,
+}
+
+type OnFatal = dyn Fn(&StoreError) + Send + Sync;
+
+/// Stops both threads and fails every waiter; runs `on_fatal` once.
+fn fail(shared: &Shared, error: &StoreError, what: &str, on_fatal: &OnFatal) {
+    shared.closed.store(true, Ordering::Release);
+    {
+        let mut handoff = lock(&shared.handoff);
+        handoff.failed = true;
+        handoff.pending = None;
+    }
+    shared.handoff_changed.notify_all();
+    shared.wake.notify_all();
+    if !shared.fatal_reported.swap(true, Ordering::AcqRel) {
+        tracing::error!(error = %error, step = what, "the log failed; the outcome of the last batch is unknown, stopping without acknowledging more");
+        metrics::counter!(names::WRITER_FAILURES_TOTAL).increment(1);
+        // The handler runs first so that whoever sees a failed wait also sees the stop
+        // under way; no waiter of the batch can be completed either way.
+        on_fatal(error);
+    }
+    shared.durability.fail();
+}
+
+fn run_append(shared: &Shared, storage: &dyn Storage, memtable: &Memtable, start: LogStart, on_fatal: &OnFatal) {
+    let mut next_position = start.next_position;
     loop {
-        let mut batch = {
+        let batch = {
             let mut queue = lock(&shared.queue);
             loop {
                 if let Some(oldest) = queue.items.front() {
                     let waited = u64::try_from(oldest.queued.elapsed().as_micros()).unwrap_or(u64::MAX);
                     shared.queue_delay_us.store(waited, Ordering::Release);
                     let take = queue.items.len().min(shared.config.max_batch_items);
-                    break queue.items.drain(..take).collect::<Vec<_>>();
+                    break Some(queue.items.drain(..take).collect::<Vec<_>>());
                 }
                 shared.queue_delay_us.store(0, Ordering::Release);
-                if shared.closed.load(Ordering::Acquire) && shared.occupancy.load(Ordering::Acquire) == 0 {
-                    return;
+                let failed = lock(&shared.handoff).failed;
+                let idle = shared.occupancy.load(Ordering::Acquire) == shared.handed.load(Ordering::Acquire);
+                if failed || (shared.closed.load(Ordering::Acquire) && idle) {
+                    break None;
                 }
                 queue.writer_sleeping = true;
                 queue = shared
@@ -369,58 +466,177 @@ fn run(shared: &Shared, store: &dyn Store, on_fatal: &(dyn Fn(&StoreError) + Sen
                 queue.writer_sleeping = false;
             }
         };
-        if let Err(error) = write_batch(store, &mut batch) {
-            tracing::error!(error = %error, changes = batch.len(), "store failed; stopping without acknowledging the batch");
-            metrics::counter!(names::WRITER_FAILURES_TOTAL).increment(1);
-            shared.closed.store(true, Ordering::Release);
-            // The handler runs first so that whoever sees a failed wait also sees the stop
-            // under way; no waiter of this batch can be completed either way.
-            on_fatal(&error);
-            shared.durability.fail();
+        let Some(batch) = batch else {
+            lock(&shared.handoff).append_done = true;
+            shared.handoff_changed.notify_all();
             return;
-        }
-        let last = batch.last().map_or(0, |pending| pending.ticket);
+        };
+        let started = Instant::now();
+        let changes = batch.len();
+        let last_ticket = batch.last().map_or(0, |pending| pending.ticket);
         let events_end = batch
             .iter()
             .rev()
             .find_map(|pending| pending.events.last())
             .map(|record| record.seq + 1);
-        shared.occupancy.fetch_sub(batch.len(), Ordering::AcqRel);
-        shared.durability.complete(last, events_end);
+        let (records, ops) = match encode_batch(storage, memtable, batch, &mut next_position) {
+            Ok(encoded) => encoded,
+            Err(error) => return fail(shared, &error, "reading a row for a conditional delete", on_fatal),
+        };
+        if let Err(error) = storage.append(records) {
+            return fail(shared, &error, "append", on_fatal);
+        }
+        memtable.apply(ops, next_position - 1, events_end.unwrap_or(0));
+        shared.handed.fetch_add(changes, Ordering::AcqRel);
+        let mut handoff = lock(&shared.handoff);
+        // At most one appended batch waits: the next gathers in the queue meanwhile.
+        while handoff.pending.is_some() && !handoff.failed {
+            handoff = shared
+                .handoff_changed
+                .wait(handoff)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if handoff.failed {
+            return;
+        }
+        handoff.pending = Some(Appended {
+            ticket: last_ticket,
+            events_end,
+            changes,
+            started,
+        });
+        drop(handoff);
+        shared.handoff_changed.notify_all();
     }
 }
 
-fn write_batch(store: &dyn Store, batch: &mut [Pending]) -> Result<(), StoreError> {
-    let started = Instant::now();
-    let op_count: usize = batch
+/// Resolves conditional deletes, then encodes the batch into log records of about
+/// [`RECORD_BYTES_TARGET`] each (a change is never split). Returns the records and the
+/// batch's row ops in order, for the memtable.
+fn encode_batch(
+    storage: &dyn Storage,
+    memtable: &Memtable,
+    batch: Vec<Pending>,
+    next_position: &mut u64,
+) -> Result<(Vec<PositionedRecord>, Vec<Op>), StoreError> {
+    let conditional = batch
         .iter()
-        .map(|pending| pending.ops.len() + pending.events.len())
-        .sum();
-    let mut ops = Vec::with_capacity(op_count);
-    let mut events = 0u64;
-    for pending in batch.iter_mut() {
-        ops.append(&mut pending.ops);
-        for record in &pending.events {
-            ops.push(Op::Put(keys::event(record.seq), codec::encode(record)));
-            events += 1;
+        .any(|pending| pending.ops.iter().any(|op| matches!(op, Op::DeleteIf(..))));
+    // Rows written earlier in this batch, for conditional deletes (the memtable has them
+    // only once the batch is applied).
+    let mut written: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+    let mut records = Vec::new();
+    let mut all_ops = Vec::new();
+    let mut record_ops: Vec<Op> = Vec::new();
+    let mut record_events: Vec<EventRecord> = Vec::new();
+    let mut record_bytes = 0;
+    let mut seal = |ops: &mut Vec<Op>, events: &mut Vec<EventRecord>, all_ops: &mut Vec<Op>| {
+        records.push((*next_position, encode_record(ops, events)));
+        *next_position += 1;
+        all_ops.append(ops);
+        events.clear();
+    };
+    for pending in batch {
+        let mut ops = pending.ops;
+        if conditional {
+            ops = resolve_conditional(storage, memtable, &mut written, ops)?;
+        }
+        let bytes = change_bytes(&ops, &pending.events);
+        if record_bytes > 0 && record_bytes + bytes > RECORD_BYTES_TARGET {
+            seal(&mut record_ops, &mut record_events, &mut all_ops);
+            record_bytes = 0;
+        }
+        record_ops.extend(ops);
+        record_events.extend(pending.events);
+        record_bytes += bytes;
+    }
+    seal(&mut record_ops, &mut record_events, &mut all_ops);
+    Ok((records, all_ops))
+}
+
+fn resolve_conditional(
+    storage: &dyn Storage,
+    memtable: &Memtable,
+    written: &mut std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    ops: Vec<Op>,
+) -> Result<Vec<Op>, StoreError> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Put(key, value) => {
+                written.insert(key.clone(), Some(value.clone()));
+                out.push(Op::Put(key, value));
+            }
+            Op::Delete(key) => {
+                written.insert(key.clone(), None);
+                out.push(Op::Delete(key));
+            }
+            Op::DeleteIf(key, expected) => {
+                let current = match written.get(&key) {
+                    Some(value) => value.clone(),
+                    None => match memtable.get(&key) {
+                        Some(value) => value,
+                        None => storage.get(&key)?,
+                    },
+                };
+                if current.as_deref() == Some(expected.as_slice()) {
+                    written.insert(key.clone(), None);
+                    out.push(Op::Delete(key));
+                }
+            }
         }
     }
-    store.apply(ops)?;
-    let flush_started = Instant::now();
-    store.flush()?;
-    let flushed = Instant::now();
-    metrics::histogram!(names::WRITER_BATCH_CHANGES).record(batch.len() as f64);
-    metrics::histogram!(names::WRITER_FLUSH_SECONDS).record((flushed - flush_started).as_secs_f64());
-    metrics::histogram!(names::WRITER_BATCH_SECONDS).record((flushed - started).as_secs_f64());
-    metrics::counter!(names::WRITER_CHANGES_TOTAL).increment(batch.len() as u64);
-    metrics::counter!(names::EVENTS_WRITTEN_TOTAL).increment(events);
-    Ok(())
+    Ok(out)
+}
+
+fn run_sync(shared: &Shared, storage: &dyn Storage, on_fatal: &OnFatal) {
+    loop {
+        let appended = {
+            let mut handoff = lock(&shared.handoff);
+            loop {
+                if handoff.failed {
+                    return;
+                }
+                if let Some(appended) = handoff.pending.take() {
+                    break appended;
+                }
+                if handoff.append_done {
+                    return;
+                }
+                handoff = shared
+                    .handoff_changed
+                    .wait(handoff)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        };
+        // The append thread may gather and append the next batch now.
+        shared.handoff_changed.notify_all();
+        let sync_started = Instant::now();
+        if let Err(error) = storage.sync() {
+            return fail(shared, &error, "sync", on_fatal);
+        }
+        let synced = Instant::now();
+        shared.occupancy.fetch_sub(appended.changes, Ordering::AcqRel);
+        shared.handed.fetch_sub(appended.changes, Ordering::AcqRel);
+        shared.durability.complete(appended.ticket, appended.events_end);
+        metrics::histogram!(names::WRITER_BATCH_CHANGES).record(appended.changes as f64);
+        metrics::histogram!(names::WRITER_FLUSH_SECONDS).record((synced - sync_started).as_secs_f64());
+        metrics::histogram!(names::WRITER_BATCH_SECONDS).record((synced - appended.started).as_secs_f64());
+        metrics::counter!(names::WRITER_CHANGES_TOTAL).increment(appended.changes as u64);
+        if let Some(end) = appended.events_end {
+            let last = shared.events_counted.swap(end, Ordering::AcqRel);
+            metrics::counter!(names::EVENTS_WRITTEN_TOTAL).increment(end.saturating_sub(last));
+        }
+        // Wake the append thread if it waits to close.
+        shared.wake.notify_all();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persistence::{FaultyStore, SledStore, StoreFaults};
+    use crate::persistence::log::read_events;
+    use crate::persistence::{FaultyStore, Log, SledStore, StateView, StoreFaults};
 
     fn put(key: &str) -> Change {
         Change {
@@ -434,15 +650,52 @@ mod tests {
         Arc::new(|_| {})
     }
 
-    #[tokio::test]
-    async fn a_ticket_becomes_durable_only_after_its_batch_is_flushed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
-        let config = WriterConfig {
-            max_batch_items: 64,
-            queue_capacity_items: 1024,
+    const CONFIG: WriterConfig = WriterConfig {
+        max_batch_items: 64,
+        queue_capacity_items: 1024,
+    };
+
+    /// A writer over `storage` (fresh log), and the view readers use.
+    fn start(storage: Arc<dyn Storage>, config: WriterConfig, on_fatal: FatalHandler) -> (Arc<Writer>, StateView) {
+        let memtable = Arc::new(Memtable::default());
+        let start = LogStart {
+            next_position: 1,
+            next_event_seq: 7,
         };
-        let writer = Writer::start(Arc::clone(&store), config, 1, no_fatal()).unwrap();
+        let writer = Writer::start(Arc::clone(&storage), Arc::clone(&memtable), config, start, on_fatal).unwrap();
+        (writer, StateView::new(storage, memtable))
+    }
+
+    fn faulty(dir: &tempfile::TempDir) -> (Arc<dyn Storage>, Arc<StoreFaults>) {
+        let faults = Arc::new(StoreFaults::default());
+        let sled: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        (Arc::new(FaultyStore::new(sled, Arc::clone(&faults))), faults)
+    }
+
+    /// Polls `condition` (no fixed sleeps: the machine may be slow).
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn event(n: u64) -> DomainEvent {
+        DomainEvent::Cart {
+            cart: crate::domain::CartId::generate(),
+            event: super::super::rows::CartEvent::LineSet {
+                sku: crate::domain::SkuId::parse("e").unwrap(),
+                qty: n,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ticket_becomes_durable_only_after_its_batch_is_synced_and_readers_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let (writer, view) = start(Arc::clone(&storage), CONFIG, no_fatal());
         let tickets: Vec<Ticket> = (0..100)
             .map(|n| writer.try_reserve().unwrap().submit(put(&format!("k{n:03}"))))
             .collect();
@@ -453,58 +706,73 @@ mod tests {
         );
         writer.durability().wait(100).await.unwrap();
         assert!(writer.durability().durable() >= 100);
-        assert_eq!(store.scan(b"k", None, 1000).unwrap().len(), 100);
+        assert_eq!(view.scan(b"k", None, 1000).unwrap().len(), 100);
+        let records = storage.read(0, 1000).unwrap();
+        assert!(
+            !records.is_empty() && records.len() < 100,
+            "a batch is a few log records, not a row per change: {}",
+            records.len()
+        );
         writer.close();
         assert_eq!(writer.occupancy(), 0);
         assert!(writer.try_reserve().is_none(), "a closed writer takes nothing");
     }
 
     #[tokio::test]
-    async fn the_durable_end_of_the_event_log_moves_only_after_the_flush() {
+    async fn the_durable_end_of_the_event_log_moves_only_after_the_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
-        let faults = Arc::new(StoreFaults::default());
+        let (storage, faults) = faulty(&dir);
         faults.slow_flush_ms.store(300, Ordering::SeqCst);
-        let store: Arc<dyn Store> = Arc::new(FaultyStore::new(sled, Arc::clone(&faults)));
-        let config = WriterConfig {
-            max_batch_items: 64,
-            queue_capacity_items: 1024,
-        };
-        let writer = Writer::start(Arc::clone(&store), config, 7, no_fatal()).unwrap();
+        let (writer, _view) = start(Arc::clone(&storage), CONFIG, no_fatal());
         let events_end = writer.durability().watch_events_end();
         assert_eq!(*events_end.borrow(), 7);
-        let event = |n: u64| DomainEvent::Cart {
-            cart: crate::domain::CartId::generate(),
-            event: super::super::rows::CartEvent::LineSet {
-                sku: crate::domain::SkuId::parse("e").unwrap(),
-                qty: n,
-            },
-        };
         let ticket = writer.try_reserve().unwrap().submit(Change {
             ops: Vec::new(),
             events: vec![event(1), event(2)],
             time_ms: 0,
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            store.get(&keys::event(8)).unwrap().is_some(),
-            "the events are applied (readable) while the flush runs"
-        );
-        assert_eq!(*events_end.borrow(), 7, "but not yet published as durable");
+        let log: &dyn Log = storage.as_ref();
+        until("the events are in the log", || {
+            read_events(log, 0, 0, 10).unwrap().0.len() == 2
+        })
+        .await;
+        assert_eq!(*events_end.borrow(), 7, "appended, but not yet published as durable");
         writer.durability().wait(ticket).await.unwrap();
         assert_eq!(*events_end.borrow(), 9, "events 7 and 8 are durable");
         writer.close();
     }
 
     #[tokio::test]
+    async fn the_next_batch_is_appended_while_the_previous_one_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, faults) = faulty(&dir);
+        faults.slow_flush_ms.store(200, Ordering::SeqCst);
+        let (writer, view) = start(storage, CONFIG, no_fatal());
+        let first = writer.try_reserve().unwrap().submit(put("first"));
+        until("the first change is appended", || view.get(b"first").unwrap().is_some()).await;
+        let second = writer.try_reserve().unwrap().submit(put("second"));
+        until("the second change is appended", || {
+            view.get(b"second").unwrap().is_some()
+        })
+        .await;
+        assert!(
+            writer.durability().durable() < first,
+            "the second batch was appended while the first was still syncing"
+        );
+        writer.durability().wait(second).await.unwrap();
+        assert_eq!(faults.syncs.load(Ordering::SeqCst), 2, "one sync per batch");
+        writer.close();
+    }
+
+    #[tokio::test]
     async fn the_queue_bound_refuses_permits_beyond_capacity() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
         let config = WriterConfig {
             max_batch_items: 8,
             queue_capacity_items: 2,
         };
-        let writer = Writer::start(store, config, 1, no_fatal()).unwrap();
+        let (writer, _view) = start(storage, config, no_fatal());
         let first = writer.try_reserve().unwrap();
         let second = writer.try_reserve().unwrap();
         assert!(writer.try_reserve().is_none());
@@ -516,33 +784,84 @@ mod tests {
         writer.close();
     }
 
-    #[tokio::test]
-    async fn a_failed_flush_fails_its_waiters_and_calls_the_fatal_handler() {
+    /// Runs a change through a writer whose storage fails as `switch` says; returns how often
+    /// the fatal handler ran.
+    async fn failing(switch: impl Fn(&StoreFaults)) -> usize {
         let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(StoreFaults::default());
-        let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
-        let store: Arc<dyn Store> = Arc::new(FaultyStore::new(sled, Arc::clone(&faults)));
+        let (storage, faults) = faulty(&dir);
         let fatal_calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&fatal_calls);
         let on_fatal: FatalHandler = Arc::new(move |_| {
             counted.fetch_add(1, Ordering::SeqCst);
         });
-        let config = WriterConfig {
-            max_batch_items: 8,
-            queue_capacity_items: 64,
-        };
-        let writer = Writer::start(store, config, 1, on_fatal).unwrap();
+        let (writer, _view) = start(storage, CONFIG, on_fatal);
         let good = writer.try_reserve().unwrap().submit(put("good"));
         writer.durability().wait(good).await.unwrap();
-        faults.fail_flush.store(true, Ordering::SeqCst);
+        switch(&faults);
         let bad = writer.try_reserve().unwrap().submit(put("bad"));
         assert!(
             writer.durability().wait(bad).await.is_err(),
             "nothing of a failed batch is acknowledged"
         );
         assert_eq!(writer.durability().durable(), good);
-        assert_eq!(fatal_calls.load(Ordering::SeqCst), 1);
         assert!(writer.try_reserve().is_none(), "a failed writer takes nothing more");
+        writer.close();
+        fatal_calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_waiters_and_calls_the_fatal_handler_once() {
+        assert_eq!(
+            failing(|faults| faults.fail_flush.store(true, Ordering::SeqCst)).await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_fails_after_the_flush_acknowledges_nothing_though_the_data_is_on_disk() {
+        assert_eq!(
+            failing(|faults| faults.fail_sync_after_flush.store(true, Ordering::SeqCst)).await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_fails_its_waiters_and_calls_the_fatal_handler_once() {
+        assert_eq!(
+            failing(|faults| faults.fail_apply.store(true, Ordering::SeqCst)).await,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conditional_delete_removes_only_the_value_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let (writer, view) = start(storage, CONFIG, no_fatal());
+        let write = |ops: Vec<Op>| {
+            writer.try_reserve().unwrap().submit(Change {
+                ops,
+                events: Vec::new(),
+                time_ms: 0,
+            })
+        };
+        write(vec![
+            Op::Put(b"old".to_vec(), b"v1".to_vec()),
+            Op::Put(b"reused".to_vec(), b"v1".to_vec()),
+        ]);
+        // The reused row gets a newer value before retention's delete (read earlier) arrives.
+        write(vec![Op::Put(b"reused".to_vec(), b"v2".to_vec())]);
+        let ticket = write(vec![
+            Op::DeleteIf(b"old".to_vec(), b"v1".to_vec()),
+            Op::DeleteIf(b"reused".to_vec(), b"v1".to_vec()),
+        ]);
+        writer.durability().wait(ticket).await.unwrap();
+        assert_eq!(view.get(b"old").unwrap(), None, "the value it read is deleted");
+        assert_eq!(
+            view.get(b"reused").unwrap(),
+            Some(b"v2".to_vec()),
+            "a newer value under the same key stays"
+        );
         writer.close();
     }
 }

@@ -273,7 +273,7 @@ pub fn faulty(faults: &Arc<stockroom::persistence::StoreFaults>) -> Options {
     let faults = Arc::clone(faults);
     Options {
         wrap_store: Some(Box::new(
-            move |store: Arc<dyn stockroom::persistence::Store>| -> Arc<dyn stockroom::persistence::Store> {
+            move |store: Arc<dyn stockroom::persistence::Storage>| -> Arc<dyn stockroom::persistence::Storage> {
                 Arc::new(stockroom::persistence::FaultyStore::new(store, faults))
             },
         )),

@@ -18,8 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
+use stockroom::persistence::log::read_events;
 use stockroom::persistence::rows::EventRecord;
-use stockroom::persistence::{codec, keys, Store};
+use stockroom::persistence::Log;
 
 /// Partitions of each topic in the tests (more than one, so keys spread).
 pub const PARTITIONS: i32 = 3;
@@ -267,21 +268,9 @@ impl Drop for Reader {
 }
 
 /// Every event of the log, in sequence order.
-pub fn event_log(store: &dyn Store) -> Vec<EventRecord> {
-    let mut records = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let rows = store
-            .scan(&[keys::EVENT], after.as_deref(), 10_000)
-            .expect("the log reads");
-        let Some((last, _)) = rows.last() else {
-            return records;
-        };
-        after = Some(last.clone());
-        for (key, value) in rows {
-            records.push(codec::decode(&key, &value).expect("a stored event decodes"));
-        }
-    }
+pub fn event_log(log: &dyn Log) -> Vec<EventRecord> {
+    let (events, _) = read_events(log, 0, 0, usize::MAX).expect("the log reads");
+    events.into_iter().map(|(_, event)| event).collect()
 }
 
 /// Checks what was read against the log: every event present (duplicates allowed), on its

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use stockroom::persistence::Store;
+use stockroom::persistence::Storage;
 use stockroom::startup::{Application, Options};
 use tempfile::TempDir;
 
@@ -17,7 +17,7 @@ async fn ready_and_the_api_answer_503_until_recovery_has_finished() {
     let dir = TempDir::new().unwrap();
     // Recovery that takes a second: the store is handed over late.
     let slow_store = Options {
-        wrap_store: Some(Box::new(|store: Arc<dyn Store>| {
+        wrap_store: Some(Box::new(|store: Arc<dyn Storage>| {
             std::thread::sleep(Duration::from_secs(1));
             store
         })),

@@ -1,0 +1,261 @@
+//! Checkpoints: the memtable's rows written into the state tree in the background, and the
+//! log records they make unneeded removed.
+//!
+//! A checkpoint freezes the memtable's active rows (the newest value of each row changed
+//! since the last checkpoint: many changes to one row are one write), writes them into the
+//! state tree with the [`CheckpointMark`] (the log position they cover), syncs, and only then
+//! drops them from memory and removes log records up to that position that no consumer still
+//! needs (the Kafka bridge, and the configured event retention).
+//!
+//! The rows go in chunks of [`CHUNK_ROWS`], each its own sled batch, with the mark in the last
+//! one: sled's `apply_batch` holds a lock that stops every other write (log appends too), so
+//! one batch of a million rows would stall the writer for the whole checkpoint. Chunks are
+//! safe: until the mark is durable, recovery replays the log from the previous mark, and the
+//! replayed records rewrite every row a chunk wrote (rows are whole values, not deltas).
+//!
+//! A failed checkpoint keeps its frozen rows, counts the failure in a metric and is retried;
+//! the log still holds every change, so serving goes on and recovery stays correct.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::log::decode_record;
+use super::memtable::StateView;
+use super::{codec, keys, Op, Storage, StoreError};
+use crate::metrics as names;
+
+/// Rows written per sled batch.
+pub const CHUNK_ROWS: usize = 1024;
+
+/// Log records removed per pass, at most.
+const REMOVE_RECORDS_MAX: usize = 10_000;
+
+/// What the state tree covers: stored under [`keys::checkpoint`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMark {
+    /// Every log record up to this position is in the state rows.
+    pub through: u64,
+    /// The sequence number after the last event of those records.
+    pub events_end: u64,
+}
+
+/// Reads the mark; the default (nothing covered) in a store that never checkpointed.
+pub fn read_mark(storage: &dyn Storage) -> Result<Option<CheckpointMark>, StoreError> {
+    let key = keys::checkpoint();
+    storage.get(&key)?.map(|bytes| codec::decode(&key, &bytes)).transpose()
+}
+
+/// How long log records are kept after their checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LogRetention {
+    /// The most events kept for a consumer that starts late (Kafka switched on later).
+    pub max_events: u64,
+    /// Kafka is on: keep every event it has not acknowledged.
+    pub kafka: bool,
+}
+
+/// What one checkpoint did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointOutcome {
+    /// Rows written to the state tree.
+    pub rows: usize,
+    /// Log records removed.
+    pub records_removed: usize,
+}
+
+/// Writes the memtable's rows into the state tree and removes log records no longer needed.
+pub fn checkpoint_once(
+    view: &StateView,
+    retention: LogRetention,
+    events_end: u64,
+) -> Result<CheckpointOutcome, StoreError> {
+    let storage = view.storage.as_ref();
+    let mut outcome = CheckpointOutcome::default();
+    let mark = match view.memtable.freeze() {
+        Some(frozen) => {
+            let started = Instant::now();
+            let rows: Vec<Op> = frozen
+                .rows
+                .iter()
+                .map(|(key, value)| match value {
+                    Some(value) => Op::Put(key.clone(), value.clone()),
+                    None => Op::Delete(key.clone()),
+                })
+                .collect();
+            outcome.rows = rows.len();
+            let mark = CheckpointMark {
+                through: frozen.through,
+                events_end: frozen.events_end,
+            };
+            let mut chunks = rows.chunks(CHUNK_ROWS).peekable();
+            if chunks.peek().is_none() {
+                storage.apply(vec![Op::Put(keys::checkpoint(), codec::encode(&mark))])?;
+            }
+            while let Some(chunk) = chunks.next() {
+                let mut ops = chunk.to_vec();
+                if chunks.peek().is_none() {
+                    ops.push(Op::Put(keys::checkpoint(), codec::encode(&mark)));
+                }
+                storage.apply(ops)?;
+            }
+            storage.flush()?;
+            view.memtable.checkpointed();
+            metrics::histogram!(names::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::counter!(names::CHECKPOINT_ROWS_TOTAL).increment(outcome.rows as u64);
+            Some(mark)
+        }
+        None => read_mark(storage)?,
+    };
+    if let Some(mark) = mark {
+        outcome.records_removed = remove_unneeded(view, mark, retention, events_end)?;
+    }
+    Ok(outcome)
+}
+
+/// Removes log records that the checkpoint covers and whose events no consumer needs.
+fn remove_unneeded(
+    view: &StateView,
+    mark: CheckpointMark,
+    retention: LogRetention,
+    events_end: u64,
+) -> Result<usize, StoreError> {
+    let mut keep_from_seq = events_end.saturating_sub(retention.max_events);
+    if retention.kafka {
+        let key = keys::kafka_position();
+        let delivered: u64 = match view.get(&key)? {
+            Some(bytes) => codec::decode(&key, &bytes)?,
+            None => 0,
+        };
+        keep_from_seq = keep_from_seq.min(delivered);
+    }
+    let mut remove = Vec::new();
+    'records: for (position, bytes) in view.storage.read(0, REMOVE_RECORDS_MAX)? {
+        if position > mark.through {
+            break;
+        }
+        // A damaged record the checkpoint covers is not needed for state; its events are
+        // reported by the reader that needs them.
+        if let Ok(record) = decode_record(position, &bytes) {
+            if record.events.last().is_some_and(|event| event.seq >= keep_from_seq) {
+                break 'records;
+            }
+        }
+        remove.push(position);
+    }
+    let removed = remove.len();
+    if removed > 0 {
+        view.storage.remove(remove)?;
+        metrics::counter!(names::LOG_RECORDS_REMOVED_TOTAL).increment(removed as u64);
+    }
+    Ok(removed)
+}
+
+/// The background checkpoint thread.
+pub struct Checkpointer {
+    /// What the thread and [`Checkpointer::run_now`] share.
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    view: StateView,
+    config: CheckpointConfig,
+    /// The durable end of the event log.
+    events_end: tokio::sync::watch::Receiver<u64>,
+    /// One checkpoint at a time.
+    running: Mutex<()>,
+    /// Set to stop; the condvar wakes the thread early.
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Inner {
+    fn run(&self) -> Result<CheckpointOutcome, StoreError> {
+        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let end = *self.events_end.borrow();
+        let outcome = checkpoint_once(&self.view, self.config.retention, end);
+        if let Err(error) = &outcome {
+            metrics::counter!(names::CHECKPOINT_FAILURES_TOTAL).increment(1);
+            tracing::warn!(error = %error, "checkpoint failed; the log keeps every change, retrying");
+        }
+        metrics::gauge!(names::MEMTABLE_ROWS).set(self.view.memtable.len() as f64);
+        outcome
+    }
+}
+
+/// When to checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Log retention after the checkpoint.
+    pub retention: LogRetention,
+}
+
+impl Checkpointer {
+    /// Starts the thread. `events_end` tells where the durable event log ends.
+    pub fn start(
+        view: StateView,
+        config: CheckpointConfig,
+        events_end: tokio::sync::watch::Receiver<u64>,
+    ) -> std::io::Result<Self> {
+        let inner = Arc::new(Inner {
+            view,
+            config,
+            events_end,
+            running: Mutex::new(()),
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let thread_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("stockroom-checkpoint".to_owned())
+            .spawn(move || loop {
+                let inner = &thread_inner;
+                let guard = inner.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (guard, _) = inner
+                    .wake
+                    .wait_timeout_while(guard, inner.config.interval, |stopped| !*stopped)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let stopping = *guard;
+                drop(guard);
+                // A failure is counted and logged by `run`; the next round retries.
+                let _ = inner.run();
+                if stopping {
+                    return;
+                }
+            })?;
+        Ok(Self {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Checkpoints now, on the caller's thread (blocking), one at a time with the thread's.
+    pub fn run_now(&self) -> Result<CheckpointOutcome, StoreError> {
+        self.inner.run()
+    }
+
+    /// Runs a last checkpoint and stops the thread. Blocks until it has finished.
+    pub fn close(&self) {
+        *self
+            .inner
+            .stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        self.inner.wake.notify_all();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the checkpoint thread panicked");
+            }
+        }
+    }
+}

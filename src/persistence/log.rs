@@ -1,0 +1,197 @@
+//! The write-ahead log: the truth of what was committed.
+//!
+//! Each group commit appends its changes to the log as [`WalRecord`]s and syncs once; that
+//! sync is the durability point of every change in it. State rows are only a checkpoint of
+//! the log (see [`super::checkpoint`]), and the event outbox is read from it (see
+//! [`read_events`]): an event exists exactly when its change does, because both are in one
+//! record.
+//!
+//! # Record format
+//!
+//! `[FORMAT_VERSION] [bincode of WalRecord] [crc32 of everything before, little-endian]`.
+//! Records are keyed by their position, a `u64` that grows by one per record. A group commit
+//! larger than [`RECORD_BYTES_TARGET`] is split into several records, all appended in one
+//! atomic call, so that no sled item (a record, or a leaf of about 16 records) goes over
+//! sled's blob threshold; blob files are synced anyway (see [`super::sled_store`]).
+//!
+//! # Contract of a [`Log`]
+//!
+//! 1. `append` is atomic: after a crash, all of one call's records are there or none.
+//! 2. Nothing appended is durable before a later `sync` returns `Ok`; after that, everything
+//!    appended before the `sync` started is.
+//! 3. Appends become durable in order: a crash keeps a prefix of them.
+//! 4. An error from `append` or `sync` is final: the caller stops without acknowledging.
+//!
+//! The trait is small on purpose: a replicated log (one Kafka partition per shard of SKUs)
+//! could stand in for the sled one.
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use super::codec::FORMAT_VERSION;
+use super::rows::EventRecord;
+use super::{Op, StoreError};
+
+/// A group commit is split into records of about this many bytes (a record holds at least
+/// one whole change). Sled stores an item larger than a quarter of a segment (512 KiB) as a
+/// blob; a leaf holds up to about 17 records, so 6 KiB keeps leaves below that too.
+pub const RECORD_BYTES_TARGET: usize = 6 * 1024;
+
+/// A log record as stored: its position and its encoded bytes.
+pub type PositionedRecord = (u64, Vec<u8>);
+
+/// The append-only log behind the writer: see the contract at the top of this module.
+pub trait Log: Send + Sync + 'static {
+    /// Appends `records` (position, bytes) atomically; not yet durable.
+    fn append(&self, records: Vec<PositionedRecord>) -> Result<(), StoreError>;
+
+    /// Makes everything appended so far durable.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` records at `from` or later, in position order.
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<PositionedRecord>, StoreError>;
+
+    /// Removes the records at these positions (the checkpoint covers them and no consumer
+    /// needs them). Need not be durable: a record that comes back is skipped by position.
+    fn remove(&self, positions: Vec<u64>) -> Result<(), StoreError>;
+}
+
+/// One record of the log: row changes and the events that explain them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalRecord {
+    /// Puts and deletes of state rows, in commit order.
+    pub ops: Vec<Op>,
+    /// Events, in sequence order.
+    pub events: Vec<EventRecord>,
+}
+
+/// Borrowed form of [`WalRecord`] for encoding without copying (same wire format).
+#[derive(Serialize)]
+struct WalRecordRef<'a> {
+    ops: &'a [Op],
+    events: &'a [EventRecord],
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(super::codec::DECODE_BYTES_MAX)
+        .reject_trailing_bytes()
+}
+
+/// Encodes a record: version byte, body, checksum.
+pub fn encode_record(ops: &[Op], events: &[EventRecord]) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    // expect: encoding plain structs into a Vec cannot fail; a failure is a programming error.
+    options()
+        .serialize_into(&mut out, &WalRecordRef { ops, events })
+        .expect("log records always encode");
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the record at `position`, checking its version and checksum.
+pub fn decode_record(position: u64, bytes: &[u8]) -> Result<WalRecord, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: format!("log record {position}"),
+        reason,
+    };
+    if bytes.len() < 5 {
+        return Err(corrupt(format!("{} bytes is too short", bytes.len())));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != stored {
+        return Err(corrupt("checksum mismatch (a torn or damaged record)".to_owned()));
+    }
+    match body.split_first() {
+        Some((&FORMAT_VERSION, rest)) => options().deserialize(rest).map_err(|error| corrupt(error.to_string())),
+        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
+        None => Err(corrupt("empty record".to_owned())),
+    }
+}
+
+/// The bytes a change adds to a record, roughly: for splitting group commits.
+pub fn change_bytes(ops: &[Op], events: &[EventRecord]) -> usize {
+    let ops_bytes: usize = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put(key, value) => 20 + key.len() + value.len(),
+            Op::Delete(key) | Op::DeleteIf(key, _) => 12 + key.len(),
+        })
+        .sum();
+    ops_bytes + events.len() * 96
+}
+
+/// Up to `limit` events with sequence numbers from `from_seq` on, each with the position of
+/// its record, read from the log starting at record `cursor` (a position at or before the
+/// record holding `from_seq`; 0 reads from the start). Returns the events and the position
+/// to resume reading from.
+/// Records that fail to decode are returned as errors with their position, so that a reader
+/// can report them and step past them.
+pub fn read_events(
+    log: &dyn Log,
+    cursor: u64,
+    from_seq: u64,
+    limit: usize,
+) -> Result<(Vec<(u64, EventRecord)>, u64), ReadEventsError> {
+    let mut events = Vec::new();
+    let mut next = cursor;
+    loop {
+        let records = log.read(next, 64).map_err(ReadEventsError::Store)?;
+        if records.is_empty() {
+            return Ok((events, next));
+        }
+        for (position, bytes) in records {
+            let record = decode_record(position, &bytes).map_err(|error| ReadEventsError::Undecodable {
+                position,
+                reason: error.to_string(),
+            })?;
+            for event in record.events.into_iter().filter(|event| event.seq >= from_seq) {
+                if events.len() == limit {
+                    // This record is read again next time, from the first event not taken.
+                    return Ok((events, position));
+                }
+                events.push((position, event));
+            }
+            next = position + 1;
+        }
+        if events.len() >= limit {
+            return Ok((events, next));
+        }
+    }
+}
+
+/// Why events could not be read from the log.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadEventsError {
+    /// The log could not be read.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The record at `position` is damaged.
+    #[error("log record {position} cannot be decoded: {reason}")]
+    Undecodable {
+        /// Where the damaged record is.
+        position: u64,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_torn_or_damaged_one_is_refused() {
+        let ops = vec![Op::Put(b"k1".to_vec(), b"v1".to_vec()), Op::Delete(b"k2".to_vec())];
+        let bytes = encode_record(&ops, &[]);
+        let record = decode_record(1, &bytes).unwrap();
+        assert_eq!(record.ops, ops);
+        assert!(decode_record(1, &bytes[..bytes.len() - 1]).is_err(), "torn");
+        let mut flipped = bytes.clone();
+        flipped[3] ^= 0x40;
+        assert!(decode_record(1, &flipped).is_err(), "damaged");
+    }
+}

@@ -21,7 +21,7 @@ use crate::actors::{Registry, SkuDeps};
 use crate::config::Settings;
 use crate::domain::sku::SkuLimits;
 use crate::domain::Clock;
-use crate::http::idempotency::IdempotencyGate;
+use crate::idempotency::IdempotencyGate;
 use crate::metrics as names;
 use crate::persistence::checkpoint::{CheckpointConfig, Checkpointer, LogRetention};
 use crate::persistence::recovery::{recover, replay_log, Recovered, Replayed};
@@ -268,25 +268,12 @@ impl Engine {
     }
 
     /// One retention pass: deletes rows whose retention ran out, at most [`SWEEP_ROWS_MAX`].
-    /// Each delete is conditional on the row still holding the value read here, so a newer
-    /// record written meanwhile under the same key stays. Returns the rows deleted.
+    /// Returns the rows deleted.
     pub fn sweep(&self) -> anyhow::Result<usize> {
         let now_ms = self.clock.now_ms();
         metrics::gauge!(names::CLOCK_SKEW_SECONDS).set(self.clock.wall_skew_ms() as f64 / 1000.0);
         metrics::gauge!(names::MEMTABLE_ROWS).set(self.store.memtable.len() as f64);
-        let mut ops = Vec::new();
-        for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
-            let Some((due_ms, target)) = keys::expiring_parts(&key) else {
-                continue;
-            };
-            if due_ms > now_ms {
-                break;
-            }
-            if let Some(value) = retention_may_delete(&self.store, target)? {
-                ops.push(Op::DeleteIf(target.to_vec(), value));
-            }
-            ops.push(Op::Delete(key));
-        }
+        let ops = self.retention_ops(now_ms)?;
         if ops.is_empty() {
             return Ok(0);
         }
@@ -301,6 +288,26 @@ impl Engine {
         });
         metrics::counter!(names::RETENTION_DELETED_TOTAL).increment(deleted as u64);
         Ok(deleted)
+    }
+
+    /// The deletes of rows whose retention ran out by `now_ms`. Rows are read here and
+    /// deleted later, by the writer, so each delete is conditional on the row still holding
+    /// the value read: a newer record written meanwhile under the same key stays.
+    pub fn retention_ops(&self, now_ms: u64) -> anyhow::Result<Vec<Op>> {
+        let mut ops = Vec::new();
+        for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
+            let Some((due_ms, target)) = keys::expiring_parts(&key) else {
+                continue;
+            };
+            if due_ms > now_ms {
+                break;
+            }
+            if let Some(value) = retention_may_delete(&self.store, target)? {
+                ops.push(Op::DeleteIf(target.to_vec(), value));
+            }
+            ops.push(Op::Delete(key));
+        }
+        Ok(ops)
     }
 
     /// Runs retention every `interval` until the engine is dropped elsewhere.

@@ -10,6 +10,7 @@
 //! - [`actors`]: one actor per aggregate, the single writer of its state; the registry that
 //!   finds them; bounded mailboxes.
 //! - [`domain`]: pure state machines (`decide` / `apply`) and the newtypes parsed at the edge.
+//! - [`idempotency`]: `Idempotency-Key`s, from the header to the stored answer.
 //! - [`persistence`]: the store interface and its durability contract, the sled store, the
 //!   group-commit writer, recovery.
 //! - [`config`], [`telemetry`], [`metrics`]: operations.
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod persistence;
 pub mod startup;

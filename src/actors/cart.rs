@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::idempotency::IdempotencyDraft;
 use super::mailbox::{AskError, MailboxSlot};
 use super::registry::Registry;
 use super::sku::{Acked, Reply, SkuFailure, SkuOutcome};
@@ -30,6 +29,7 @@ use crate::domain::cart::{Cart, CartRejection, CartStatus};
 use crate::domain::order::{Order, OrderLine};
 use crate::domain::sku::{SkuCommand, SkuRejection};
 use crate::domain::{OrderId, SkuId};
+use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
 use crate::persistence::rows::{CartEvent, DomainEvent, OrderEvent};
 use crate::persistence::{codec, keys, Op, Ticket};
@@ -354,10 +354,17 @@ fn write(
     let now_ms = deps.clock.now_ms();
     let mut ops = vec![Op::Put(keys::cart(&cart.id), codec::encode(cart))];
     ops.extend(extra);
+    let mut in_flight = None;
     if let Some(draft) = idempotency.filter(|_| !matches!(reply, Err(CartFailure::Overloaded))) {
-        ops.extend(draft.ops(reply, now_ms));
+        let (answer_ops, mark) = draft.stage(reply, now_ms);
+        ops.extend(answer_ops);
+        in_flight = Some(mark);
     }
-    persist(&deps.writer, ops, events, now_ms).ok_or(CartFailure::Overloaded)
+    let ticket = persist(&deps.writer, ops, events, now_ms).ok_or(CartFailure::Overloaded)?;
+    if let Some(mark) = in_flight {
+        mark.release_when_durable(deps.writer.durability(), ticket);
+    }
+    Ok(ticket)
 }
 
 fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {

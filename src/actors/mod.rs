@@ -7,7 +7,6 @@
 
 pub mod cart;
 pub mod feed;
-pub mod idempotency;
 pub mod kafka;
 pub mod mailbox;
 pub mod order;

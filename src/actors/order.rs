@@ -13,7 +13,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use super::idempotency::IdempotencyDraft;
 use super::mailbox::MailboxSlot;
 use super::registry::Registry;
 use super::sku::{Acked, Reply, SkuFailure};
@@ -21,6 +20,7 @@ use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
 use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
 use crate::persistence::rows::{DomainEvent, OrderEvent};
 use crate::persistence::{codec, keys, Op, Ticket};
@@ -422,8 +422,11 @@ async fn change(
             },
         });
     }
+    let mut in_flight = None;
     if let Some(draft) = idempotency {
-        ops.extend(draft.ops(&reply, now_ms));
+        let (answer_ops, mark) = draft.stage(&reply, now_ms);
+        ops.extend(answer_ops);
+        in_flight = Some(mark);
     }
     if ops.is_empty() {
         return (order, reply, 0);
@@ -431,6 +434,9 @@ async fn change(
     let Some(ticket) = persist(&deps.writer, ops, events, now_ms) else {
         return (previous, Err(OrderFailure::Overloaded), 0);
     };
+    if let Some(mark) = in_flight {
+        mark.release_when_durable(deps.writer.durability(), ticket);
+    }
     if reply.is_ok() {
         metrics::gauge!(names::ORDERS, "status" => from.as_str()).decrement(1.0);
         metrics::gauge!(names::ORDERS, "status" => to.as_str()).increment(1.0);

@@ -59,10 +59,10 @@ pub enum SkuFailure {
 pub type SkuReply = Result<SkuOutcome, SkuFailure>;
 
 /// The idempotency draft of a SKU command.
-pub type IdempotencyDraft = super::idempotency::IdempotencyDraft<SkuReply>;
+pub type IdempotencyDraft = crate::idempotency::IdempotencyDraft<SkuReply>;
 
 /// Renders a SKU answer for HTTP (and for idempotent replay).
-pub type Render = super::idempotency::Render<SkuReply>;
+pub type Render = crate::idempotency::Render<SkuReply>;
 
 /// Changes the SKU: create or update, restock, adjust, reserve, release, commit.
 #[derive(Message)]
@@ -214,8 +214,11 @@ impl SkuActor {
         };
         // Only answers that will stand are stored: an overload or a failed read is retried.
         let storable = matches!(reply, Ok(_) | Err(SkuFailure::Rejected(_)));
+        let mut in_flight = None;
         if let Some(draft) = idempotency.filter(|_| storable) {
-            ops.extend(draft.ops(&reply, now_ms));
+            let (answer_ops, mark) = draft.stage(&reply, now_ms);
+            ops.extend(answer_ops);
+            in_flight = Some(mark);
         }
         if ops.is_empty() {
             return (reply, self.last_ticket);
@@ -246,6 +249,9 @@ impl SkuActor {
             time_ms: now_ms,
         });
         self.last_ticket = ticket;
+        if let Some(mark) = in_flight {
+            mark.release_when_durable(deps.writer.durability(), ticket);
+        }
         if deps.feed.is_watched(&self.sku) {
             if let Some(state) = &self.state {
                 self.feed_pending = Some((state.available(), ticket));

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{new_cart_token, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::request::{new_cart_token, Credential, JsonBody, NoFields};
 use super::views::{render_cart, render_checkout, to_json};
 use super::{idempotent, path_param, AppState, Keyed};
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
@@ -13,6 +13,7 @@ use crate::domain::cart::Cart;
 use crate::domain::clock::rfc3339;
 use crate::domain::{CartId, Quantity, SkuId};
 use crate::engine::Engine;
+use crate::idempotency::IdempotencyKey;
 use crate::metrics as names;
 use crate::persistence::rows::{CartEvent, DomainEvent};
 use crate::persistence::{codec, keys, Op};
@@ -47,14 +48,20 @@ pub async fn create(
                 token,
             };
             let mut ops = vec![Op::Put(keys::cart(&id), codec::encode(&cart))];
+            let mut in_flight = None;
             if let Some(draft) = draft {
-                ops.extend(draft.ops(&reply, now_ms));
+                let (answer_ops, mark) = draft.stage(&reply, now_ms);
+                ops.extend(answer_ops);
+                in_flight = Some(mark);
             }
             let events = vec![DomainEvent::Cart {
                 cart: id,
                 event: CartEvent::Created,
             }];
             let ticket = persist(&engine.writer, ops, events, now_ms).ok_or(ApiError::Overloaded)?;
+            if let Some(mark) = in_flight {
+                mark.release_when_durable(engine.writer.durability(), ticket);
+            }
             engine.registry.start_cart(cart);
             metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
             metrics::gauge!(names::CARTS_OPEN).increment(1.0);

@@ -94,6 +94,11 @@ pub enum ApiError {
     /// 503: storage failed and the server is stopping; nothing was acknowledged.
     #[error("the server is unavailable; the request was not applied")]
     Unavailable,
+    /// 500: making the change durable failed midway (a sync may fail after the data reached
+    /// the disk), so whether it was made is unknown. Never retryable as such: the server is
+    /// stopping, and only a retry with the same `Idempotency-Key` is safe after its restart.
+    #[error("the store failed while making this change durable, so it may or may not have been made; the server is stopping. After it restarts, retry only with the same Idempotency-Key, or read the state first")]
+    OutcomeUnknown,
     /// 500: a bug; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -133,6 +138,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady => "not_ready",
             ApiError::Unavailable => "unavailable",
+            ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -167,7 +173,7 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OutcomeUnknown | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -176,8 +182,9 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::RequestTimeout { .. } = self {
-            // The rest of a trickled body is not worth reading: close the connection.
+        if let ApiError::RequestTimeout { .. } | ApiError::OutcomeUnknown = self {
+            // The rest of a trickled body is not worth reading; a stopping server takes no
+            // more requests on this connection.
             response.force_close();
         }
         match self {

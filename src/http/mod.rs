@@ -6,7 +6,6 @@
 pub mod carts;
 pub mod error;
 pub mod health;
-pub mod idempotency;
 pub mod openapi;
 pub mod orders;
 pub mod request;
@@ -31,10 +30,9 @@ use crate::config::Settings;
 use crate::domain::sku::SkuCommand;
 use crate::domain::SkuId;
 use crate::engine::Engine;
+use crate::idempotency::{Admission, IdempotencyDraft, IdempotencyKey, Render as RenderAnswer};
 use crate::metrics as names;
 use error::ApiError;
-use idempotency::Admission;
-use request::IdempotencyKey;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -166,7 +164,7 @@ impl<'a> Keyed<'a> {
         Keyed {
             key,
             scope,
-            fingerprint: request::fingerprint(request, canonical_body),
+            fingerprint: crate::idempotency::fingerprint(request, canonical_body),
         }
     }
 
@@ -219,15 +217,14 @@ pub async fn execute_sku_command(
 pub async fn idempotent<R, Send, Fut>(
     engine: &Engine,
     keyed: Keyed<'_>,
-    render: crate::actors::idempotency::Render<R>,
+    render: RenderAnswer<R>,
     transient: impl FnOnce(&R) -> Option<ApiError>,
     send: Send,
 ) -> Result<HttpResponse, ApiError>
 where
-    Send: FnOnce(Option<crate::actors::idempotency::IdempotencyDraft<R>>) -> Fut,
+    Send: FnOnce(Option<IdempotencyDraft<R>>) -> Fut,
     Fut: std::future::Future<Output = Result<(R, crate::persistence::Ticket), ApiError>>,
 {
-    let mut _guard = None;
     let mut draft = None;
     if let Some(key) = &keyed.key.0 {
         match engine.idempotency.admit(keyed.scope, key, keyed.fingerprint)? {
@@ -243,14 +240,15 @@ where
                 );
                 return Ok(response);
             }
-            Admission::Proceed(guard) => {
-                draft = Some(crate::actors::idempotency::IdempotencyDraft {
-                    key: guard.key.clone(),
-                    fingerprint: keyed.fingerprint,
+            Admission::Proceed(in_flight) => {
+                // The mark goes with the draft to the actor, which keeps it until the change
+                // is durable: it must outlive this handler if the client goes away.
+                draft = Some(IdempotencyDraft::new(
+                    in_flight,
+                    keyed.fingerprint,
                     render,
-                    retention_ms: engine.limits.idempotency_retention_ms,
-                });
-                _guard = Some(guard);
+                    engine.limits.idempotency_retention_ms,
+                ));
             }
         }
     }
@@ -289,15 +287,26 @@ pub async fn sku_turn(engine: &Engine, sku: &SkuId) -> Result<Turn, ApiError> {
     engine.turns.take(sku).await.map_err(|_| ApiError::Overloaded)
 }
 
-/// Waits until `ticket` is durable: what a handler reports must have been flushed. A failed
-/// writer answers 503 `unavailable` (nothing is acknowledged).
+/// Waits until `ticket` is durable: what a handler reports must have been synced. A failed
+/// writer answers 500 `outcome_unknown`, never a retryable refusal: the failed sync may have
+/// reached the disk, so the change may stand, and a blind retry could apply it twice.
 pub async fn durable(engine: &Engine, ticket: crate::persistence::Ticket) -> Result<(), ApiError> {
     engine
         .writer
         .durability()
         .wait(ticket)
         .await
-        .map_err(|_| ApiError::Unavailable)
+        .map_err(|_| ApiError::OutcomeUnknown)
+}
+
+/// Reads stored state with `read`, then waits until every change it could have seen is
+/// durable. Reading first matters: readers see changes as soon as they are logged, so a
+/// barrier taken before the read would not cover a change logged between the two. A failed
+/// writer answers 503 `unavailable`: nothing was changed by the read, so it may be retried.
+pub async fn read_durable<T>(engine: &Engine, read: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    let value = read()?;
+    engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
+    Ok(value)
 }
 
 /// The status and body of an error, as stored for idempotent replay.

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{Admin, Credential, IdempotencyKey, JsonBody, NoFields};
+use super::request::{Admin, Credential, JsonBody, NoFields};
 use super::views::render_order;
 use super::{idempotent, json_response, path_param, AppState, Keyed};
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
@@ -12,6 +12,7 @@ use crate::actors::Mailbox;
 use crate::domain::order::OrderStatus;
 use crate::domain::{Name, OrderId};
 use crate::engine::Engine;
+use crate::idempotency::IdempotencyKey;
 
 fn order_mailbox(engine: &Engine, request: &HttpRequest) -> Result<(OrderId, Mailbox<OrderActor>), ApiError> {
     let id = OrderId::parse(path_param(request, "id")).map_err(|_| ApiError::NotFound)?;

@@ -1,4 +1,5 @@
-//! Request extraction: bounded JSON bodies, the admin credential, the `Idempotency-Key`.
+//! Request extraction: bounded JSON bodies and credentials. The `Idempotency-Key` header is
+//! parsed in [`crate::idempotency`].
 //!
 //! Everything a client sends is parsed here into typed values or refused with a 4xx and a
 //! reason; handlers never see raw input.
@@ -263,47 +264,6 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         return false;
     }
     left.iter().zip(right).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
-}
-
-/// Longest idempotency key accepted.
-pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
-
-/// The optional `Idempotency-Key` header: 1 to 255 printable ASCII characters.
-pub struct IdempotencyKey(pub Option<String>);
-
-impl FromRequest for IdempotencyKey {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let parsed = match request.headers().get("idempotency-key") {
-            None => Ok(IdempotencyKey(None)),
-            Some(value) => {
-                let bytes = value.as_bytes();
-                let valid = (1..=IDEMPOTENCY_KEY_LENGTH_MAX).contains(&bytes.len())
-                    && bytes.iter().all(|byte| (0x20..=0x7e).contains(byte));
-                match value.to_str() {
-                    Ok(text) if valid => Ok(IdempotencyKey(Some(text.to_owned()))),
-                    _ => Err(ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters"),
-                    )),
-                }
-            }
-        };
-        std::future::ready(parsed)
-    }
-}
-
-/// The fingerprint of a request: method, path and canonical body.
-pub fn fingerprint(request: &HttpRequest, canonical_body: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(request.method().as_str().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(request.path().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(canonical_body);
-    hasher.finalize().into()
 }
 
 #[cfg(test)]

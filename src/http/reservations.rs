@@ -4,13 +4,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{Admin, IdempotencyKey, JsonBody, NoFields};
+use super::request::{Admin, JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
 use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
 use crate::actors::sku::GetReservation;
 use crate::domain::sku::{Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
 use crate::engine::Engine;
+use crate::idempotency::IdempotencyKey;
 use crate::persistence::{codec, keys};
 
 /// Body of `POST /v1/skus/{sku}/reservations`.
@@ -119,17 +120,19 @@ async fn settle(
     execute_sku_command(engine, &sku, &mailbox, command(id), keyed, render_reservation).await
 }
 
-/// A settled reservation from storage, once every change made so far is durable (a
-/// reservation settled a moment ago is then in storage).
+/// A settled reservation from storage (which sees a reservation settled a moment ago), once
+/// what was read is durable.
 async fn settled_reservation(engine: &Engine, id: &ReservationId) -> Result<Option<Reservation>, ApiError> {
-    engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
     let key = keys::reservation(id);
-    let stored = engine
-        .store
-        .get(&key)
-        .map_err(|error| ApiError::Internal(error.into()))?;
-    stored
-        .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
-        .transpose()
-        .map_err(|error| ApiError::Internal(error.into()))
+    super::read_durable(engine, || {
+        let stored = engine
+            .store
+            .get(&key)
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        stored
+            .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
+            .transpose()
+            .map_err(|error| ApiError::Internal(error.into()))
+    })
+    .await
 }

@@ -6,13 +6,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::request::{Admin, IdempotencyKey, JsonBody};
+use super::request::{Admin, JsonBody};
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
 use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
 use crate::actors::sku::GetSku;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
 use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
+use crate::idempotency::IdempotencyKey;
 use crate::persistence::rows::SkuRow;
 use crate::persistence::{codec, keys};
 
@@ -116,7 +117,6 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
             "use either ids or after/limit, not both",
         ));
     }
-    engine.barrier().await.map_err(|_| ApiError::Unavailable)?;
     let read = |key: &[u8], bytes: &[u8]| -> Result<Option<SkuView>, ApiError> {
         let Some(sku) = keys::sku_of(key) else { return Ok(None) };
         let row: SkuRow = codec::decode(key, bytes).map_err(|error| ApiError::Internal(error.into()))?;
@@ -128,60 +128,64 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
             reserved: row.reserved,
         }))
     };
-    let mut views = Vec::new();
-    let mut next = None;
-    if let Some(ids) = query.ids {
-        let ids: Vec<&str> = ids.split(',').filter(|id| !id.is_empty()).collect();
-        if ids.is_empty() || ids.len() > LIST_IDS_MAX {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("ids must name 1 to {LIST_IDS_MAX} SKUs"),
-            ));
-        }
-        let mut seen = HashSet::new();
-        for id in ids {
-            let sku = SkuId::parse(id)?;
-            if !seen.insert(sku.clone()) {
-                continue;
+    let (views, next) = super::read_durable(engine, || {
+        let mut views = Vec::new();
+        let mut next = None;
+        if let Some(ids) = query.ids {
+            let ids: Vec<&str> = ids.split(',').filter(|id| !id.is_empty()).collect();
+            if ids.is_empty() || ids.len() > LIST_IDS_MAX {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("ids must name 1 to {LIST_IDS_MAX} SKUs"),
+                ));
             }
-            let key = keys::sku(&sku);
-            let stored = engine
+            let mut seen = HashSet::new();
+            for id in ids {
+                let sku = SkuId::parse(id)?;
+                if !seen.insert(sku.clone()) {
+                    continue;
+                }
+                let key = keys::sku(&sku);
+                let stored = engine
+                    .store
+                    .get(&key)
+                    .map_err(|error| ApiError::Internal(error.into()))?;
+                if let Some(bytes) = stored {
+                    views.extend(read(&key, &bytes)?);
+                }
+            }
+        } else {
+            let limit = match query.limit {
+                None => LIST_LIMIT_DEFAULT,
+                Some(limit) => usize::try_from(limit)
+                    .ok()
+                    .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}"))
+                    })?,
+            };
+            let after = query
+                .after
+                .as_deref()
+                .map(SkuId::parse)
+                .transpose()?
+                .map(|sku| keys::sku(&sku));
+            let mut rows = engine
                 .store
-                .get(&key)
+                .scan(&[keys::SKU], after.as_deref(), limit + 1)
                 .map_err(|error| ApiError::Internal(error.into()))?;
-            if let Some(bytes) = stored {
-                views.extend(read(&key, &bytes)?);
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            for (key, bytes) in &rows {
+                views.extend(read(key, bytes)?);
+            }
+            if more {
+                next = views.last().map(|view| view.sku.to_string());
             }
         }
-    } else {
-        let limit = match query.limit {
-            None => LIST_LIMIT_DEFAULT,
-            Some(limit) => usize::try_from(limit)
-                .ok()
-                .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}"))
-                })?,
-        };
-        let after = query
-            .after
-            .as_deref()
-            .map(SkuId::parse)
-            .transpose()?
-            .map(|sku| keys::sku(&sku));
-        let mut rows = engine
-            .store
-            .scan(&[keys::SKU], after.as_deref(), limit + 1)
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        for (key, bytes) in &rows {
-            views.extend(read(key, bytes)?);
-        }
-        if more {
-            next = views.last().map(|view| view.sku.to_string());
-        }
-    }
+        Ok((views, next))
+    })
+    .await?;
     let items: Vec<SkuBody<'_>> = views.iter().map(SkuBody::from).collect();
     let body = serde_json::json!({ "items": items, "next": next });
     Ok(HttpResponse::Ok().content_type("application/json").body(to_json(&body)))

@@ -6,7 +6,7 @@
 //! | `h`    | SKU id, `0x00`, reservation id (16 B)   | [`Hold`](crate::domain::sku::Hold) |
 //! | `r`    | reservation id (16 B)                   | settled [`Reservation`](crate::domain::sku::Reservation) |
 //! | `e`    | event sequence number (u64 big-endian)  | legacy: events of the first release, before the log |
-//! | `i`    | scope, `0x00`, idempotency key          | [`IdempotencyRecord`](super::rows::IdempotencyRecord) |
+//! | `i`    | scope, `0x00`, idempotency key          | [`IdempotencyRecord`](crate::idempotency::IdempotencyRecord) |
 //! | `x`    | due time ms (u64 BE), then a whole key  | empty: that key is deleted when due |
 //! | `c`    | cart id (16 B)                          | [`Cart`](crate::domain::cart::Cart) |
 //! | `o`    | order id (16 B)                         | [`Order`](crate::domain::order::Order) |

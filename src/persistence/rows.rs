@@ -151,19 +151,6 @@ pub struct EventRecord {
     pub event: DomainEvent,
 }
 
-/// A stored answer to a request that carried an `Idempotency-Key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    /// SHA-256 of the request's method, path and canonical body.
-    pub fingerprint: [u8; 32],
-    /// The HTTP status that was answered.
-    pub status: u16,
-    /// The JSON body that was answered.
-    pub body: Vec<u8>,
-    /// When the answer was stored.
-    pub created_ms: u64,
-}
-
 /// The puts and deletes that store a SKU after `events` applied, given the records they
 /// settled. Settled records are kept until `now_ms + settled_retention_ms`.
 pub fn sku_change_ops(

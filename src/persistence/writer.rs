@@ -442,6 +442,17 @@ fn fail(shared: &Shared, error: &StoreError, what: &str, on_fatal: &OnFatal) {
 fn run_append(shared: &Shared, storage: &dyn Storage, memtable: &Memtable, start: LogStart, on_fatal: &OnFatal) {
     let mut next_position = start.next_position;
     loop {
+        // At most one appended batch waits for the sync thread: until it takes that one, the
+        // next batch gathers in the queue (so batches grow while a sync runs).
+        {
+            let mut handoff = lock(&shared.handoff);
+            while handoff.pending.is_some() && !handoff.failed {
+                handoff = shared
+                    .handoff_changed
+                    .wait(handoff)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        }
         let batch = {
             let mut queue = lock(&shared.queue);
             loop {
@@ -489,13 +500,6 @@ fn run_append(shared: &Shared, storage: &dyn Storage, memtable: &Memtable, start
         memtable.apply(ops, next_position - 1, events_end.unwrap_or(0));
         shared.handed.fetch_add(changes, Ordering::AcqRel);
         let mut handoff = lock(&shared.handoff);
-        // At most one appended batch waits: the next gathers in the queue meanwhile.
-        while handoff.pending.is_some() && !handoff.failed {
-            handoff = shared
-                .handoff_changed
-                .wait(handoff)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
         if handoff.failed {
             return;
         }

@@ -18,3 +18,4 @@ mod slow_clients;
 mod stock;
 mod storefront;
 mod tracking;
+mod write_path;

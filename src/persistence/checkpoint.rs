@@ -27,8 +27,10 @@ use super::memtable::StateView;
 use super::{codec, keys, Op, Storage, StoreError};
 use crate::metrics as names;
 
-/// Rows written per sled batch.
-pub const CHUNK_ROWS: usize = 1024;
+/// Rows written per sled batch. Small under test, so that the model test's checkpoints span
+/// many chunks and its injected failures land midway (sled does the same with its split
+/// thresholds).
+pub const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 1024 };
 
 /// Log records removed per pass, at most.
 const REMOVE_RECORDS_MAX: usize = 10_000;

@@ -24,6 +24,11 @@ pub struct StoreFaults {
     pub slow_flush_ms: AtomicU64,
     /// Every checkpoint write of state rows fails while set.
     pub fail_checkpoint: AtomicBool,
+    /// When not 0, the n-th checkpoint write from now fails (once): a crash midway through
+    /// a checkpoint, after some of its chunks were written.
+    pub fail_checkpoint_write_number: AtomicU64,
+    /// Every removal of log records fails while set (a crash during log retention).
+    pub fail_remove: AtomicBool,
     /// Log syncs that finished, failed or not: tests wait on it instead of sleeping.
     pub syncs: AtomicU64,
 }
@@ -48,11 +53,22 @@ impl FaultyStore {
         }
         Ok(())
     }
+
+    fn counted_checkpoint_fault(&self) -> Result<(), StoreError> {
+        let number =
+            self.faults
+                .fail_checkpoint_write_number
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1));
+        if number == Ok(1) {
+            return Err(StoreError::Injected("checkpoint failed midway"));
+        }
+        self.checkpoint_fault()
+    }
 }
 
 impl Store for FaultyStore {
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.checkpoint_fault()?;
+        self.counted_checkpoint_fault()?;
         self.inner.apply(ops)
     }
 
@@ -92,6 +108,9 @@ impl Log for FaultyStore {
     }
 
     fn remove(&self, positions: Vec<u64>) -> Result<(), StoreError> {
+        if self.faults.fail_remove.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("removing log records failed"));
+        }
         self.inner.remove(positions)
     }
 }

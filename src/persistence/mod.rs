@@ -35,6 +35,8 @@ pub mod fault;
 pub mod keys;
 pub mod log;
 pub mod memtable;
+#[cfg(test)]
+mod model_test;
 pub mod recovery;
 pub mod rows;
 pub mod sled_store;

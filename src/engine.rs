@@ -217,7 +217,7 @@ impl Engine {
         } else {
             None
         };
-        metrics::gauge!(names::RECOVERY_SECONDS).set(recovered.elapsed.as_secs_f64());
+        metrics::gauge!(names::RECOVERY_SECONDS).set((replayed.elapsed + recovered.elapsed).as_secs_f64());
         tracing::info!(
             skus = sku_count,
             holds = recovered.holds,
@@ -226,6 +226,7 @@ impl Engine {
             next_event_seq = replayed.start.next_event_seq,
             log_records_replayed = replayed.records,
             row_changes_replayed = replayed.ops,
+            replay_ms = replayed.elapsed.as_millis() as u64,
             elapsed_ms = recovered.elapsed.as_millis() as u64,
             "recovered"
         );

@@ -138,40 +138,57 @@ impl Memtable {
         lock(&self.tables).frozen = None;
     }
 
-    /// The entries of the memtable under `prefix` after `start` (exclusive when
-    /// `after` is set), newest value per key, at most `live_limit` puts (deletes are not
-    /// counted), and the last key looked at when the limit cut the list short.
-    fn range(&self, prefix: &[u8], after: Option<&[u8]>, live_limit: usize) -> (Vec<RowChange>, bool) {
+    /// Up to `max` entries of the memtable under `prefix`, after `after` when given, in key
+    /// order, the newest value per key (active over frozen), deletes included; and whether
+    /// more follow.
+    fn range(&self, prefix: &[u8], after: Option<&[u8]>, max: usize) -> (Vec<RowChange>, bool) {
         let tables = lock(&self.tables);
         let lower = match after {
             Some(after) => Bound::Excluded(after.to_vec()),
             None => Bound::Included(prefix.to_vec()),
         };
-        let mut merged: BTreeMap<&Vec<u8>, &Option<Vec<u8>>> = BTreeMap::new();
-        let frozen = tables.frozen.as_ref().map(|frozen| &frozen.rows);
-        for table in frozen.into_iter().map(|rows| rows.as_ref()).chain([&tables.active]) {
-            for (key, value) in table.range((lower.clone(), Bound::Unbounded)) {
-                if !key.starts_with(prefix) {
-                    break;
-                }
-                // Active is visited last, so its value wins.
-                merged.insert(key, value);
-            }
-        }
+        let in_prefix = |entry: &(&Vec<u8>, &Option<Vec<u8>>)| entry.0.starts_with(prefix);
+        let mut active = tables
+            .active
+            .range((lower.clone(), Bound::Unbounded))
+            .take_while(in_prefix)
+            .peekable();
+        let empty = Table::new();
+        let frozen_table = tables.frozen.as_ref().map_or(&empty, |frozen| frozen.rows.as_ref());
+        let mut frozen = frozen_table
+            .range((lower, Bound::Unbounded))
+            .take_while(in_prefix)
+            .peekable();
         let mut out = Vec::new();
-        let mut live = 0;
-        for (key, value) in merged {
-            if value.is_some() {
-                if live == live_limit {
-                    return (out, true);
+        while out.len() < max {
+            let next = match (active.peek(), frozen.peek()) {
+                (None, None) => return (out, false),
+                (Some(_), None) => active.next(),
+                (None, Some(_)) => frozen.next(),
+                (Some((active_key, _)), Some((frozen_key, _))) => {
+                    if frozen_key < active_key {
+                        frozen.next()
+                    } else {
+                        if frozen_key == active_key {
+                            // The active value is newer.
+                            frozen.next();
+                        }
+                        active.next()
+                    }
                 }
-                live += 1;
+            };
+            if let Some((key, value)) = next {
+                out.push((key.clone(), value.clone()));
             }
-            out.push((key.clone(), value.clone()));
         }
-        (out, false)
+        let more = active.peek().is_some() || frozen.peek().is_some();
+        (out, more)
     }
 }
+
+/// Entries read per source and round of a merged scan (small under test, so that tests
+/// cross many chunk boundaries).
+const SCAN_CHUNK: usize = if cfg!(test) { 7 } else { 1024 };
 
 /// The state as readers see it: the memtable over the checkpointed rows.
 #[derive(Clone)]
@@ -197,59 +214,120 @@ impl StateView {
     }
 
     /// Up to `limit` entries under `prefix` in key order, after `after` when given: the
-    /// memtable's newest values merged over the checkpointed rows.
+    /// memtable's newest values merged over the checkpointed rows. Fewer than `limit` only
+    /// when no more exist. Reads both sources in bounded chunks, so a page costs what it
+    /// returns (plus the deletes it skips), however many rows follow it.
     pub fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let (memory, cut) = self.memtable.range(prefix, after, limit);
-        // With the memtable's list cut short, nothing past its last key can be answered yet.
-        let ceiling = if cut {
-            memory.last().map(|(key, _)| key.clone())
-        } else {
-            None
-        };
-        let mut memory = memory.into_iter().peekable();
-        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut out: Vec<Entry> = Vec::with_capacity(limit.min(SCAN_CHUNK));
         let mut cursor = after.map(<[u8]>::to_vec);
-        'pages: loop {
-            let page = self.storage.scan(prefix, cursor.as_deref(), limit.max(1))?;
-            let exhausted = page.len() < limit.max(1);
-            for (key, value) in page {
-                cursor = Some(key.clone());
-                if ceiling.as_ref().is_some_and(|ceiling| key > *ceiling) {
-                    break 'pages;
-                }
-                let mut shadowed = false;
-                while let Some((memory_key, _)) = memory.peek() {
-                    if *memory_key > key {
-                        break;
+        while out.len() < limit {
+            let (memory, memory_more) = self.memtable.range(prefix, cursor.as_deref(), SCAN_CHUNK);
+            let disk = self.storage.scan(prefix, cursor.as_deref(), SCAN_CHUNK)?;
+            let disk_more = disk.len() == SCAN_CHUNK;
+            // Past the last key read from a source with more to come, this round cannot
+            // tell what that source holds: stop there, and read on from it next round.
+            let bound = [
+                memory_more.then(|| memory.last().map(|(key, _)| key.clone())).flatten(),
+                disk_more.then(|| disk.last().map(|(key, _)| key.clone())).flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let within = |key: &Vec<u8>| bound.as_ref().is_none_or(|bound| key <= bound);
+            let mut memory = memory.into_iter().filter(|(key, _)| within(key)).peekable();
+            let mut disk = disk.into_iter().filter(|(key, _)| within(key)).peekable();
+            loop {
+                let order = match (memory.peek(), disk.peek()) {
+                    (None, None) => break,
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (Some((memory_key, _)), Some((disk_key, _))) => memory_key.cmp(disk_key),
+                };
+                let live = |(key, value): RowChange| value.map(|value| (key, value));
+                let entry = match order {
+                    std::cmp::Ordering::Less => memory.next().and_then(live),
+                    std::cmp::Ordering::Greater => disk.next(),
+                    std::cmp::Ordering::Equal => {
+                        // The memtable's value is newer than the checkpoint's.
+                        disk.next();
+                        memory.next().and_then(live)
                     }
-                    let (memory_key, memory_value) = memory.next().expect("peeked");
-                    shadowed = memory_key == key;
-                    if let Some(value) = memory_value {
-                        out.push((memory_key, value));
-                        if out.len() == limit {
-                            return Ok(out);
-                        }
-                    }
-                }
-                if !shadowed {
-                    out.push((key, value));
+                };
+                if let Some(entry) = entry {
+                    out.push(entry);
                     if out.len() == limit {
                         return Ok(out);
                     }
                 }
             }
-            if exhausted {
-                break;
-            }
-        }
-        for (key, value) in memory {
-            if let Some(value) = value {
-                out.push((key, value));
-                if out.len() == limit {
-                    break;
-                }
+            match bound {
+                Some(bound) => cursor = Some(bound),
+                None => break,
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::persistence::{SledStore, Store};
+
+    #[test]
+    fn scans_merge_active_frozen_and_checkpointed_rows_as_a_map_would() {
+        let seed: u64 = rand::random();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let memtable = Arc::new(Memtable::default());
+        let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut position = 0;
+        let random_ops = |rng: &mut StdRng, model: &mut BTreeMap<Vec<u8>, Vec<u8>>| -> Vec<Op> {
+            (0..rng.random_range(1..60))
+                .map(|_| {
+                    let key = vec![b"ab"[rng.random_range(0..2)], rng.random_range(0..40u8)];
+                    if rng.random_bool(0.3) {
+                        model.remove(&key);
+                        Op::Delete(key)
+                    } else {
+                        let value = vec![rng.random()];
+                        model.insert(key.clone(), value.clone());
+                        Op::Put(key, value)
+                    }
+                })
+                .collect()
+        };
+        // Three layers: checkpointed rows, a frozen table over them, an active one on top.
+        storage.apply(random_ops(&mut rng, &mut model)).unwrap();
+        for layer in 0..2 {
+            position += 1;
+            memtable.apply(random_ops(&mut rng, &mut model), position, 0);
+            if layer == 0 {
+                memtable.freeze().unwrap();
+            }
+        }
+        for _ in 0..200 {
+            let prefix = [b"ab"[rng.random_range(0..2)]];
+            let after = rng.random_bool(0.5).then(|| vec![prefix[0], rng.random_range(0..40u8)]);
+            let limit = rng.random_range(1..30);
+            let expected: Vec<Entry> = model
+                .iter()
+                .filter(|(key, _)| key.starts_with(&prefix) && after.as_ref().is_none_or(|after| *key > after))
+                .take(limit)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            assert_eq!(
+                view.scan(&prefix, after.as_deref(), limit).unwrap(),
+                expected,
+                "seed {seed}: prefix {prefix:?} after {after:?} limit {limit}"
+            );
+        }
     }
 }

@@ -49,12 +49,15 @@ pub struct Replayed {
     pub ops: u64,
     /// A torn last record was found and removed.
     pub torn_record: bool,
+    /// How long the replay took.
+    pub elapsed: Duration,
 }
 
 /// Replays the log records after the checkpoint into a new memtable. A last record that
 /// fails its checksum (torn by a crash mid-write) ends the log and is removed; a damaged
 /// record anywhere else is corruption and fails recovery.
 pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)> {
+    let started = Instant::now();
     let mark = read_mark(storage).context("reading the checkpoint mark")?;
     let (through, mut events_end) = match mark {
         Some(mark) => (mark.through, mark.events_end),
@@ -107,6 +110,7 @@ pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)>
         records,
         ops,
         torn_record,
+        elapsed: started.elapsed(),
     };
     Ok((memtable, replayed))
 }

@@ -78,9 +78,10 @@ impl TestApp {
         app
     }
 
-    /// Polls `/ready` until it answers 200.
+    /// Polls `/ready` until it answers 200 (a debug build replaying a long log takes a
+    /// while on a busy machine).
     pub async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let ready = self.client.get(self.url("/ready")).send().await;
             if ready.is_ok_and(|response| response.status() == StatusCode::OK) {

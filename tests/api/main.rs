@@ -13,6 +13,7 @@ mod kafka;
 mod kafka_support;
 mod lifecycle;
 mod overload;
+mod recovery;
 mod simulation;
 mod slow_clients;
 mod stock;

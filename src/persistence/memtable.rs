@@ -277,7 +277,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::persistence::{SledStore, Store};
+    use crate::persistence::SledStore;
 
     #[test]
     fn scans_merge_active_frozen_and_checkpointed_rows_as_a_map_would() {

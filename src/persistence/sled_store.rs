@@ -10,9 +10,10 @@
 //!   followed by `sync_data()` on sled's data file, opened once.
 //! - sled never fsyncs its `conf` file, its blob files (values over about a quarter of a
 //!   segment), its snapshot files or any directory. After a power cut a restart found an
-//!   empty `conf`. So opening fsyncs `conf`, the data file and every directory entry up to the
-//!   data directory, and every sync fsyncs each file that appeared in the store directory or
-//!   in `blobs/` since the last one, and those directories.
+//!   empty `conf`. So opening fsyncs `conf`, the data file and every directory on the way to
+//!   the store (a new data directory's own entry included), and every sync fsyncs each file
+//!   that appeared in the store directory or in `blobs/` since the last one, and those
+//!   directories.
 //!
 //! Any of these failing is a store error.
 
@@ -83,12 +84,16 @@ impl SledStore {
         store.db.flush()?;
         store.data_file.sync_all()?;
         store.sync_new_entries()?;
-        // The directory entries that lead to the store: a power cut must not lose them.
-        let mut dir = Some(path);
-        for _ in 0..2 {
-            let Some(current) = dir else { break };
-            sync_dir(current)?;
-            dir = current.parent().filter(|parent| !parent.as_os_str().is_empty());
+        // The directory entries that lead to the store (the data directory may have just
+        // been created, with its parents): a power cut must not lose them. The store's own
+        // directory, the data directory and the one holding it must sync; higher ones are
+        // synced where the operating system lets us.
+        let absolute = std::path::absolute(path)?;
+        for (level, dir) in absolute.ancestors().enumerate() {
+            match sync_dir(dir) {
+                Err(error) if level < 3 => return Err(error),
+                _ => {}
+            }
         }
         Ok(store)
     }

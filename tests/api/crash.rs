@@ -102,8 +102,8 @@ impl Drop for ServerProcess {
     }
 }
 
-const SKUS: [&str; 4] = ["red", "green", "blue", "gold"];
-const INITIAL_ON_HAND: i64 = 100_000;
+pub const SKUS: [&str; 4] = ["red", "green", "blue", "gold"];
+pub const INITIAL_ON_HAND: i64 = 100_000;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -409,6 +409,21 @@ pub async fn crash_cycle(
     cycle: usize,
     env: &[(&str, &str)],
 ) -> (ServerProcess, usize, Duration) {
+    crash_cycle_then(server, dir, client, model, rng, cycle, env, &|| {}).await
+}
+
+/// [`crash_cycle`], with `after_kill` run between the kill and the restart (a power cut).
+#[allow(clippy::too_many_arguments)]
+pub async fn crash_cycle_then(
+    server: ServerProcess,
+    dir: &Path,
+    client: &reqwest::Client,
+    model: &Arc<Mutex<Model>>,
+    rng: &mut StdRng,
+    cycle: usize,
+    env: &[(&str, &str)],
+    after_kill: &(dyn Fn() + Sync),
+) -> (ServerProcess, usize, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..12)
         .map(|worker| {
@@ -448,6 +463,7 @@ pub async fn crash_cycle(
         .collect();
     tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
     server.kill();
+    after_kill();
     stop.store(true, Ordering::SeqCst);
     let mut acknowledged_total = 0;
     for worker in workers {

@@ -13,6 +13,8 @@ mod kafka;
 mod kafka_support;
 mod lifecycle;
 mod overload;
+mod power_cut;
+mod power_cut_fs;
 mod recovery;
 mod simulation;
 mod slow_clients;

@@ -3,10 +3,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::command::{durable, idempotent, sku_turn, Keyed};
 use super::error::ApiError;
 use super::request::{new_cart_token, Credential, JsonBody, NoFields};
 use super::views::{render_cart, render_checkout, to_json};
-use super::{idempotent, path_param, AppState, Keyed};
+use super::{path_param, AppState};
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
 use crate::actors::{persist, Access, Mailbox};
 use crate::domain::cart::Cart;
@@ -157,7 +158,7 @@ pub async fn get(
     let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
     let access = credential.access();
     let (reply, ticket) = ask_cart(engine, id, &mailbox, |reply, slot| GetCart { access, reply, slot }).await?;
-    super::durable(engine, ticket).await?;
+    durable(engine, ticket).await?;
     if let Some(error) = transient(&reply) {
         return Err(error);
     }
@@ -237,7 +238,7 @@ async fn change_line(
     let access = credential.access();
     // The line holds stock at the SKU: it takes its turn there like a reservation.
     let _turn = match engine.registry.sku(&sku) {
-        Some(_) => Some(super::sku_turn(engine, &sku).await?),
+        Some(_) => Some(sku_turn(engine, &sku).await?),
         None => None,
     };
     idempotent(engine, keyed, render_cart, transient, |idempotency| async move {

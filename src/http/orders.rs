@@ -3,10 +3,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::command::{durable, idempotent, Keyed};
 use super::error::ApiError;
 use super::request::{Admin, Credential, JsonBody, NoFields};
 use super::views::render_order;
-use super::{idempotent, json_response, path_param, AppState, Keyed};
+use super::{json_response, path_param, AppState};
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
 use crate::actors::Mailbox;
 use crate::domain::order::OrderStatus;
@@ -46,7 +47,7 @@ pub async fn get(
             engine.registry.forget_order(&id, mailbox.addr());
             ApiError::Unavailable
         })?;
-    super::durable(engine, answer.ticket).await?;
+    durable(engine, answer.ticket).await?;
     if let Some(error) = transient(&answer.value) {
         return Err(error);
     }

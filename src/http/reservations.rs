@@ -3,10 +3,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
 use super::request::{Admin, JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
-use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
+use super::{path_param, AppState};
 use crate::actors::sku::GetReservation;
 use crate::domain::sku::{Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
@@ -124,7 +125,7 @@ async fn settle(
 /// what was read is durable.
 async fn settled_reservation(engine: &Engine, id: &ReservationId) -> Result<Option<Reservation>, ApiError> {
     let key = keys::reservation(id);
-    super::read_durable(engine, || {
+    read_durable(engine, || {
         let stored = engine
             .store
             .get(&key)

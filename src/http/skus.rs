@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
 use super::request::{Admin, JsonBody};
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
-use super::{ask_durable, execute_sku_command, path_param, AppState, Keyed};
+use super::{path_param, AppState};
 use crate::actors::sku::GetSku;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
@@ -128,7 +129,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
             reserved: row.reserved,
         }))
     };
-    let (views, next) = super::read_durable(engine, || {
+    let (views, next) = read_durable(engine, || {
         let mut views = Vec::new();
         let mut next = None;
         if let Some(ids) = query.ids {

@@ -97,7 +97,7 @@ pub async fn track_order(
         })?
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    super::durable(engine, answer.ticket).await?;
+    super::command::durable(engine, answer.ticket).await?;
     let order = match answer.value {
         Ok(order) => order,
         Err(TrackFailure::NotFound) => return Err(ApiError::NotFound),
@@ -186,7 +186,7 @@ pub async fn stock(
             .ask(|reply, slot| GetSku { reply, slot })?
             .await
             .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
-        super::durable(engine, acked.ticket).await?;
+        super::command::durable(engine, acked.ticket).await?;
         let view = acked.value.ok_or(ApiError::NotFound)?;
         // The read reflects exactly this SKU's changes up to its last ticket.
         first.push(stock_message(&view.sku, view.available));

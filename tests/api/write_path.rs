@@ -49,7 +49,7 @@ async fn a_read_waits_for_every_change_it_could_have_seen() {
     // A change is logged between the start of the read and the read itself: what the read
     // then reports must be durable before it is answered.
     let mut ticket = 0;
-    let seen = stockroom::http::read_durable(&engine, || {
+    let seen = stockroom::http::command::read_durable(&engine, || {
         ticket = engine.writer.try_reserve().unwrap().submit(Change {
             ops: vec![Op::Put(b"zz-probe".to_vec(), b"v".to_vec())],
             events: Vec::new(),

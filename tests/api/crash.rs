@@ -102,8 +102,8 @@ impl Drop for ServerProcess {
     }
 }
 
-pub const SKUS: [&str; 4] = ["red", "green", "blue", "gold"];
-pub const INITIAL_ON_HAND: i64 = 100_000;
+const SKUS: [&str; 4] = ["red", "green", "blue", "gold"];
+const INITIAL_ON_HAND: i64 = 100_000;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -363,58 +363,51 @@ pub async fn check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
     let (cycles, mut rng, dir, client) = crash_run("crash test", 20);
-    let model = Arc::new(Mutex::new(Model::new(
-        SKUS.iter().map(|sku| (*sku).to_owned()).collect(),
-    )));
 
-    let mut server = ServerProcess::start(dir.path(), &client).await;
+    let after_kill = || {};
+    let (cycles, acknowledged_total) = crash_four_skus(dir.path(), &client, &mut rng, cycles, &after_kill).await;
+    println!("{cycles} SIGKILL cycles, {acknowledged_total} acknowledged requests, every one accounted for");
+}
+
+/// Four SKUs on a new server in `dir` under keyed load, killed `cycles` times (with
+/// `after_kill` between each kill and restart) and checked after every restart. Returns the
+/// cycles and the requests acknowledged.
+pub async fn crash_four_skus(
+    dir: &Path,
+    client: &reqwest::Client,
+    rng: &mut StdRng,
+    cycles: usize,
+    after_kill: &(dyn Fn() + Sync),
+) -> (usize, usize) {
+    let skus: Vec<String> = SKUS.iter().map(|sku| (*sku).to_owned()).collect();
+    let model = Arc::new(Mutex::new(Model::new(skus.clone())));
+    let mut server = ServerProcess::start(dir, client).await;
     for sku in SKUS {
-        put_sku(&client, &server.base, sku, INITIAL_ON_HAND).await;
+        put_sku(client, &server.base, sku, INITIAL_ON_HAND).await;
     }
     let mut acknowledged_total = 0usize;
-    let skus: Vec<String> = SKUS.iter().map(|sku| (*sku).to_owned()).collect();
     for cycle in 0..cycles {
-        let (restarted, acknowledged, _) = crash_cycle(server, dir.path(), &client, &model, &mut rng, cycle, &[]).await;
+        let (restarted, acknowledged, _) = crash_cycle(server, dir, client, &model, rng, cycle, &[], after_kill).await;
         server = restarted;
         acknowledged_total += acknowledged;
         let snapshot = std::mem::take(&mut *model.lock().unwrap());
-        check(
-            &client,
-            &server.base,
-            &snapshot,
-            &mut rng,
-            cycle,
-            &skus,
-            INITIAL_ON_HAND,
-        )
-        .await;
+        check(client, &server.base, &snapshot, rng, cycle, &skus, INITIAL_ON_HAND).await;
         *model.lock().unwrap() = snapshot;
     }
+    drop(server);
     assert!(
         acknowledged_total > cycles * 10,
         "the load did real work: {acknowledged_total} acknowledged requests"
     );
-    println!("{cycles} SIGKILL cycles, {acknowledged_total} acknowledged requests, every one accounted for");
+    (cycles, acknowledged_total)
 }
 
-/// One cycle: keyed load from 12 clients, SIGKILL at a random moment, restart on the same
-/// data (with `env`), and the requests in flight at the kill sent again with their keys.
-/// Returns the restarted server, the requests acknowledged, and the time from start to ready.
-pub async fn crash_cycle(
-    server: ServerProcess,
-    dir: &Path,
-    client: &reqwest::Client,
-    model: &Arc<Mutex<Model>>,
-    rng: &mut StdRng,
-    cycle: usize,
-    env: &[(&str, &str)],
-) -> (ServerProcess, usize, Duration) {
-    crash_cycle_then(server, dir, client, model, rng, cycle, env, &|| {}).await
-}
-
-/// [`crash_cycle`], with `after_kill` run between the kill and the restart (a power cut).
+/// One cycle: keyed load from 12 clients, SIGKILL at a random moment, `after_kill` (a power
+/// cut, or nothing), restart on the same data (with `env`), and the requests in flight at the
+/// kill sent again with their keys. Returns the restarted server, the requests
+/// acknowledged, and the time from start to ready.
 #[allow(clippy::too_many_arguments)]
-pub async fn crash_cycle_then(
+pub async fn crash_cycle(
     server: ServerProcess,
     dir: &Path,
     client: &reqwest::Client,

@@ -180,7 +180,7 @@ async fn fifty_sigkills_with_a_hundred_thousand_skus_and_live_carts_lose_nothing
     let mut acknowledged_total = 0;
     for cycle in 0..cycles {
         let (restarted, acknowledged, recovery) =
-            crash_cycle(server, dir.path(), &client, &model, &mut rng, cycle, &[]).await;
+            crash_cycle(server, dir.path(), &client, &model, &mut rng, cycle, &[], &|| {}).await;
         server = restarted;
         acknowledged_total += acknowledged;
         recoveries.push(recovery);

@@ -16,7 +16,8 @@ use stockroom::domain::sku::{Product, SkuCommand};
 use stockroom::domain::{Currency, Name, Quantity, ReservationId, SkuId, SystemClock};
 use stockroom::engine::Engine;
 
-/// Reservations in flight at once, like 64 HTTP connections.
+/// Reservations in flight at once, like 64 HTTP connections (and, in the `_1024` workloads,
+/// like a flash sale's many shoppers).
 const IN_FLIGHT: u64 = 64;
 
 async fn start_engine(dir: &std::path::Path, skus: usize) -> (Arc<Engine>, Vec<SkuId>) {
@@ -76,11 +77,11 @@ async fn reserve_or(engine: &Engine, sku: &SkuId, command: SkuCommand) {
     assert!(acked.value.is_ok(), "{:?}", acked.value);
 }
 
-/// Runs `total` durable reservations with IN_FLIGHT at a time, spread over `skus`.
-async fn run(engine: &Engine, skus: &[SkuId], total: u64) -> Duration {
+/// Runs `total` durable reservations with `in_flight` at a time, spread over `skus`.
+async fn run(engine: &Engine, skus: &[SkuId], total: u64, in_flight: u64) -> Duration {
     let started = Instant::now();
-    let per_client = total.div_ceil(IN_FLIGHT);
-    join_all((0..IN_FLIGHT).map(|client| async move {
+    let per_client = total.div_ceil(in_flight);
+    join_all((0..in_flight).map(|client| async move {
         for n in 0..per_client {
             let sku = &skus[((client * per_client + n) as usize) % skus.len()];
             let command = SkuCommand::Reserve {
@@ -101,11 +102,16 @@ fn reservations(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    for (name, sku_count) in [("one_hot_sku", 1usize), ("10k_skus", 10_000)] {
+    for (name, sku_count, in_flight) in [
+        ("one_hot_sku", 1usize, IN_FLIGHT),
+        ("10k_skus", 10_000, IN_FLIGHT),
+        ("one_hot_sku_1024", 1, 1024),
+        ("10k_skus_1024", 10_000, 1024),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (engine, skus) = system.block_on(start_engine(dir.path(), sku_count));
         group.bench_function(name, |bench| {
-            bench.iter_custom(|iterations| system.block_on(run(&engine, &skus, iterations)));
+            bench.iter_custom(|iterations| system.block_on(run(&engine, &skus, iterations, in_flight)));
         });
         system.block_on(engine.shutdown());
     }

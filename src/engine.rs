@@ -149,7 +149,7 @@ impl Engine {
                     kafka: settings.kafka.enabled,
                 },
             },
-            writer.durability().watch_events_end(),
+            Arc::clone(writer.durability()),
         )
         .context("starting the checkpoint thread")?;
 

@@ -24,13 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use super::log::decode_record;
 use super::memtable::StateView;
+use super::writer::Durability;
 use super::{codec, keys, Op, Storage, StoreError};
 use crate::metrics as names;
 
-/// Rows written per sled batch. Small under test, so that the model test's checkpoints span
-/// many chunks and its injected failures land midway (sled does the same with its split
-/// thresholds).
-pub const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 1024 };
+/// Rows written per sled batch: a batch holds sled's process-wide write lock, which stalls
+/// log appends, so it is kept short (128 rows: well under a millisecond). Smaller under test,
+/// so that the model test's checkpoints span many chunks and its injected failures land
+/// midway (sled does the same with its split thresholds).
+pub const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 128 };
 
 /// Log records removed per pass, at most.
 const REMOVE_RECORDS_MAX: usize = 10_000;
@@ -66,17 +68,27 @@ pub struct CheckpointOutcome {
     pub rows: usize,
     /// Log records removed.
     pub records_removed: usize,
+    /// Rows are frozen but wait for the log to be durable through them.
+    pub waiting: bool,
 }
 
 /// Writes the memtable's rows into the state tree and removes log records no longer needed.
+/// Rows are written only once the log is durable through the records they come from
+/// (`log_durable_through`), so that a checkpointed change always has its events in the log;
+/// until then the frozen rows wait for the next round (`waiting`).
 pub fn checkpoint_once(
     view: &StateView,
     retention: LogRetention,
     events_end: u64,
+    log_durable_through: u64,
 ) -> Result<CheckpointOutcome, StoreError> {
     let storage = view.storage.as_ref();
     let mut outcome = CheckpointOutcome::default();
     let mark = match view.memtable.freeze() {
+        Some(frozen) if frozen.through > log_durable_through => {
+            outcome.waiting = true;
+            read_mark(storage)?
+        }
         Some(frozen) => {
             let started = Instant::now();
             let rows: Vec<Op> = frozen
@@ -165,8 +177,8 @@ pub struct Checkpointer {
 struct Inner {
     view: StateView,
     config: CheckpointConfig,
-    /// The durable end of the event log.
-    events_end: tokio::sync::watch::Receiver<u64>,
+    /// Where the log is durable, and the event log's durable end.
+    durability: Arc<Durability>,
     /// One checkpoint at a time.
     running: Mutex<()>,
     /// Set to stop; the condvar wakes the thread early.
@@ -175,10 +187,26 @@ struct Inner {
 }
 
 impl Inner {
+    fn checkpoint(&self) -> Result<CheckpointOutcome, StoreError> {
+        checkpoint_once(
+            &self.view,
+            self.config.retention,
+            self.durability.events_end(),
+            self.durability.log_position(),
+        )
+    }
+
     fn run(&self) -> Result<CheckpointOutcome, StoreError> {
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let end = *self.events_end.borrow();
-        let outcome = checkpoint_once(&self.view, self.config.retention, end);
+        let mut outcome = self.checkpoint();
+        // Rows frozen from a batch still syncing: the sync takes about a millisecond.
+        for _ in 0..100 {
+            if !matches!(outcome, Ok(CheckpointOutcome { waiting: true, .. })) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            outcome = self.checkpoint();
+        }
         if let Err(error) = &outcome {
             metrics::counter!(names::CHECKPOINT_FAILURES_TOTAL).increment(1);
             tracing::warn!(error = %error, "checkpoint failed; the log keeps every change, retrying");
@@ -198,16 +226,12 @@ pub struct CheckpointConfig {
 }
 
 impl Checkpointer {
-    /// Starts the thread. `events_end` tells where the durable event log ends.
-    pub fn start(
-        view: StateView,
-        config: CheckpointConfig,
-        events_end: tokio::sync::watch::Receiver<u64>,
-    ) -> std::io::Result<Self> {
+    /// Starts the thread; `durability` tells how far the log is durable.
+    pub fn start(view: StateView, config: CheckpointConfig, durability: Arc<Durability>) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
             view,
             config,
-            events_end,
+            durability,
             running: Mutex::new(()),
             stopped: Mutex::new(false),
             wake: Condvar::new(),
@@ -259,5 +283,33 @@ impl Checkpointer {
                 tracing::error!("the checkpoint thread panicked");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::{Memtable, SledStore, Storage};
+
+    #[test]
+    fn rows_wait_for_the_log_to_be_durable_through_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let memtable = Arc::new(Memtable::default());
+        let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
+        memtable.apply([Op::Put(b"row".to_vec(), b"v".to_vec())], 5, 0);
+        let retention = LogRetention {
+            max_events: 10,
+            kafka: false,
+        };
+        let early = checkpoint_once(&view, retention, 0, 4).unwrap();
+        assert!(early.waiting, "record 5 is not durable yet");
+        assert_eq!(storage.get(b"row").unwrap(), None, "so its row is not checkpointed");
+        assert_eq!(view.get(b"row").unwrap(), Some(b"v".to_vec()), "readers still see it");
+        let done = checkpoint_once(&view, retention, 0, 5).unwrap();
+        assert_eq!((done.waiting, done.rows), (false, 1));
+        assert_eq!(storage.get(b"row").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(read_mark(storage.as_ref()).unwrap().map(|mark| mark.through), Some(5));
+        assert!(memtable.is_empty());
     }
 }

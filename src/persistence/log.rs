@@ -16,10 +16,10 @@
 //!
 //! # Contract of a [`Log`]
 //!
-//! 1. `append` is atomic: after a crash, all of one call's records are there or none.
+//! 1. Records become durable in the order they were appended: a crash keeps a prefix of
+//!    them. Each record holds whole changes, so any prefix is a consistent state.
 //! 2. Nothing appended is durable before a later `sync` returns `Ok`; after that, everything
 //!    appended before the `sync` started is.
-//! 3. Appends become durable in order: a crash keeps a prefix of them.
 //! 4. An error from `append` or `sync` is final: the caller stops without acknowledging.
 //!
 //! The trait is small on purpose: a replicated log (one Kafka partition per shard of SKUs)
@@ -42,7 +42,7 @@ pub type PositionedRecord = (u64, Vec<u8>);
 
 /// The append-only log behind the writer: see the contract at the top of this module.
 pub trait Log: Send + Sync + 'static {
-    /// Appends `records` (position, bytes) atomically; not yet durable.
+    /// Appends `records` (position, bytes), in order; not yet durable.
     fn append(&self, records: Vec<PositionedRecord>) -> Result<(), StoreError>;
 
     /// Makes everything appended so far durable.

@@ -229,6 +229,14 @@ fn check(view: &StateView, model: &mut Model, in_doubt: Option<&[(Vec<Op>, Vec<u
     }
 }
 
+fn events_end(running: &Running) -> u64 {
+    running.writer.durability().events_end()
+}
+
+fn log_position(running: &Running) -> u64 {
+    running.writer.durability().log_position()
+}
+
 async fn run(seed: u64, steps: usize) {
     let _reporter = SeedReporter(seed);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -265,8 +273,8 @@ async fn run(seed: u64, steps: usize) {
                 model.apply(&batch);
             }
             60..75 => {
-                let end = *running.writer.durability().watch_events_end().borrow();
-                checkpoint_once(&running.view, retention, end).expect("checkpoint");
+                checkpoint_once(&running.view, retention, events_end(&running), log_position(&running))
+                    .expect("checkpoint");
                 check(&running.view, &mut model, None, retention.max_events, step);
             }
             75..82 => {
@@ -274,8 +282,8 @@ async fn run(seed: u64, steps: usize) {
                 faults
                     .fail_checkpoint_write_number
                     .store(rng.random_range(1..=3), Ordering::SeqCst);
-                let end = *running.writer.durability().watch_events_end().borrow();
-                let failed = checkpoint_once(&running.view, retention, end).is_err();
+                let failed =
+                    checkpoint_once(&running.view, retention, events_end(&running), log_position(&running)).is_err();
                 faults.fail_checkpoint_write_number.store(0, Ordering::SeqCst);
                 check(&running.view, &mut model, None, retention.max_events, step);
                 if failed && rng.random_bool(0.5) {
@@ -310,8 +318,7 @@ async fn run(seed: u64, steps: usize) {
             _ => {
                 // A crash during log retention, after the checkpoint.
                 faults.fail_remove.store(true, Ordering::SeqCst);
-                let end = *running.writer.durability().watch_events_end().borrow();
-                let _ = checkpoint_once(&running.view, retention, end);
+                let _ = checkpoint_once(&running.view, retention, events_end(&running), log_position(&running));
                 faults.fail_remove.store(false, Ordering::SeqCst);
                 running = restart(running);
                 check(&running.view, &mut model, None, retention.max_events, step);

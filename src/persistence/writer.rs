@@ -77,6 +77,8 @@ pub struct Durability {
     waiters: Mutex<Waiters>,
     /// The sequence number after the last durable event: every event below it is durable.
     events_end: tokio::sync::watch::Sender<u64>,
+    /// Every log record up to this position is durable.
+    log_position: AtomicU64,
 }
 
 impl Default for Durability {
@@ -100,7 +102,18 @@ impl Durability {
             durable: AtomicU64::new(0),
             waiters: Mutex::default(),
             events_end: tokio::sync::watch::Sender::new(next_event_seq),
+            log_position: AtomicU64::new(0),
         }
+    }
+
+    /// Every log record up to this position is durable: a checkpoint may cover it.
+    pub fn log_position(&self) -> u64 {
+        self.log_position.load(Ordering::Acquire)
+    }
+
+    /// The sequence number after the last durable event.
+    pub fn events_end(&self) -> u64 {
+        *self.events_end.borrow()
     }
 
     /// Watches the durable end of the event log: events with a lower sequence number are
@@ -236,6 +249,8 @@ struct Appended {
     events_end: Option<u64>,
     /// How many changes it holds.
     changes: usize,
+    /// The position of its last log record.
+    position: u64,
     /// When the append thread took it from the queue.
     started: Instant,
 }
@@ -322,7 +337,14 @@ impl Writer {
             events_counted: AtomicU64::new(log_start.next_event_seq),
             handoff: Mutex::default(),
             handoff_changed: Condvar::new(),
-            durability: Arc::new(Durability::new(log_start.next_event_seq)),
+            durability: Arc::new({
+                let durability = Durability::new(log_start.next_event_seq);
+                // What recovery found is durable: the store was synced when it opened.
+                durability
+                    .log_position
+                    .store(log_start.next_position.saturating_sub(1), Ordering::Release);
+                durability
+            }),
             config,
         });
         let append = {
@@ -507,6 +529,7 @@ fn run_append(shared: &Shared, storage: &dyn Storage, memtable: &Memtable, start
             ticket: last_ticket,
             events_end,
             changes,
+            position: next_position - 1,
             started,
         });
         drop(handoff);
@@ -622,6 +645,10 @@ fn run_sync(shared: &Shared, storage: &dyn Storage, on_fatal: &OnFatal) {
         let synced = Instant::now();
         shared.occupancy.fetch_sub(appended.changes, Ordering::AcqRel);
         shared.handed.fetch_sub(appended.changes, Ordering::AcqRel);
+        shared
+            .durability
+            .log_position
+            .fetch_max(appended.position, Ordering::AcqRel);
         shared.durability.complete(appended.ticket, appended.events_end);
         metrics::histogram!(names::WRITER_BATCH_CHANGES).record(appended.changes as f64);
         metrics::histogram!(names::WRITER_FLUSH_SECONDS).record((synced - sync_started).as_secs_f64());

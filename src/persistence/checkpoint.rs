@@ -7,11 +7,11 @@
 //! drops them from memory and removes log records up to that position that no consumer still
 //! needs (the Kafka bridge, and the configured event retention).
 //!
-//! The rows go in chunks of [`CHUNK_ROWS`], each its own sled batch, with the mark in the last
-//! one: sled's `apply_batch` holds a lock that stops every other write (log appends too), so
-//! one batch of a million rows would stall the writer for the whole checkpoint. Chunks are
-//! safe: until the mark is durable, recovery replays the log from the previous mark, and the
-//! replayed records rewrite every row a chunk wrote (rows are whole values, not deltas).
+//! The rows go in order, in chunks of [`CHUNK_ROWS`], with the mark written last. No atomic
+//! batch is needed (sled's would take a process-wide lock and stall log appends): sled keeps
+//! a prefix of its writes, so once the mark is durable every row before it is; and until
+//! then recovery replays the log from the previous mark, which rewrites every row a partial
+//! checkpoint wrote (rows are whole values, not deltas).
 //!
 //! A failed checkpoint keeps its frozen rows, counts the failure in a metric and is retried;
 //! the log still holds every change, so serving goes on and recovery stays correct.
@@ -28,11 +28,10 @@ use super::writer::Durability;
 use super::{codec, keys, Op, Storage, StoreError};
 use crate::metrics as names;
 
-/// Rows written per sled batch: a batch holds sled's process-wide write lock, which stalls
-/// log appends, so it is kept short (128 rows: well under a millisecond). Smaller under test,
-/// so that the model test's checkpoints span many chunks and its injected failures land
-/// midway (sled does the same with its split thresholds).
-pub const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 128 };
+/// Rows written per call to the store. Smaller under test, so that the model test's
+/// checkpoints span many calls and its injected failures land midway (sled does the same
+/// with its split thresholds).
+pub const CHUNK_ROWS: usize = if cfg!(test) { 16 } else { 1024 };
 
 /// Log records removed per pass, at most.
 const REMOVE_RECORDS_MAX: usize = 10_000;
@@ -146,18 +145,25 @@ fn remove_unneeded(
         keep_from_seq = keep_from_seq.min(delivered);
     }
     let mut remove = Vec::new();
-    'records: for (position, bytes) in view.storage.read(0, REMOVE_RECORDS_MAX)? {
-        if position > mark.through {
-            break;
-        }
-        // A damaged record the checkpoint covers is not needed for state; its events are
-        // reported by the reader that needs them.
-        if let Ok(record) = decode_record(position, &bytes) {
-            if record.events.last().is_some_and(|event| event.seq >= keep_from_seq) {
+    let mut from = 0;
+    // A few records at a time: usually the first one must stay, and reading on is waste.
+    'records: while remove.len() < REMOVE_RECORDS_MAX {
+        let page = view.storage.read(from, 16)?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (position, bytes) in page {
+            if position > mark.through {
                 break 'records;
             }
+            // A damaged record the checkpoint covers is not needed for state; its events are
+            // reported by the reader that needs them.
+            if let Ok(record) = decode_record(position, &bytes) {
+                if record.events.last().is_some_and(|event| event.seq >= keep_from_seq) {
+                    break 'records;
+                }
+            }
+            remove.push(position);
         }
-        remove.push(position);
+        from = last + 1;
     }
     let removed = remove.len();
     if removed > 0 {
@@ -216,6 +222,22 @@ impl Inner {
     }
 }
 
+/// Runs the calling thread at the lowest CPU priority (`nice` 19): a checkpoint is background
+/// work, and on a busy machine it must take CPU only when requests leave some. Measured: at
+/// full priority a checkpoint's CPU pushed reservation p99 from 7 ms to 70 ms at half the
+/// maximum rate.
+fn lower_priority() {
+    // SAFETY: `gettid` has no preconditions; `setpriority` on our own thread id changes only
+    // this thread's nice value and reports failure through its return value.
+    let failed = unsafe {
+        let thread = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, u32::try_from(thread).unwrap_or(0), 19) != 0
+    };
+    if failed {
+        tracing::warn!("could not lower the checkpoint thread's priority; it competes with requests for CPU");
+    }
+}
+
 /// When to checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointConfig {
@@ -239,19 +261,22 @@ impl Checkpointer {
         let thread_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("stockroom-checkpoint".to_owned())
-            .spawn(move || loop {
-                let inner = &thread_inner;
-                let guard = inner.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let (guard, _) = inner
-                    .wake
-                    .wait_timeout_while(guard, inner.config.interval, |stopped| !*stopped)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let stopping = *guard;
-                drop(guard);
-                // A failure is counted and logged by `run`; the next round retries.
-                let _ = inner.run();
-                if stopping {
-                    return;
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    let inner = &thread_inner;
+                    let guard = inner.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let (guard, _) = inner
+                        .wake
+                        .wait_timeout_while(guard, inner.config.interval, |stopped| !*stopped)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let stopping = *guard;
+                    drop(guard);
+                    // A failure is counted and logged by `run`; the next round retries.
+                    let _ = inner.run();
+                    if stopping {
+                        return;
+                    }
                 }
             })?;
         Ok(Self {

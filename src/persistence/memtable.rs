@@ -133,9 +133,11 @@ impl Memtable {
         Some(frozen)
     }
 
-    /// Drops the frozen rows: the state tree has them durably now.
+    /// Drops the frozen rows: the state tree has them durably now. The table is freed after
+    /// the lock is released, so the writer does not wait for it.
     pub fn checkpointed(&self) {
-        lock(&self.tables).frozen = None;
+        let frozen = lock(&self.tables).frozen.take();
+        drop(frozen);
     }
 
     /// Up to `max` entries of the memtable under `prefix`, after `after` when given, in key

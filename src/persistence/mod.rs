@@ -19,11 +19,13 @@
 //!
 //! # Durability contract of the row [`Store`]
 //!
-//! 1. **Atomic batches.** [`Store::apply`] applies a batch of puts and deletes as a unit.
-//! 2. **Durable after flush.** A batch is durable once a later [`Store::flush`] returns `Ok`.
-//! 3. **Ordered,** with the log too: the store and the log share one sled database, whose
-//!    writes become durable in the order they were made.
-//! 4. **Errors are reported, not hidden.** A failed checkpoint is retried; the log still holds
+//! 1. **Ordered.** [`Store::apply`] writes its puts and deletes in order; a crash keeps a
+//!    prefix of everything applied (sled's log is sequential). Nothing relies on a batch
+//!    being atomic: a checkpoint writes its mark last, so once the mark is durable every row
+//!    before it is, and until then recovery replays the log over whatever rows got in.
+//! 2. **Durable after flush.** What was applied is durable once a later [`Store::flush`]
+//!    returns `Ok`.
+//! 3. **Errors are reported, not hidden.** A failed checkpoint is retried; the log still holds
 //!    every change, so nothing is lost.
 //!
 //! The [`Log`] has its own contract, in [`log`]. Only the writer appends to the log, and only
@@ -88,7 +90,7 @@ pub enum StoreError {
 
 /// The checkpointed state rows: see the durability contract at the top of this module.
 pub trait Store: Send + Sync + 'static {
-    /// Applies `ops` atomically (not yet durable). `DeleteIf` is not accepted here.
+    /// Applies `ops` in order (not yet durable, not atomic). `DeleteIf` is not accepted here.
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError>;
 
     /// Makes everything applied so far durable.

@@ -4,8 +4,9 @@
 //! Two databases, because a sled flush writes everything buffered in its database: with the
 //! log and the rows in one, every log sync after a checkpoint also wrote the whole
 //! checkpoint, and answers waited for it (p99 140 ms at half the maximum rate, measured).
-//! The log is keyed by position (u64 big-endian), and its records are plain inserts: sled's
-//! `apply_batch` takes a lock that stops every write in the process, the log's included.
+//! The log is keyed by position (u64 big-endian). Every write is a plain insert, in order:
+//! sled's `apply_batch` takes a lock that stops every write in the process, and a checkpoint
+//! holding it (at low CPU priority) stalled log appends behind it.
 //!
 //! What sled does not make durable, this does:
 //! - sled's `flush()` on Linux writes with `sync_file_range`, which neither persists file
@@ -186,15 +187,19 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl Store for SledStore {
     fn apply(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        // Plain inserts, in order (sled's log keeps a prefix of them after a crash): a
+        // `Batch` would hold sled's process-wide write lock, stalling log appends.
         for op in ops {
             match op {
-                Op::Put(key, value) => batch.insert(key, value),
-                Op::Delete(key) => batch.remove(key),
+                Op::Put(key, value) => {
+                    self.rows.db.insert(key, value)?;
+                }
+                Op::Delete(key) => {
+                    self.rows.db.remove(key)?;
+                }
                 Op::DeleteIf(..) => unreachable!("the writer resolves conditional deletes"),
             }
         }
-        self.rows.db.apply_batch(batch)?;
         Ok(())
     }
 

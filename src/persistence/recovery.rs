@@ -260,3 +260,48 @@ fn hold_sku(key: &[u8]) -> Option<SkuId> {
     let end = rest.iter().position(|byte| *byte == 0)?;
     SkuId::parse(std::str::from_utf8(&rest[..end]).ok()?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persistence::log::encode_record;
+    use crate::persistence::{Log, Op, SledStore};
+
+    fn put(key: &str) -> Vec<Op> {
+        vec![Op::Put(key.as_bytes().to_vec(), b"v".to_vec())]
+    }
+
+    #[test]
+    fn a_torn_last_record_ends_the_log_and_a_damaged_one_before_it_fails_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let torn = {
+            let mut bytes = encode_record(&put("c"), &[]);
+            bytes.truncate(bytes.len() - 3);
+            bytes
+        };
+        store
+            .append(vec![
+                (1, encode_record(&put("a"), &[])),
+                (2, encode_record(&put("b"), &[])),
+                (3, torn.clone()),
+            ])
+            .unwrap();
+        let (memtable, replayed) = replay_log(&store).unwrap();
+        assert!(replayed.torn_record);
+        assert_eq!(replayed.records, 2, "recovery stops at the last whole record");
+        assert_eq!(
+            replayed.start.next_position, 3,
+            "the torn record's place is written again"
+        );
+        assert_eq!(memtable.get(b"b"), Some(Some(b"v".to_vec())));
+        assert_eq!(memtable.get(b"c"), None);
+        assert!(store.read(3, 1).unwrap().is_empty(), "the torn record is removed");
+
+        // Damage in the middle of the log is corruption, not a torn end.
+        store
+            .append(vec![(3, torn), (4, encode_record(&put("d"), &[]))])
+            .unwrap();
+        assert!(replay_log(&store).is_err());
+    }
+}

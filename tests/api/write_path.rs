@@ -223,3 +223,47 @@ async fn retention_never_deletes_a_newer_record_written_under_the_same_key() {
     assert_eq!(stored.state, ReservationState::Committed);
     app.stop().await;
 }
+
+/// `stockroom_checkpoint_failures_total` as this server reports it.
+async fn checkpoint_failures(app: &TestApp) -> f64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("stockroom_checkpoint_failures_total "))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[actix_web::test]
+async fn a_failing_checkpoint_keeps_the_server_serving_and_loses_nothing() {
+    let faults = Arc::new(StoreFaults::default());
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), faulty(&faults), |_| {}).await;
+    app.create_sku("ledger", 100).await;
+    let engine = Arc::clone(app.state.engine().unwrap());
+    let failures_before = checkpoint_failures(&app).await;
+    faults.fail_checkpoint.store(true, Ordering::SeqCst);
+    assert_eq!(app.reserve("ledger", 3, 600).await.status(), StatusCode::CREATED);
+    assert!(engine.checkpoint().is_err(), "the checkpoint fails");
+    assert!(
+        checkpoint_failures(&app).await > failures_before,
+        "and the failure is reported"
+    );
+    // Serving goes on: the log holds every change while checkpoints fail.
+    assert_eq!(app.reserve("ledger", 4, 600).await.status(), StatusCode::CREATED);
+    assert_eq!(counters(&app.sku("ledger").await), (100, 7, 93));
+    drop(engine);
+    // A restart now (its last checkpoint fails too, so only the log has the changes) loses
+    // nothing acknowledged...
+    let dir = app.stop().await;
+    let app = TestApp::spawn_with(dir, faulty(&faults), |_| {}).await;
+    assert_eq!(counters(&app.sku("ledger").await), (100, 7, 93));
+    // ...and once the disk recovers, the retry succeeds.
+    faults.fail_checkpoint.store(false, Ordering::SeqCst);
+    let engine = Arc::clone(app.state.engine().unwrap());
+    let outcome = engine.checkpoint().expect("the retry succeeds");
+    assert!(outcome.rows > 0, "the rows waiting in memory are written: {outcome:?}");
+    drop(engine);
+    let dir = app.stop().await;
+    let app = TestApp::spawn_with(dir, Options::default(), |_| {}).await;
+    assert_eq!(counters(&app.sku("ledger").await), (100, 7, 93));
+    app.stop().await;
+}

@@ -180,11 +180,6 @@ impl IdempotencyGate {
             None => Ok(Admission::Proceed(mark)),
         }
     }
-
-    /// Whether a key is marked in flight (for tests and metrics).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
 }
 
 /// Renders an answer as the HTTP status and body that an idempotency record replays.

@@ -110,8 +110,9 @@ impl Registry {
     /// Starts the actor of a recovered SKU.
     pub fn start_recovered(&self, state: SkuState) {
         let sku = state.sku().clone();
+        let shared = Arc::new(sku.clone());
         for hold in state.holds() {
-            self.deps.hold_index.insert(hold.id, sku.clone());
+            self.deps.hold_index.insert(hold.id, Arc::clone(&shared));
         }
         metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
         let mailbox = self.start_sku(sku.clone(), Some(state));
@@ -120,7 +121,7 @@ impl Registry {
 
     /// The SKU holding a reservation, if it is held.
     pub fn holder_of(&self, id: &ReservationId) -> Option<SkuId> {
-        self.deps.hold_index.get(id).map(|entry| entry.value().clone())
+        self.deps.hold_index.get(id).map(|entry| SkuId::clone(entry.value()))
     }
 
     /// Number of SKU actors.

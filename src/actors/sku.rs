@@ -125,8 +125,10 @@ pub struct SkuDeps {
     pub limits: SkuLimits,
     /// How long settled reservations stay readable.
     pub settled_retention_ms: u64,
-    /// Which SKU holds each held reservation, so reservation routes find their actor.
-    pub hold_index: Arc<DashMap<ReservationId, SkuId>>,
+    /// Which SKU holds each held reservation, so reservation routes find their actor. The
+    /// SKU id is shared, not copied, per hold: one of these entries exists per held unit of
+    /// stock a shop has out, so its size is the size of a flash sale.
+    pub hold_index: Arc<DashMap<ReservationId, Arc<SkuId>>>,
     /// Live stock watchers.
     pub feed: Arc<super::feed::StockFeed>,
 }
@@ -138,6 +140,8 @@ const EXPIRY_RETRY: Duration = Duration::from_millis(100);
 pub struct SkuActor {
     /// The SKU this actor owns, for its whole life.
     sku: SkuId,
+    /// The same id, shared by this SKU's entries in the hold index.
+    shared_sku: Arc<SkuId>,
     /// The SKU's state; `None` until it is created (or while reloading after a restart).
     state: Option<SkuState>,
     /// Shared storage, clock and limits.
@@ -163,6 +167,7 @@ impl SkuActor {
     /// An actor for `sku` with the given state (`None` for a SKU about to be created).
     pub fn new(sku: SkuId, state: Option<SkuState>, deps: Arc<SkuDeps>) -> Self {
         Self {
+            shared_sku: Arc::new(sku.clone()),
             sku,
             state,
             deps,
@@ -226,7 +231,7 @@ impl SkuActor {
         for event in &events {
             match event {
                 SkuEvent::StockReserved { hold } => {
-                    deps.hold_index.insert(hold.id, self.sku.clone());
+                    deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                 }
                 other => {
                     if let Some((id, _)) = other.settles() {
@@ -413,7 +418,7 @@ impl SkuActor {
             Ok(state) => {
                 if let Some(state) = &state {
                     for hold in state.holds() {
-                        self.deps.hold_index.insert(hold.id, self.sku.clone());
+                        self.deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                     }
                 }
                 self.state = state;

@@ -123,17 +123,11 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    /// Keeps the mark until `ticket` is durable (or the writer failed), off the caller.
+    /// Keeps the mark until `ticket` is durable (or the writer failed). It is released
+    /// before anyone waiting for the ticket is woken, so a client that has its answer and
+    /// repeats the request at once gets the stored answer, never `409 in_flight`.
     pub fn release_when_durable(self, durability: &Arc<Durability>, ticket: Ticket) {
-        if durability.durable() >= ticket {
-            return;
-        }
-        let durability = Arc::clone(durability);
-        tokio::spawn(async move {
-            // Either way the outcome is settled: durable, or the server is stopping.
-            let _ = durability.wait(ticket).await;
-            drop(self);
-        });
+        durability.hold_until_durable(ticket, Box::new(self));
     }
 }
 

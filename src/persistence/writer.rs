@@ -87,12 +87,26 @@ impl Default for Durability {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Waiters {
     /// Set once the writer has failed: every wait fails from then on.
     failed: bool,
     /// Senders to complete when their ticket becomes durable.
     pending: BTreeMap<Ticket, Vec<oneshot::Sender<()>>>,
+    /// Values to drop when their ticket is durable (or the writer failed), before any waiter
+    /// of that ticket is woken: idempotency in-flight marks.
+    held: BTreeMap<Ticket, Vec<Box<dyn Send>>>,
+}
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Waiters")
+            .field("failed", &self.failed)
+            .field("pending", &self.pending.len())
+            .field("held", &self.held.len())
+            .finish()
+    }
 }
 
 impl Durability {
@@ -125,6 +139,19 @@ impl Durability {
     /// The highest durable ticket.
     pub fn durable(&self) -> Ticket {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// Keeps `value` until `ticket` is durable or the writer failed, then drops it before any
+    /// waiter of the ticket is woken (so whoever learns of the durability sees it dropped).
+    /// Drops it at once if the ticket is durable already.
+    pub fn hold_until_durable(&self, ticket: Ticket, value: Box<dyn Send>) {
+        let mut waiters = lock(&self.waiters);
+        if waiters.failed || self.durable() >= ticket {
+            drop(waiters);
+            drop(value);
+            return;
+        }
+        waiters.held.entry(ticket).or_default().push(value);
     }
 
     /// Waits until `ticket` is durable; fails if the writer failed first.
@@ -162,12 +189,18 @@ impl Durability {
                 advanced
             });
         }
-        let done = {
+        let (done, released) = {
             let mut waiters = lock(&self.waiters);
             self.durable.store(ticket, Ordering::Release);
             let later = waiters.pending.split_off(&(ticket + 1));
-            std::mem::replace(&mut waiters.pending, later)
+            let later_held = waiters.held.split_off(&(ticket + 1));
+            (
+                std::mem::replace(&mut waiters.pending, later),
+                std::mem::replace(&mut waiters.held, later_held),
+            )
         };
+        // Released first: a waiter woken below must find them gone.
+        drop(released);
         for sender in done.into_values().flatten() {
             // A waiter that gave up (client went away) is fine to ignore.
             let _ = sender.send(());
@@ -175,10 +208,14 @@ impl Durability {
     }
 
     fn fail(&self) {
-        let mut waiters = lock(&self.waiters);
-        waiters.failed = true;
-        // Dropping the senders fails every receiver.
-        waiters.pending.clear();
+        let (pending, held) = {
+            let mut waiters = lock(&self.waiters);
+            waiters.failed = true;
+            (std::mem::take(&mut waiters.pending), std::mem::take(&mut waiters.held))
+        };
+        // The outcome is settled (the server stops): release, then fail every waiter.
+        drop(held);
+        drop(pending);
     }
 }
 
@@ -862,6 +899,26 @@ mod tests {
             failing(|faults| faults.fail_apply.store(true, Ordering::SeqCst)).await,
             1
         );
+    }
+
+    #[tokio::test]
+    async fn held_values_are_dropped_before_the_waiters_of_their_ticket_wake() {
+        let durability = Arc::new(Durability::new(1));
+        let mark = Arc::new(());
+        durability.hold_until_durable(3, Box::new(Arc::clone(&mark)));
+        let waiter = {
+            let durability = Arc::clone(&durability);
+            let mark = Arc::clone(&mark);
+            tokio::spawn(async move {
+                durability.wait(3).await.unwrap();
+                // The test's handle and this one: the held copy is gone by now.
+                Arc::strong_count(&mark)
+            })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(Arc::strong_count(&mark), 3, "held while not durable");
+        durability.complete(3, None);
+        assert_eq!(waiter.await.unwrap(), 2, "released before the waiter woke");
     }
 
     #[tokio::test]

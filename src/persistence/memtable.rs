@@ -109,11 +109,6 @@ impl Memtable {
         self.len() == 0
     }
 
-    /// The last log position applied.
-    pub fn applied_through(&self) -> u64 {
-        lock(&self.tables).applied_through
-    }
-
     /// Freezes the active rows for a checkpoint, or returns the frozen ones a failed
     /// checkpoint left. `None` when nothing changed since the last checkpoint.
     pub fn freeze(&self) -> Option<Frozen> {

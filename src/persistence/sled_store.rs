@@ -39,10 +39,8 @@ const LOCK_RETRY: Duration = Duration::from_millis(50);
 pub struct SledStore {
     /// The state rows (checkpoints).
     rows: Database,
-    /// The log.
+    /// The log (in `log/` inside the state database's directory).
     log: Database,
-    /// Where the state database lives (the log is in `log/` inside it).
-    path: PathBuf,
 }
 
 /// One sled database and what makes it durable.
@@ -82,16 +80,7 @@ impl SledStore {
                 _ => {}
             }
         }
-        Ok(Self {
-            rows,
-            log,
-            path: path.to_owned(),
-        })
-    }
-
-    /// The directory of the state database.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { rows, log })
     }
 }
 

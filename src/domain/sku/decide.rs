@@ -1,0 +1,561 @@
+//! Every rule of a SKU: a command, the state and what is known of a settled reservation go
+//! in; the events that follow, or a refusal, come out. Pure: no clock, no storage.
+
+use super::command::{SkuCommand, SkuRejection};
+use super::event::SkuEvent;
+use super::model::{Hold, Reservation, ReservationState, SkuLimits, EXPIRE_BATCH_MAX, ON_HAND_MAX};
+use super::state::SkuState;
+
+/// Decides what a command does to a SKU at time `now_ms`: every rule of the SKU is here.
+///
+/// - `state` is `None` for a SKU that does not exist yet.
+/// - `settled` is the stored record of the reservation the command names, when this SKU no
+///   longer holds it (the caller looks it up; `None` when there is none). Releasing,
+///   committing and returning a settled reservation are answered from it, and an id that was
+///   committed is never held again.
+///
+/// Never mutates; the events it returns are applied with [`apply_all`]. `Ok` with no events
+/// means the command stands without changing anything (a repeat, for example).
+pub fn decide(
+    state: Option<&SkuState>,
+    command: &SkuCommand,
+    settled: Option<&Reservation>,
+    now_ms: u64,
+    limits: SkuLimits,
+) -> Result<Vec<SkuEvent>, SkuRejection> {
+    let Some(state) = state else {
+        return match command {
+            SkuCommand::Upsert { product, on_hand } => {
+                let on_hand = on_hand.unwrap_or(0);
+                if on_hand > ON_HAND_MAX {
+                    return Err(SkuRejection::StockLimitExceeded);
+                }
+                Ok(vec![SkuEvent::SkuCreated {
+                    product: product.clone(),
+                    on_hand,
+                }])
+            }
+            // A settled record names its SKU, so there is none to find here.
+            SkuCommand::Release { .. } | SkuCommand::Commit { .. } | SkuCommand::Return { .. } => {
+                Err(SkuRejection::ReservationNotFound)
+            }
+            _ => Err(SkuRejection::SkuNotFound),
+        };
+    };
+    // A record of another SKU's reservation says nothing about this one.
+    let settled = settled.filter(|record| record.sku == state.sku);
+    match command {
+        SkuCommand::Upsert { product, on_hand } => {
+            if on_hand.is_some_and(|on_hand| on_hand != state.on_hand) {
+                return Err(SkuRejection::OnHandNotUpdatable { on_hand: state.on_hand });
+            }
+            if *product == state.product {
+                return Ok(Vec::new());
+            }
+            Ok(vec![SkuEvent::SkuUpdated {
+                product: product.clone(),
+            }])
+        }
+        SkuCommand::Restock { qty } => {
+            let on_hand = state.on_hand.checked_add(qty.get());
+            if on_hand.is_none_or(|on_hand| on_hand > ON_HAND_MAX) {
+                return Err(SkuRejection::StockLimitExceeded);
+            }
+            Ok(vec![SkuEvent::StockRestocked { qty: qty.get() }])
+        }
+        SkuCommand::Adjust { delta, reason } => {
+            let magnitude = delta.get().unsigned_abs();
+            if delta.get() < 0 && magnitude > state.available() {
+                return Err(SkuRejection::InsufficientStock {
+                    available: state.available(),
+                });
+            }
+            if delta.get() > 0 && state.on_hand + magnitude > ON_HAND_MAX {
+                return Err(SkuRejection::StockLimitExceeded);
+            }
+            Ok(vec![SkuEvent::StockAdjusted {
+                delta: delta.get(),
+                reason: reason.clone(),
+            }])
+        }
+        SkuCommand::Reserve { id, qty, ttl_ms } => {
+            if state.holds.len() >= limits.holds_max {
+                return Err(SkuRejection::HoldLimitReached {
+                    holds_max: limits.holds_max,
+                });
+            }
+            if qty.get() > state.available() {
+                return Err(SkuRejection::InsufficientStock {
+                    available: state.available(),
+                });
+            }
+            Ok(vec![SkuEvent::StockReserved {
+                hold: Hold {
+                    id: *id,
+                    qty: qty.get(),
+                    created_ms: now_ms,
+                    expires_ms: now_ms.saturating_add(*ttl_ms),
+                },
+            }])
+        }
+        SkuCommand::Release { id } => match state.holds.get(id) {
+            Some(hold) => Ok(vec![SkuEvent::ReservationReleased { id: *id, qty: hold.qty }]),
+            // Releasing is idempotent: a released or lapsed reservation stays so.
+            None => match settled.map(|record| record.state) {
+                Some(ReservationState::Released | ReservationState::Expired) => Ok(Vec::new()),
+                Some(ReservationState::Committed | ReservationState::Returned) => {
+                    Err(SkuRejection::ReservationCommitted)
+                }
+                Some(ReservationState::Held) | None => Err(SkuRejection::ReservationNotFound),
+            },
+        },
+        SkuCommand::Commit { id } => match state.holds.get(id) {
+            Some(hold) if hold.expires_ms <= now_ms => Err(SkuRejection::ReservationExpired),
+            Some(hold) => Ok(vec![SkuEvent::ReservationCommitted { id: *id, qty: hold.qty }]),
+            // Committing twice commits once.
+            None => match settled.map(|record| record.state) {
+                Some(ReservationState::Committed) => Ok(Vec::new()),
+                Some(ReservationState::Released) => Err(SkuRejection::ReservationReleased),
+                Some(ReservationState::Expired) => Err(SkuRejection::ReservationExpired),
+                Some(ReservationState::Returned) => Err(SkuRejection::ReservationCommitted),
+                Some(ReservationState::Held) | None => Err(SkuRejection::ReservationNotFound),
+            },
+        },
+        SkuCommand::SetHold { id, qty, expires_ms } => match state.holds.get(id) {
+            Some(hold) if *qty == 0 => Ok(vec![SkuEvent::ReservationReleased { id: *id, qty: hold.qty }]),
+            Some(hold) if *qty == hold.qty && *expires_ms == hold.expires_ms => Ok(Vec::new()),
+            Some(hold) => {
+                if qty.saturating_sub(hold.qty) > state.available() {
+                    return Err(SkuRejection::InsufficientStock {
+                        available: state.available() + hold.qty,
+                    });
+                }
+                Ok(vec![SkuEvent::ReservationChanged {
+                    id: *id,
+                    qty: *qty,
+                    expires_ms: *expires_ms,
+                }])
+            }
+            None if *qty == 0 => Ok(Vec::new()),
+            // An id that was committed belongs to a sale now; it is never held again.
+            None if settled.is_some_and(|record| {
+                matches!(record.state, ReservationState::Committed | ReservationState::Returned)
+            }) =>
+            {
+                Err(SkuRejection::ReservationCommitted)
+            }
+            None => {
+                if state.holds.len() >= limits.holds_max {
+                    return Err(SkuRejection::HoldLimitReached {
+                        holds_max: limits.holds_max,
+                    });
+                }
+                if *qty > state.available() {
+                    return Err(SkuRejection::InsufficientStock {
+                        available: state.available(),
+                    });
+                }
+                Ok(vec![SkuEvent::StockReserved {
+                    hold: Hold {
+                        id: *id,
+                        qty: *qty,
+                        created_ms: now_ms,
+                        expires_ms: *expires_ms,
+                    },
+                }])
+            }
+        },
+        SkuCommand::ExtendHold { id, expires_ms } => match state.holds.get(id) {
+            Some(hold) if hold.expires_ms != *expires_ms => Ok(vec![SkuEvent::ReservationChanged {
+                id: *id,
+                qty: hold.qty,
+                expires_ms: *expires_ms,
+            }]),
+            _ => Ok(Vec::new()),
+        },
+        // Only a committed reservation goes back to `on_hand`; returning twice returns once.
+        SkuCommand::Return { id } => match (state.holds.get(id), settled) {
+            (Some(_), _) => Err(SkuRejection::ReservationNotCommitted),
+            (None, Some(record)) => match record.state {
+                ReservationState::Committed if state.on_hand + record.qty > ON_HAND_MAX => {
+                    Err(SkuRejection::StockLimitExceeded)
+                }
+                ReservationState::Committed => Ok(vec![SkuEvent::ReservationReturned {
+                    id: *id,
+                    qty: record.qty,
+                }]),
+                ReservationState::Returned => Ok(Vec::new()),
+                _ => Err(SkuRejection::ReservationNotCommitted),
+            },
+            (None, None) => Err(SkuRejection::ReservationNotFound),
+        },
+        SkuCommand::ExpireDue => Ok(state
+            .expiry
+            .iter()
+            .take_while(|(expires_ms, _)| *expires_ms <= now_ms)
+            .take(EXPIRE_BATCH_MAX)
+            .map(|(_, id)| SkuEvent::ReservationExpired {
+                id: *id,
+                qty: state.holds[id].qty,
+            })
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{ReservationId, SkuId};
+    use crate::domain::sku::model::{settled_reservation, Product};
+    use crate::domain::sku::state::apply_all;
+    use crate::domain::values::QUANTITY_MAX;
+    use crate::domain::values::{Currency, Name, Quantity, StockDelta};
+
+    const LIMITS: SkuLimits = SkuLimits { holds_max: 3 };
+
+    fn product() -> Product {
+        Product {
+            name: Name::parse("Mug", "name", "invalid_name").unwrap(),
+            price_minor: 1299,
+            currency: Currency::parse("EUR").unwrap(),
+        }
+    }
+
+    fn sku_with(on_hand: u64) -> Option<SkuState> {
+        let sku = SkuId::parse("mug").unwrap();
+        let mut state = None;
+        let events = decide(
+            None,
+            &SkuCommand::Upsert {
+                product: product(),
+                on_hand: Some(on_hand),
+            },
+            None,
+            0,
+            LIMITS,
+        )
+        .unwrap();
+        apply_all(&sku, &mut state, &events);
+        state
+    }
+
+    fn run(state: &mut Option<SkuState>, command: SkuCommand, now_ms: u64) -> Result<Vec<SkuEvent>, SkuRejection> {
+        let sku = state.as_ref().unwrap().sku().clone();
+        let events = decide(state.as_ref(), &command, None, now_ms, LIMITS)?;
+        apply_all(&sku, state, &events);
+        Ok(events)
+    }
+
+    fn qty(n: i64) -> Quantity {
+        Quantity::parse(n, QUANTITY_MAX).unwrap()
+    }
+
+    #[test]
+    fn reserving_more_than_available_is_refused_with_the_available_count() {
+        let mut state = sku_with(5);
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: qty(3),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        let refused = run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: qty(3),
+                ttl_ms: 1000,
+            },
+            0,
+        );
+        assert_eq!(refused, Err(SkuRejection::InsufficientStock { available: 2 }));
+        let view = state.unwrap().view();
+        assert_eq!((view.on_hand, view.reserved, view.available), (5, 3, 2));
+    }
+
+    #[test]
+    fn committing_takes_units_out_of_on_hand_and_releasing_gives_them_back() {
+        let mut state = sku_with(10);
+        let kept = ReservationId::generate();
+        let returned = ReservationId::generate();
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: kept,
+                qty: qty(4),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: returned,
+                qty: qty(2),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        run(&mut state, SkuCommand::Commit { id: kept }, 10).unwrap();
+        run(&mut state, SkuCommand::Release { id: returned }, 10).unwrap();
+        let view = state.unwrap().view();
+        assert_eq!((view.on_hand, view.reserved, view.available), (6, 0, 6));
+    }
+
+    #[test]
+    fn holds_expire_at_their_instant_and_not_before() {
+        let mut state = sku_with(10);
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: qty(4),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        assert!(run(&mut state, SkuCommand::ExpireDue, 999).unwrap().is_empty());
+        let expired = run(&mut state, SkuCommand::ExpireDue, 1000).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(state.unwrap().available(), 10);
+    }
+
+    #[test]
+    fn a_due_hold_cannot_be_committed() {
+        let mut state = sku_with(10);
+        let id = ReservationId::generate();
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id,
+                qty: qty(1),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&mut state, SkuCommand::Commit { id }, 1000),
+            Err(SkuRejection::ReservationExpired)
+        );
+    }
+
+    #[test]
+    fn shrinkage_may_not_take_available_below_zero() {
+        let mut state = sku_with(5);
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: qty(4),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        let reason = Name::parse("broken", "reason", "invalid_reason").unwrap();
+        let refused = run(
+            &mut state,
+            SkuCommand::Adjust {
+                delta: StockDelta::parse(-2).unwrap(),
+                reason: reason.clone(),
+            },
+            0,
+        );
+        assert_eq!(refused, Err(SkuRejection::InsufficientStock { available: 1 }));
+        run(
+            &mut state,
+            SkuCommand::Adjust {
+                delta: StockDelta::parse(-1).unwrap(),
+                reason,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(state.unwrap().view().on_hand, 4);
+    }
+
+    #[test]
+    fn on_hand_is_set_only_at_creation() {
+        let mut state = sku_with(5);
+        let same = run(
+            &mut state,
+            SkuCommand::Upsert {
+                product: product(),
+                on_hand: Some(5),
+            },
+            0,
+        );
+        assert_eq!(same, Ok(vec![]), "repeating the creating PUT changes nothing");
+        let changed = run(
+            &mut state,
+            SkuCommand::Upsert {
+                product: product(),
+                on_hand: Some(6),
+            },
+            0,
+        );
+        assert_eq!(changed, Err(SkuRejection::OnHandNotUpdatable { on_hand: 5 }));
+    }
+
+    #[test]
+    fn the_hold_limit_bounds_a_sku() {
+        let mut state = sku_with(100);
+        for _ in 0..3 {
+            run(
+                &mut state,
+                SkuCommand::Reserve {
+                    id: ReservationId::generate(),
+                    qty: qty(1),
+                    ttl_ms: 1000,
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let refused = run(
+            &mut state,
+            SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: qty(1),
+                ttl_ms: 1000,
+            },
+            0,
+        );
+        assert_eq!(refused, Err(SkuRejection::HoldLimitReached { holds_max: 3 }));
+    }
+
+    /// A reservation of `qty` units of the test SKU, settled into `state` at 5.
+    fn record(qty: u64, state: ReservationState) -> Reservation {
+        let hold = Hold {
+            id: ReservationId::generate(),
+            qty,
+            created_ms: 0,
+            expires_ms: 10,
+        };
+        settled_reservation(&SkuId::parse("mug").unwrap(), &hold, state, 5)
+    }
+
+    fn decide_settled(
+        state: &Option<SkuState>,
+        command: SkuCommand,
+        record: &Reservation,
+    ) -> Result<Vec<SkuEvent>, SkuRejection> {
+        decide(state.as_ref(), &command, Some(record), 20, LIMITS)
+    }
+
+    #[test]
+    fn settled_reservations_answer_release_and_commit_consistently() {
+        let state = sku_with(5);
+        let committed = record(1, ReservationState::Committed);
+        let released = record(1, ReservationState::Released);
+        let expired = record(1, ReservationState::Expired);
+        let release = |record: &Reservation| SkuCommand::Release { id: record.id };
+        let commit = |record: &Reservation| SkuCommand::Commit { id: record.id };
+        assert_eq!(
+            decide_settled(&state, release(&committed), &committed),
+            Err(SkuRejection::ReservationCommitted)
+        );
+        assert_eq!(decide_settled(&state, commit(&committed), &committed), Ok(vec![]));
+        assert_eq!(decide_settled(&state, release(&released), &released), Ok(vec![]));
+        assert_eq!(
+            decide_settled(&state, commit(&released), &released),
+            Err(SkuRejection::ReservationReleased)
+        );
+        assert_eq!(decide_settled(&state, release(&expired), &expired), Ok(vec![]));
+        assert_eq!(
+            decide_settled(&state, commit(&expired), &expired),
+            Err(SkuRejection::ReservationExpired)
+        );
+    }
+
+    #[test]
+    fn only_a_committed_reservation_is_returned_and_only_once() {
+        let state = sku_with(5);
+        let committed = record(2, ReservationState::Committed);
+        let return_ = |record: &Reservation| SkuCommand::Return { id: record.id };
+        assert_eq!(
+            decide_settled(&state, return_(&committed), &committed),
+            Ok(vec![SkuEvent::ReservationReturned {
+                id: committed.id,
+                qty: 2
+            }])
+        );
+        let returned = Reservation {
+            state: ReservationState::Returned,
+            ..committed.clone()
+        };
+        assert_eq!(
+            decide_settled(&state, return_(&returned), &returned),
+            Ok(vec![]),
+            "returning twice returns once"
+        );
+        let released = record(2, ReservationState::Released);
+        assert_eq!(
+            decide_settled(&state, return_(&released), &released),
+            Err(SkuRejection::ReservationNotCommitted)
+        );
+        assert_eq!(
+            decide(state.as_ref(), &return_(&committed), None, 20, LIMITS),
+            Err(SkuRejection::ReservationNotFound)
+        );
+        let full = sku_with(ON_HAND_MAX - 1);
+        assert_eq!(
+            decide_settled(&full, return_(&committed), &committed),
+            Err(SkuRejection::StockLimitExceeded)
+        );
+    }
+
+    #[test]
+    fn a_held_reservation_is_not_returned() {
+        let mut state = sku_with(5);
+        let id = ReservationId::generate();
+        run(
+            &mut state,
+            SkuCommand::Reserve {
+                id,
+                qty: qty(1),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            run(&mut state, SkuCommand::Return { id }, 1),
+            Err(SkuRejection::ReservationNotCommitted)
+        );
+    }
+
+    #[test]
+    fn a_committed_id_is_never_held_again() {
+        let state = sku_with(5);
+        let committed = record(1, ReservationState::Committed);
+        let set = SkuCommand::SetHold {
+            id: committed.id,
+            qty: 1,
+            expires_ms: 100,
+        };
+        assert_eq!(
+            decide_settled(&state, set, &committed),
+            Err(SkuRejection::ReservationCommitted)
+        );
+    }
+
+    #[test]
+    fn a_record_of_another_sku_is_not_this_skus_reservation() {
+        let state = sku_with(5);
+        let mut elsewhere = record(1, ReservationState::Committed);
+        elsewhere.sku = SkuId::parse("tee").unwrap();
+        assert_eq!(
+            decide_settled(&state, SkuCommand::Commit { id: elsewhere.id }, &elsewhere),
+            Err(SkuRejection::ReservationNotFound)
+        );
+    }
+}

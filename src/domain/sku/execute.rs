@@ -1,0 +1,161 @@
+//! One command as the SKU's single writer runs it: expire the holds that are due, look up the
+//! settled record the command needs, [`decide`], [`apply_all`], and build the answer.
+
+use super::command::{SkuCommand, SkuRejection};
+use super::decide::decide;
+use super::event::SkuEvent;
+use super::model::{settled_reservation, Reservation, ReservationState, SkuLimits, SkuView};
+use super::state::{apply_all, SkuState};
+use crate::domain::ids::{ReservationId, SkuId};
+
+/// What a successful command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkuOutcome {
+    /// The SKU after the command; `created` when the command created it.
+    Sku {
+        /// The counters.
+        view: SkuView,
+        /// Whether this command created the SKU.
+        created: bool,
+    },
+    /// The reservation the command made, released, committed or returned.
+    Reservation(Reservation),
+}
+
+/// Everything one command did: its answer, the events applied (due expiries first), and the
+/// records of the reservations those events settled (or returned).
+#[derive(Debug)]
+pub struct Executed {
+    /// The answer to the command.
+    pub answer: Result<SkuOutcome, SkuRejection>,
+    /// Events applied to the state, in order.
+    pub events: Vec<SkuEvent>,
+    /// Reservations settled by `events`, as they are to be stored.
+    pub settled: Vec<Reservation>,
+}
+
+/// Runs one command the way the SKU's single writer does: first expires every hold that is
+/// due at `now_ms`, then decides and applies the command. A command naming a reservation
+/// this SKU does not hold gets its settled record, which `settled_record` looks up in
+/// storage; a storage error is returned as is.
+pub fn execute<E>(
+    sku: &SkuId,
+    state: &mut Option<SkuState>,
+    command: &SkuCommand,
+    now_ms: u64,
+    limits: SkuLimits,
+    settled_record: impl FnOnce(&ReservationId) -> Result<Option<Reservation>, E>,
+) -> Result<Executed, E> {
+    let mut events = Vec::new();
+    let mut settled = Vec::new();
+    // Due holds go first, so no command sees a hold past its expiry (`ExpireDue` itself is
+    // decided below, once).
+    if let Some(live) = state.as_ref().filter(|_| !matches!(command, SkuCommand::ExpireDue)) {
+        let due = decide(Some(live), &SkuCommand::ExpireDue, None, now_ms, limits)
+            .expect("expiring due holds is never refused");
+        settled.extend(settled_before(Some(live), &due, now_ms));
+        apply_all(sku, state, &due);
+        events.extend(due);
+    }
+    let record = match needs_record(state.as_ref(), command) {
+        // A hold that fell due just now was settled by this very call: its record is not
+        // stored anywhere yet.
+        Some(id) => match settled.iter().find(|record| record.id == id) {
+            Some(just_settled) => Some(just_settled.clone()),
+            None => settled_record(&id)?,
+        },
+        None => None,
+    };
+    let existed = state.is_some();
+    let answer = decide(state.as_ref(), command, record.as_ref(), now_ms, limits).map(|decided| {
+        let settled_now = settled_before(state.as_ref(), &decided, now_ms);
+        apply_all(sku, state, &decided);
+        let answer = answer(state.as_ref(), command, existed, &decided, &settled_now, record, now_ms);
+        settled.extend(settled_now);
+        if let SkuOutcome::Reservation(returned) = &answer {
+            if decided
+                .iter()
+                .any(|event| matches!(event, SkuEvent::ReservationReturned { .. }))
+            {
+                settled.push(returned.clone());
+            }
+        }
+        events.extend(decided);
+        answer
+    });
+    Ok(Executed {
+        answer,
+        events,
+        settled,
+    })
+}
+
+/// The reservation whose settled record `command` needs: one it names that `state` does not
+/// hold (for a non-empty `SetHold`, to refuse an id that was committed).
+fn needs_record(state: Option<&SkuState>, command: &SkuCommand) -> Option<ReservationId> {
+    let held = |id: &ReservationId| state.is_some_and(|state| state.hold(id).is_some());
+    match command {
+        SkuCommand::Release { id } | SkuCommand::Commit { id } | SkuCommand::Return { id } if !held(id) => Some(*id),
+        SkuCommand::SetHold { id, qty, .. } if *qty > 0 && state.is_some() && !held(id) => Some(*id),
+        _ => None,
+    }
+}
+
+/// The answer to a command that `decide` accepted, given the state after its events.
+fn answer(
+    state: Option<&SkuState>,
+    command: &SkuCommand,
+    existed: bool,
+    decided: &[SkuEvent],
+    settled_now: &[Reservation],
+    record: Option<Reservation>,
+    now_ms: u64,
+) -> SkuOutcome {
+    let state = state.expect("a command that was accepted leaves a SKU");
+    match command {
+        SkuCommand::Reserve { id, .. } => {
+            let hold = state.hold(id).expect("a successful reservation is held");
+            SkuOutcome::Reservation(state.held_reservation(hold))
+        }
+        // Settled by this command, or already settled (a repeat): the record answers.
+        SkuCommand::Release { id } | SkuCommand::Commit { id } => SkuOutcome::Reservation(
+            settled_now
+                .iter()
+                .find(|record| record.id == *id)
+                .cloned()
+                .or(record)
+                .expect("a release or commit that stands has a settled record"),
+        ),
+        SkuCommand::Return { .. } => {
+            let record = record.expect("a return that stands has a settled record");
+            SkuOutcome::Reservation(if decided.is_empty() {
+                record
+            } else {
+                Reservation {
+                    state: ReservationState::Returned,
+                    settled_ms: Some(now_ms),
+                    ..record
+                }
+            })
+        }
+        _ => SkuOutcome::Sku {
+            view: state.view(),
+            created: !existed && decided.iter().any(|event| matches!(event, SkuEvent::SkuCreated { .. })),
+        },
+    }
+}
+
+/// The settled records that `events` will leave, read from the state *before* they apply.
+pub fn settled_before(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64) -> Vec<Reservation> {
+    let Some(state) = state else {
+        return Vec::new();
+    };
+    events
+        .iter()
+        .filter_map(|event| {
+            let (id, settled_state) = event.settles()?;
+            let hold = state.hold(&id)?;
+            Some(settled_reservation(state.sku(), hold, settled_state, now_ms))
+        })
+        .collect()
+}

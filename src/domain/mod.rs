@@ -12,8 +12,6 @@ pub mod order;
 pub mod sku;
 pub mod values;
 
-#[cfg(test)]
-mod simulation;
 
 pub use clock::{Clock, SteadyClock, SystemClock};
 pub use ids::{CartId, OrderId, ReservationId, SkuId};

@@ -11,15 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::ids::{ReservationId, SkuId};
-use super::sku::{
+use stockroom::domain::sku::{
     execute, Product, Reservation, ReservationState, SkuCommand, SkuLimits, SkuOutcome, SkuRejection, SkuState,
     ON_HAND_MAX,
 };
-use super::values::{Currency, Name, Quantity, StockDelta, QUANTITY_MAX};
-use crate::persistence::recovery::recover;
-use crate::persistence::rows::sku_change_ops;
-use crate::persistence::{codec, keys, SledStore, StateView, Storage};
+use stockroom::domain::values::{Currency, Name, Quantity, StockDelta, QUANTITY_MAX};
+use stockroom::domain::{ReservationId, SkuId};
+use stockroom::persistence::recovery::recover;
+use stockroom::persistence::rows::sku_change_ops;
+use stockroom::persistence::{codec, keys, SledStore, StateView, Storage};
 
 const LIMITS: SkuLimits = SkuLimits { holds_max: 8 };
 

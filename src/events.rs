@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::domain::clock::rfc3339;
 use crate::domain::sku::SkuEvent;
-use crate::persistence::rows::{CartEvent, DomainEvent, EventRecord, OrderEvent};
+use crate::domain::{CartEvent, DomainEvent, EventRecord, OrderEvent};
 
 /// The media type of a structured-mode CloudEvent, sent as the `content-type` record header.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";

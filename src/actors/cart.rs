@@ -28,10 +28,10 @@ use super::{persist, Access};
 use crate::domain::cart::{Cart, CartRejection, CartStatus};
 use crate::domain::order::{Order, OrderLine};
 use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::domain::{CartEvent, DomainEvent, OrderEvent};
 use crate::domain::{OrderId, SkuId};
 use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
-use crate::persistence::rows::{CartEvent, DomainEvent, OrderEvent};
 use crate::persistence::{codec, keys, Op, Ticket};
 
 /// One line as the shopper sees it: units held at the SKU, priced now.

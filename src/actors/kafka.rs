@@ -30,10 +30,10 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
 use crate::domain::Clock;
+use crate::domain::EventRecord;
 use crate::events::{self, TopicKind};
 use crate::metrics as names;
 use crate::persistence::log::{read_events, Log, ReadEventsError};
-use crate::persistence::rows::EventRecord;
 use crate::persistence::writer::Change;
 use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
 

@@ -15,7 +15,7 @@ pub mod sku;
 pub mod timer;
 pub mod turns;
 
-use crate::persistence::rows::DomainEvent;
+use crate::domain::DomainEvent;
 use crate::persistence::writer::Change;
 use crate::persistence::{Op, Ticket, Writer};
 

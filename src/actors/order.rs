@@ -20,9 +20,9 @@ use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
 use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::domain::{DomainEvent, OrderEvent};
 use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
-use crate::persistence::rows::{DomainEvent, OrderEvent};
 use crate::persistence::{codec, keys, Op, Ticket};
 
 /// Why an order request produced no order.

@@ -26,9 +26,10 @@ pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
     execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
 };
+use crate::domain::DomainEvent;
 use crate::domain::{Clock, ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::rows::{restore_sku, sku_change_ops, DomainEvent, SkuRow};
+use crate::persistence::rows::{restore_sku, sku_change_ops, SkuRow};
 use crate::persistence::writer::Change;
 use crate::persistence::{codec, keys, StateView, Ticket, Writer};
 

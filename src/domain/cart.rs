@@ -136,6 +136,51 @@ impl Cart {
     }
 }
 
+/// What happened to a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CartEvent {
+    /// The cart was created.
+    Created,
+    /// A line's quantity was set (0: removed).
+    LineSet {
+        /// The SKU.
+        sku: SkuId,
+        /// Units held for the cart now.
+        qty: u64,
+    },
+    /// Checkout began for this order id.
+    CheckoutStarted {
+        /// The order being placed.
+        order: OrderId,
+    },
+    /// Checkout failed: these lines could not be committed; committed ones went back.
+    CheckoutFailed {
+        /// The lines that failed.
+        skus: Vec<SkuId>,
+    },
+    /// Checkout placed the order.
+    CheckedOut {
+        /// The order.
+        order: OrderId,
+    },
+    /// The cart's hold time passed; its stock was released.
+    Expired,
+}
+
+impl CartEvent {
+    /// The CloudEvents type name of the event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CartEvent::Created => "stockroom.cart.created",
+            CartEvent::LineSet { .. } => "stockroom.cart.line_set",
+            CartEvent::CheckoutStarted { .. } => "stockroom.cart.checkout_started",
+            CartEvent::CheckoutFailed { .. } => "stockroom.cart.checkout_failed",
+            CartEvent::CheckedOut { .. } => "stockroom.cart.checked_out",
+            CartEvent::Expired => "stockroom.cart.expired",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

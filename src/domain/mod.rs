@@ -7,12 +7,13 @@
 
 pub mod cart;
 pub mod clock;
+pub mod event;
 pub mod ids;
 pub mod order;
 pub mod sku;
 pub mod values;
 
-
 pub use clock::{Clock, SteadyClock, SystemClock};
+pub use event::{CartEvent, DomainEvent, EventRecord, OrderEvent, SkuEvent};
 pub use ids::{CartId, OrderId, ReservationId, SkuId};
 pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};

@@ -222,6 +222,48 @@ impl Order {
     }
 }
 
+/// What happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    /// The order was placed with these lines.
+    Placed {
+        /// The order's total.
+        total_minor: u64,
+        /// Its currency.
+        currency: Currency,
+        /// Lines with prices.
+        lines: Vec<OrderLine>,
+    },
+    /// The status changed.
+    StatusChanged {
+        /// The history sequence number of the change.
+        seq: u64,
+        /// The new status.
+        status: OrderStatus,
+    },
+    /// A cancelled or expired order's stock went back to the shelves.
+    StockReturned,
+}
+
+impl OrderEvent {
+    /// The CloudEvents type name of the event: a status change is named by its status.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OrderEvent::Placed { .. } => "stockroom.order.placed",
+            OrderEvent::StatusChanged { status, .. } => match status {
+                OrderStatus::Placed => "stockroom.order.placed",
+                OrderStatus::Paid => "stockroom.order.paid",
+                OrderStatus::Packed => "stockroom.order.packed",
+                OrderStatus::Shipped => "stockroom.order.shipped",
+                OrderStatus::Delivered => "stockroom.order.delivered",
+                OrderStatus::Cancelled => "stockroom.order.cancelled",
+                OrderStatus::Expired => "stockroom.order.expired",
+            },
+            OrderEvent::StockReturned => "stockroom.order.stock_returned",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

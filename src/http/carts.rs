@@ -12,11 +12,11 @@ use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCa
 use crate::actors::{persist, Access, Mailbox};
 use crate::domain::cart::Cart;
 use crate::domain::clock::rfc3339;
+use crate::domain::{CartEvent, DomainEvent};
 use crate::domain::{CartId, Quantity, SkuId};
 use crate::engine::Engine;
 use crate::idempotency::IdempotencyKey;
 use crate::metrics as names;
-use crate::persistence::rows::{CartEvent, DomainEvent};
 use crate::persistence::{codec, keys, Op};
 
 /// Idempotency keys sent without credentials (creating a cart) share this scope: such keys

@@ -29,8 +29,8 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use super::codec::FORMAT_VERSION;
-use super::rows::EventRecord;
 use super::{Op, StoreError};
+use crate::domain::EventRecord;
 
 /// A group commit is split into records of about this many bytes (a record holds at least
 /// one whole change). Sled stores an item larger than a quarter of a segment (512 KiB) as a

@@ -22,9 +22,9 @@ use rand::{Rng, SeedableRng};
 use super::checkpoint::{checkpoint_once, LogRetention};
 use super::log::read_events;
 use super::recovery::replay_log;
-use super::rows::{CartEvent, DomainEvent, EventRecord};
 use super::writer::{Change, FatalHandler, Ticket, Writer, WriterConfig};
 use super::{FaultyStore, Log, Op, SledStore, StateView, Storage, StoreFaults};
+use crate::domain::{CartEvent, DomainEvent, EventRecord};
 use crate::domain::{CartId, SkuId};
 
 struct SeedReporter(u64);

@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 
 use super::log::{change_bytes, encode_record, PositionedRecord, RECORD_BYTES_TARGET};
 use super::memtable::Memtable;
-use super::rows::{DomainEvent, EventRecord};
 use super::{Op, Storage, StoreError};
+use crate::domain::{DomainEvent, EventRecord};
 use crate::metrics as names;
 
 /// A change's place in the global commit order. Ticket 0 is "nothing": always durable.
@@ -752,7 +752,7 @@ mod tests {
     fn event(n: u64) -> DomainEvent {
         DomainEvent::Cart {
             cart: crate::domain::CartId::generate(),
-            event: super::super::rows::CartEvent::LineSet {
+            event: crate::domain::CartEvent::LineSet {
                 sku: crate::domain::SkuId::parse("e").unwrap(),
                 qty: n,
             },

@@ -43,7 +43,7 @@ fn as_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// Every event in the store's log, read after the server stopped.
-fn stored_log(dir: &std::path::Path) -> Vec<stockroom::persistence::rows::EventRecord> {
+fn stored_log(dir: &std::path::Path) -> Vec<stockroom::domain::EventRecord> {
     let store = SledStore::open(&dir.join("data").join("store"), 16 << 20).expect("the store opens");
     let log = event_log(&store);
     drop(store);

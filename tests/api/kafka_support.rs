@@ -18,8 +18,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
+use stockroom::domain::EventRecord;
 use stockroom::persistence::log::read_events;
-use stockroom::persistence::rows::EventRecord;
 use stockroom::persistence::Log;
 
 /// Partitions of each topic in the tests (more than one, so keys spread).
@@ -301,9 +301,9 @@ pub fn check_against_log(received: &[Received], log: &[EventRecord], prefix: &st
         assert!(event["data"].is_object(), "{event}");
         assert_eq!(record.content_type.as_deref(), Some("application/cloudevents+json"));
         let kind = match expected.event {
-            stockroom::persistence::rows::DomainEvent::Sku { .. } => "inventory",
-            stockroom::persistence::rows::DomainEvent::Cart { .. } => "carts",
-            stockroom::persistence::rows::DomainEvent::Order { .. } => "orders",
+            stockroom::domain::DomainEvent::Sku { .. } => "inventory",
+            stockroom::domain::DomainEvent::Cart { .. } => "carts",
+            stockroom::domain::DomainEvent::Order { .. } => "orders",
         };
         assert_eq!(record.topic, format!("{prefix}.{kind}"), "{event}");
         let place = partition_of_key

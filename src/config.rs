@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
@@ -347,6 +347,9 @@ pub struct KafkaSettings {
     pub position_interval_ms: u64,
     /// librdkafka producer properties, passed through (`linger.ms`, `message.timeout.ms`,
     /// security settings). `enable.idempotence` and `acks` are always `true` and `all`.
+    /// Nested tables are read as dotted names, so `STOCKROOM_KAFKA__OPTIONS__LINGER.MS`
+    /// (which figment's `Env` nests at the dot) and `"linger.ms"` in TOML mean the same.
+    #[serde(deserialize_with = "dotted_options")]
     pub options: BTreeMap<String, KafkaOption>,
 }
 
@@ -362,6 +365,38 @@ pub enum KafkaOption {
     Float(f64),
     /// Anything else.
     Text(String),
+}
+
+/// A `kafka.options` entry: a value, or a table whose keys continue the dotted name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OptionTree {
+    Value(KafkaOption),
+    Table(BTreeMap<String, OptionTree>),
+}
+
+/// Reads `kafka.options`, flattening nested tables into dotted librdkafka names.
+fn dotted_options<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, KafkaOption>, D::Error> {
+    fn flatten(prefix: &str, tree: BTreeMap<String, OptionTree>, into: &mut BTreeMap<String, KafkaOption>) {
+        for (key, value) in tree {
+            let name = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                OptionTree::Value(value) => {
+                    into.insert(name, value);
+                }
+                OptionTree::Table(table) => flatten(&name, table, into),
+            }
+        }
+    }
+    let mut options = BTreeMap::new();
+    flatten("", BTreeMap::deserialize(deserializer)?, &mut options);
+    Ok(options)
 }
 
 impl std::fmt::Display for KafkaOption {
@@ -448,32 +483,18 @@ impl Settings {
             }
             None => figment = figment.merge(Toml::file("config.toml")),
         }
-        Self::from_figment(figment, std::env::vars())
+        Self::from_figment(figment)
     }
 
-    /// Settings from defaults and a TOML text, then `env` as overrides (for tests).
-    pub fn from_toml_and_env(toml: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let figment = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml));
-        Self::from_figment(figment, env)
-    }
-
-    fn from_figment(figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let env: Vec<(String, String)> = env.into_iter().collect();
-        let admin_token = env
-            .iter()
-            .find(|(key, _)| key == ADMIN_TOKEN_ENV)
-            .map(|(_, value)| value.clone());
-        let overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(key, _)| key.starts_with("STOCKROOM_") && key.contains("__"))
-            .collect();
-        // The overrides come from the given list rather than the process environment, so
-        // tests can pass their own; the nesting rule is figment's `Env::split("__")`.
-        let mut settings: Settings = figment
-            .merge(EnvList(overrides))
-            .extract()
-            .context("invalid configuration")?;
-        if let Some(token) = admin_token {
+    /// Settings from `figment` (defaults and a file), then the environment: every
+    /// `STOCKROOM_SECTION__KEY` overrides `section.key` (figment's `Env`, split at `__`), and
+    /// `STOCKROOM_ADMIN_TOKEN` sets `auth.admin_token`, taken as written.
+    fn from_figment(figment: Figment) -> anyhow::Result<Self> {
+        let overrides = Env::prefixed("STOCKROOM_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let mut settings: Settings = figment.merge(overrides).extract().context("invalid configuration")?;
+        if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
             settings.auth.admin_token = Some(token);
         }
         settings.validate()?;
@@ -592,62 +613,30 @@ impl Settings {
     }
 }
 
-/// A figment provider over `STOCKROOM_SECTION__KEY=value` pairs (a filtered environment).
-struct EnvList(Vec<(String, String)>);
-
-impl figment::Provider for EnvList {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named("STOCKROOM_ environment variables")
-    }
-
-    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        let mut dict = figment::value::Dict::new();
-        for (key, value) in &self.0 {
-            let path = key.trim_start_matches("STOCKROOM_").to_ascii_lowercase();
-            let parts: Vec<&str> = path.split("__").collect();
-            // Infallible: text that is not a number, bool or array stays a string.
-            let parsed: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
-            insert_nested(&mut dict, &parts, parsed);
-        }
-        Ok(figment::Profile::Default.collect(dict))
-    }
-}
-
-/// Inserts `value` at `path` (`["http", "bind"]`), creating the tables on the way.
-fn insert_nested(dict: &mut figment::value::Dict, path: &[&str], value: figment::value::Value) {
-    use figment::value::{Dict, Value};
-    match path {
-        [] => {}
-        [leaf] => {
-            dict.insert((*leaf).to_owned(), value);
-        }
-        [head, rest @ ..] => {
-            let entry = dict.entry((*head).to_owned()).or_insert_with(|| Dict::new().into());
-            if let Value::Dict(_, nested) = entry {
-                insert_nested(nested, rest, value);
-            } else {
-                let mut nested = Dict::new();
-                insert_nested(&mut nested, rest, value);
-                *entry = nested.into();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(key, value)| (key.to_string(), value.to_string()))
-            .collect()
+    /// Settings loaded as the server loads them, from `toml` as `./config.toml` and `env` as
+    /// the process environment (inside a figment `Jail`, which restores both afterwards).
+    // The closure's error type is figment's, as `Jail` requires.
+    #[allow(clippy::result_large_err)]
+    fn load(toml: &str, env: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("config.toml", toml)?;
+            for (key, value) in env {
+                jail.set_env(key, value);
+            }
+            loaded = Some(Settings::load(None));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
     }
 
     #[test]
     fn defaults_listen_on_8080_with_data_in_dot_data() {
-        let settings = Settings::from_toml_and_env("", env(&[])).unwrap();
+        let settings = load("", &[]).unwrap();
         assert_eq!(settings.http.bind, "127.0.0.1:8080");
         assert_eq!(settings.store.data_dir, PathBuf::from("./data"));
         assert_eq!(settings.auth.admin_token, None);
@@ -656,14 +645,14 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let toml = "[http]\nbind = \"127.0.0.1:7000\"\n[writer]\nmax_batch_items = 10\n";
-        let settings = Settings::from_toml_and_env(
+        let settings = load(
             toml,
-            env(&[
+            &[
                 ("STOCKROOM_HTTP__BIND", "127.0.0.1:9000"),
                 ("STOCKROOM_STORE__DATA_DIR", "/var/lib/stockroom"),
                 ("STOCKROOM_ADMIN_TOKEN", "0123456789abcdef0123"),
                 ("UNRELATED", "x"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(settings.http.bind, "127.0.0.1:9000");
@@ -677,22 +666,22 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(Settings::from_toml_and_env("[http]\nbnd = \"x\"\n", env(&[])).is_err());
-        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_HTTP__BIND", "nowhere")])).is_err());
-        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_WRITER__MAX_BATCH_ITEMS", "0")])).is_err());
-        assert!(Settings::from_toml_and_env("", env(&[("STOCKROOM_ADMIN_TOKEN", "short")])).is_err());
+        assert!(load("[http]\nbnd = \"x\"\n", &[]).is_err());
+        assert!(load("", &[("STOCKROOM_HTTP__BIND", "nowhere")]).is_err());
+        assert!(load("", &[("STOCKROOM_WRITER__MAX_BATCH_ITEMS", "0")]).is_err());
+        assert!(load("", &[("STOCKROOM_ADMIN_TOKEN", "short")]).is_err());
     }
 
     #[test]
     fn kafka_is_switched_on_and_tuned_from_the_environment() {
         let toml = "[kafka.options]\n\"linger.ms\" = 20\n\"compression.type\" = \"lz4\"\n";
-        let settings = Settings::from_toml_and_env(
+        let settings = load(
             toml,
-            env(&[
+            &[
                 ("STOCKROOM_KAFKA__ENABLED", "true"),
                 ("STOCKROOM_KAFKA__BROKERS", "10.0.0.1:9092,10.0.0.2:9092"),
                 ("STOCKROOM_KAFKA__OPTIONS__message.timeout.ms", "5000"),
-            ]),
+            ],
         )
         .unwrap();
         assert!(settings.kafka.enabled);
@@ -713,7 +702,7 @@ mod tests {
             ]
         );
         assert!(
-            Settings::from_toml_and_env("", env(&[("STOCKROOM_KAFKA__TOPIC_PREFIX", "a b")])).is_err(),
+            load("", &[("STOCKROOM_KAFKA__TOPIC_PREFIX", "a b")]).is_err(),
             "a topic prefix with a space is refused"
         );
     }
@@ -721,7 +710,7 @@ mod tests {
     #[test]
     fn the_shipped_config_file_parses_to_the_defaults() {
         let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
-        let settings = Settings::from_toml_and_env(&shipped, env(&[])).unwrap();
+        let settings = load(&shipped, &[]).unwrap();
         let defaults = Settings::default();
         assert_eq!(
             serde_json::to_value(&settings).unwrap(),

@@ -15,6 +15,7 @@
 //!   group-commit writer, recovery.
 //! - [`config`], [`telemetry`], [`metrics`]: operations.
 
+pub mod access;
 pub mod actors;
 pub mod config;
 pub mod domain;

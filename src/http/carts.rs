@@ -3,13 +3,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{new_cart_token, Credential};
 use super::command::{durable, idempotent, sku_turn, Keyed};
 use super::error::ApiError;
-use super::request::{new_cart_token, Credential, JsonBody, NoFields};
+use super::request::{JsonBody, NoFields};
 use super::views::{render_cart, render_checkout, to_json};
 use super::{path_param, AppState};
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
-use crate::actors::{persist, Access, Mailbox};
+use crate::actors::{persist, Mailbox};
 use crate::domain::cart::Cart;
 use crate::domain::clock::rfc3339;
 use crate::domain::{CartEvent, DomainEvent};
@@ -104,23 +105,6 @@ fn cart_mailbox(
         .map_err(|error| ApiError::Internal(error.into()))?
         .ok_or(ApiError::NotFound)?;
     Ok((id, mailbox))
-}
-
-/// Whether a cart token is valid (for telling 403 from 401 on admin routes).
-pub async fn token_is_valid(engine: &Engine, cart: CartId, hash: [u8; 32]) -> bool {
-    let Ok(Some(mailbox)) = engine.registry.cart(&cart) else {
-        return false;
-    };
-    let Ok(answer) = mailbox.ask(|reply, slot| GetCart {
-        access: Access::Token(hash),
-        reply,
-        slot,
-    }) else {
-        return false;
-    };
-    answer
-        .await
-        .is_ok_and(|acked| !matches!(acked.value, Err(CartFailure::NotFound)))
 }
 
 fn transient(reply: &CartReply) -> Option<ApiError> {

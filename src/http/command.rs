@@ -14,7 +14,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::ApiError;
-use super::{json_response, skus};
+use super::json_response;
 use crate::actors::sku::{ExecuteSkuCommand, Render};
 use crate::actors::turns::Turn;
 use crate::actors::{Mailbox, SkuActor, SkuFailure};
@@ -46,7 +46,7 @@ impl<'a> Keyed<'a> {
 
     /// A request sent with the admin token.
     pub fn admin(key: &'a IdempotencyKey, request: &HttpRequest, canonical_body: &[u8]) -> Self {
-        Self::new(key, skus::ADMIN_SCOPE, request, canonical_body)
+        Self::new(key, super::auth::ADMIN_SCOPE, request, canonical_body)
     }
 }
 

@@ -3,9 +3,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Admin, Credential};
 use super::command::{durable, idempotent, Keyed};
 use super::error::ApiError;
-use super::request::{Admin, Credential, JsonBody, NoFields};
+use super::request::{JsonBody, NoFields};
 use super::views::render_order;
 use super::{json_response, path_param, AppState};
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};

@@ -3,9 +3,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::Admin;
 use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
-use super::request::{Admin, JsonBody, NoFields};
+use super::request::{JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
 use super::{path_param, AppState};
 use crate::actors::sku::GetReservation;

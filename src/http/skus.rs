@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::Admin;
 use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
-use super::request::{Admin, JsonBody};
+use super::request::JsonBody;
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
 use super::{path_param, AppState};
 use crate::actors::sku::GetSku;
@@ -17,9 +18,6 @@ use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
 use crate::idempotency::IdempotencyKey;
 use crate::persistence::rows::SkuRow;
 use crate::persistence::{codec, keys};
-
-/// Idempotency keys sent with the admin token share this scope.
-pub const ADMIN_SCOPE: &str = "admin";
 
 /// Body of `PUT /v1/skus/{sku}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

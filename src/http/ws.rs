@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::auth::credential_or_query;
 use super::error::ApiError;
-use super::request::credential_or_query;
 use super::views::{to_json, OrderBody};
 use super::{path_param, AppState};
 use crate::actors::feed::StockUpdate;

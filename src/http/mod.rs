@@ -4,6 +4,7 @@
 //! waits until the change it reports is durable, and only then answers: the steps are in
 //! [`command`].
 
+pub mod admission;
 pub mod auth;
 pub mod carts;
 pub mod command;

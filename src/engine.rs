@@ -25,8 +25,9 @@ use crate::idempotency::IdempotencyGate;
 use crate::metrics as names;
 use crate::persistence::checkpoint::{CheckpointConfig, Checkpointer, LogRetention};
 use crate::persistence::recovery::{recover, replay_log, Recovered, Replayed};
-use crate::persistence::writer::{Change, FatalHandler};
-use crate::persistence::{keys, Memtable, Op, SledStore, StateView, Storage, Writer, WriterConfig};
+use crate::persistence::retention;
+use crate::persistence::writer::FatalHandler;
+use crate::persistence::{Memtable, Op, SledStore, StateView, Storage, Writer, WriterConfig};
 
 /// Wraps the opened store, so tests can inject faults at the seam.
 pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Storage>) -> Arc<dyn Storage> + Send>;
@@ -86,9 +87,6 @@ struct Opened {
     replayed: Replayed,
     recovered: Recovered,
 }
-
-/// Rows deleted by one retention pass, at most.
-const SWEEP_ROWS_MAX: usize = 10_000;
 
 impl Engine {
     /// Opens the store and recovers (blocking work, run off the async threads), then starts
@@ -268,47 +266,17 @@ impl Engine {
         self.writer.durability().wait(self.writer.last_submitted()).await
     }
 
-    /// One retention pass: deletes rows whose retention ran out, at most [`SWEEP_ROWS_MAX`].
-    /// Returns the rows deleted.
+    /// One retention pass (see [`retention`]); returns the rows deleted.
     pub fn sweep(&self) -> anyhow::Result<usize> {
         let now_ms = self.clock.now_ms();
         metrics::gauge!(names::CLOCK_SKEW_SECONDS).set(self.clock.wall_skew_ms() as f64 / 1000.0);
         metrics::gauge!(names::MEMTABLE_ROWS).set(self.store.memtable.len() as f64);
-        let ops = self.retention_ops(now_ms)?;
-        if ops.is_empty() {
-            return Ok(0);
-        }
-        let deleted = ops.len();
-        let Some(permit) = self.writer.try_reserve() else {
-            return Ok(0);
-        };
-        permit.submit(Change {
-            ops,
-            events: Vec::new(),
-            time_ms: now_ms,
-        });
-        metrics::counter!(names::RETENTION_DELETED_TOTAL).increment(deleted as u64);
-        Ok(deleted)
+        Ok(retention::sweep(&self.store, &self.writer, now_ms)?)
     }
 
-    /// The deletes of rows whose retention ran out by `now_ms`. Rows are read here and
-    /// deleted later, by the writer, so each delete is conditional on the row still holding
-    /// the value read: a newer record written meanwhile under the same key stays.
+    /// The deletes one retention pass at `now_ms` would submit (see [`retention`]).
     pub fn retention_ops(&self, now_ms: u64) -> anyhow::Result<Vec<Op>> {
-        let mut ops = Vec::new();
-        for (key, _) in self.store.scan(&[keys::EXPIRING], None, SWEEP_ROWS_MAX)? {
-            let Some((due_ms, target)) = keys::expiring_parts(&key) else {
-                continue;
-            };
-            if due_ms > now_ms {
-                break;
-            }
-            if let Some(value) = retention_may_delete(&self.store, target)? {
-                ops.push(Op::DeleteIf(target.to_vec(), value));
-            }
-            ops.push(Op::Delete(key));
-        }
-        Ok(ops)
+        Ok(retention::due_deletes(&self.store, now_ms)?)
     }
 
     /// Runs retention every `interval` until the engine is dropped elsewhere.
@@ -360,25 +328,4 @@ impl Engine {
             tracing::error!("shutting down the engine panicked");
         }
     }
-}
-
-/// Whether retention may delete `target`, and the value it may delete: only while the row
-/// still holds that value. Committed and returned reservations are records of sales and are
-/// kept; a released id may have been held again (cart lines reuse their id), and the
-/// conditional delete keeps the newer record.
-fn retention_may_delete(store: &StateView, target: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(bytes) = store.get(target)? else {
-        return Ok(None);
-    };
-    if target.first() == Some(&keys::RESERVATION) {
-        let record: crate::domain::sku::Reservation = crate::persistence::codec::decode(target, &bytes)?;
-        let settled_unsold = matches!(
-            record.state,
-            crate::domain::sku::ReservationState::Released | crate::domain::sku::ReservationState::Expired
-        );
-        if !settled_unsold {
-            return Ok(None);
-        }
-    }
-    Ok(Some(bytes))
 }

@@ -40,6 +40,7 @@ pub mod memtable;
 #[cfg(test)]
 mod model_test;
 pub mod recovery;
+pub mod retention;
 pub mod rows;
 pub mod sled_store;
 pub mod writer;

@@ -138,6 +138,14 @@ impl Engine {
             on_fatal,
         )
         .context("starting the writer threads")?;
+        // A read that fails stops the server as a failed write does (a weak handle: the
+        // writer holds no view, but the view outlives nothing it should keep alive).
+        let failing = Arc::downgrade(&writer);
+        store.on_read_failure(Box::new(move |error| {
+            if let Some(writer) = failing.upgrade() {
+                writer.fail(error, "reading the store");
+            }
+        }));
         let checkpointer = Checkpointer::start(
             store.clone(),
             CheckpointConfig {

@@ -159,15 +159,7 @@ impl IdempotencyGate {
             in_flight: Arc::clone(&self.in_flight),
             key: store_key,
         };
-        let stored = self
-            .store
-            .get(&mark.key)
-            .and_then(|value| {
-                value
-                    .map(|bytes| codec::decode::<IdempotencyRecord>(&mark.key, &bytes))
-                    .transpose()
-            })
-            .map_err(|error| ApiError::Internal(error.into()))?;
+        let stored = self.store.get_decoded::<IdempotencyRecord>(&mark.key)?;
         match stored {
             Some(record) if record.fingerprint == fingerprint => Ok(Admission::Replay(record)),
             Some(_) => Err(ApiError::IdempotencyKeyReused),

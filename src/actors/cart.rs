@@ -335,7 +335,6 @@ impl From<AskError> for CartFailure {
 impl From<SkuFailure> for CartFailure {
     fn from(failure: SkuFailure) -> Self {
         match failure {
-            SkuFailure::Rejected(rejection) => CartFailure::Stock(rejection),
             SkuFailure::Overloaded | SkuFailure::Store(_) => CartFailure::Overloaded,
         }
     }
@@ -470,7 +469,8 @@ async fn set_line_steps(
         )
         .await
     {
-        Ok((Ok(_), set)) => ticket = ticket.max(set),
+        Ok((Ok(Ok(_)), set)) => ticket = ticket.max(set),
+        Ok((Ok(Err(rejection)), set)) => return (Err(CartFailure::Stock(rejection)), ticket.max(set)),
         Ok((Err(failure), set)) => return (Err(failure.into()), ticket.max(set)),
         Err(error) => return (Err(error.into()), ticket),
     }
@@ -577,7 +577,7 @@ async fn saga(
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
         match registry.sku_command(&sku, SkuCommand::Commit { id }).await {
-            Ok((Ok(SkuOutcome::Reservation(reservation)), done)) => {
+            Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
                 ticket = ticket.max(done);
                 let price = match registry.sku_line(&sku, id).await {
                     Ok((Some((_, view)), _)) if Some(view.product.currency) == cart.currency => {
@@ -608,13 +608,13 @@ async fn saga(
             // No hold: the line was never set, or was emptied (released). Nothing to commit,
             // nothing failed. Only a hold that expired is a line lost.
             Ok((
-                Err(SkuFailure::Rejected(
+                Ok(Err(
                     SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound | SkuRejection::ReservationReleased,
                 )),
                 _,
             )) => {}
-            Ok((Err(SkuFailure::Rejected(_)), _)) => failed.push((sku, LineFailure::HoldLapsed)),
-            Ok((Ok(_), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
+            Ok((Ok(Err(_)), _)) => failed.push((sku, LineFailure::HoldLapsed)),
+            Ok((Ok(Ok(_)), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
         }
     }
     let now_ms = deps.clock.now_ms();
@@ -667,7 +667,7 @@ async fn saga(
             .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
             .await
         {
-            Ok((Ok(_) | Err(SkuFailure::Rejected(_)), done)) => ticket = ticket.max(done),
+            Ok((Ok(_), done)) => ticket = ticket.max(done),
             Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
         }
     }

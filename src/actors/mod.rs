@@ -28,4 +28,4 @@ pub fn persist(writer: &Writer, ops: Vec<Op>, events: Vec<DomainEvent>, time_ms:
 pub use crate::access::Access;
 pub use mailbox::{AskError, Mailbox, MailboxSlot};
 pub use registry::Registry;
-pub use sku::{Acked, SkuActor, SkuDeps, SkuFailure, SkuOutcome, SkuReply};
+pub use sku::{Acked, SkuActor, SkuAnswer, SkuDeps, SkuFailure, SkuOutcome, SkuReply};

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::mailbox::MailboxSlot;
 use super::registry::Registry;
-use super::sku::{Acked, Reply, SkuFailure};
+use super::sku::{Acked, Reply};
 use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
@@ -459,8 +459,8 @@ async fn return_stock(registry: Arc<Registry>, mut order: Order) -> (Order, Orde
             .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
             .await
         {
-            Ok((Ok(_), done)) => ticket = ticket.max(done),
-            Ok((Err(SkuFailure::Rejected(rejection)), _)) => {
+            Ok((Ok(Ok(_)), done)) => ticket = ticket.max(done),
+            Ok((Ok(Err(rejection)), _)) => {
                 // Returned already (a retry), or its record is gone: nothing more to give back.
                 if rejection != SkuRejection::ReservationNotFound && rejection != SkuRejection::ReservationNotCommitted
                 {

@@ -22,7 +22,7 @@ use crate::domain::order::Order;
 use crate::domain::sku::{SkuCommand, SkuState, SkuView};
 use crate::domain::{CartId, OrderId, ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::{codec, keys, Ticket};
+use crate::persistence::{keys, Ticket};
 
 /// Settings of carts and orders, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -134,12 +134,7 @@ impl Registry {
     /// actor is full or gone; an unknown SKU answers `SkuNotFound`.
     pub async fn sku_command(&self, sku: &SkuId, command: SkuCommand) -> Result<(SkuReply, Ticket), AskError> {
         let Some(mailbox) = self.sku(sku) else {
-            return Ok((
-                Err(super::SkuFailure::Rejected(
-                    crate::domain::sku::SkuRejection::SkuNotFound,
-                )),
-                0,
-            ));
+            return Ok((Ok(Err(crate::domain::sku::SkuRejection::SkuNotFound)), 0));
         };
         let acked = mailbox
             .ask(|reply, slot| ExecuteSkuCommand {
@@ -175,7 +170,7 @@ impl Registry {
         let Some(bytes) = self.deps.store.get(&key)? else {
             return Ok(None);
         };
-        let cart: Cart = codec::decode(&key, &bytes)?;
+        let cart: Cart = self.deps.store.decode(&key, &bytes)?;
         Ok(Some(self.start_cart(cart)))
     }
 
@@ -214,7 +209,7 @@ impl Registry {
         let Some(bytes) = self.deps.store.get(&key)? else {
             return Ok(None);
         };
-        let order: Order = codec::decode(&key, &bytes)?;
+        let order: Order = self.deps.store.decode(&key, &bytes)?;
         Ok(Some(self.start_order(order)))
     }
 

@@ -31,7 +31,7 @@ use crate::domain::{Clock, ReservationId, SkuId};
 use crate::metrics as names;
 use crate::persistence::rows::{restore_sku, sku_change_ops, SkuRow};
 use crate::persistence::writer::Change;
-use crate::persistence::{codec, keys, StateView, Ticket, Writer};
+use crate::persistence::{keys, StateView, StoreError, Ticket, Writer};
 
 /// An answer together with the ticket to wait on before reporting it.
 #[derive(Debug)]
@@ -45,25 +45,29 @@ pub struct Acked<T> {
 /// Where an actor sends its answer.
 pub type Reply<T> = oneshot::Sender<Acked<T>>;
 
-/// Why a command produced no outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The domain's answer to a command: what it did, or why the SKU refused (an expected answer,
+/// such as insufficient stock). Either stands, and is what an idempotency key stores.
+pub type SkuAnswer = Result<SkuOutcome, SkuRejection>;
+
+/// Why a SKU could not answer at all. Nothing was changed.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SkuFailure {
-    /// The domain refused it (an expected answer, such as insufficient stock).
-    Rejected(SkuRejection),
-    /// The writer's queue was full; nothing was changed.
+    /// The writer's queue was full; retry.
+    #[error("the writer's queue is full")]
     Overloaded,
-    /// Reading storage failed; nothing was changed.
-    Store(String),
+    /// Reading storage failed; the server is stopping (see [`Writer::fail`]).
+    #[error("reading the store failed")]
+    Store(#[source] Arc<StoreError>),
 }
 
-/// The answer to a command.
-pub type SkuReply = Result<SkuOutcome, SkuFailure>;
+/// What a SKU replies: the domain's answer, inside the failures that prevent one.
+pub type SkuReply = Result<SkuAnswer, SkuFailure>;
 
 /// The idempotency draft of a SKU command.
-pub type IdempotencyDraft = crate::idempotency::IdempotencyDraft<SkuReply>;
+pub type IdempotencyDraft = crate::idempotency::IdempotencyDraft<SkuAnswer>;
 
 /// Renders a SKU answer for HTTP (and for idempotent replay).
-pub type Render = crate::idempotency::Render<SkuReply>;
+pub type Render = crate::idempotency::Render<SkuAnswer>;
 
 /// Changes the SKU: create or update, restock, adjust, reserve, release, commit.
 #[derive(Message)]
@@ -205,9 +209,8 @@ impl SkuActor {
             Ok(executed) => executed,
             Err(failure) => return (Err(failure), self.last_ticket),
         };
-        let reply = answer.map_err(SkuFailure::Rejected);
         if matches!(command, SkuCommand::Reserve { .. })
-            && matches!(reply, Err(SkuFailure::Rejected(SkuRejection::InsufficientStock { .. })))
+            && matches!(answer, Err(SkuRejection::InsufficientStock { .. }))
         {
             metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "insufficient_stock").increment(1);
         }
@@ -218,16 +221,14 @@ impl SkuActor {
             }
             _ => Vec::new(),
         };
-        // Only answers that will stand are stored: an overload or a failed read is retried.
-        let storable = matches!(reply, Ok(_) | Err(SkuFailure::Rejected(_)));
         let mut in_flight = None;
-        if let Some(draft) = idempotency.filter(|_| storable) {
-            let (answer_ops, mark) = draft.stage(&reply, now_ms);
+        if let Some(draft) = idempotency {
+            let (answer_ops, mark) = draft.stage(&answer, now_ms);
             ops.extend(answer_ops);
             in_flight = Some(mark);
         }
         if ops.is_empty() {
-            return (reply, self.last_ticket);
+            return (Ok(answer), self.last_ticket);
         }
         for event in &events {
             match event {
@@ -267,7 +268,7 @@ impl SkuActor {
             self.recently_settled_order.push_back((ticket, record.id));
             self.recently_settled.insert(record.id, record);
         }
-        (reply, ticket)
+        (Ok(answer), ticket)
     }
 
     /// A reservation this SKU no longer holds: from recent memory, else from storage.
@@ -276,16 +277,13 @@ impl SkuActor {
             return Ok(Some(record.clone()));
         }
         let key = keys::reservation(id);
+        // A failed read (or a row that does not decode) is reported by the store view, which
+        // takes the fatal path; this command only answers that it could not run.
         let stored = self
             .deps
             .store
-            .get(&key)
-            .and_then(|value| {
-                value
-                    .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
-                    .transpose()
-            })
-            .map_err(|error| SkuFailure::Store(error.to_string()))?;
+            .get_decoded::<Reservation>(&key)
+            .map_err(|error| SkuFailure::Store(Arc::new(error)))?;
         Ok(stored.filter(|record| record.sku == self.sku))
     }
 
@@ -392,13 +390,13 @@ impl SkuActor {
     }
 
     /// Reads the SKU and its holds from storage.
-    fn load(&self) -> anyhow::Result<Option<SkuState>> {
+    fn load(&self) -> Result<Option<SkuState>, StoreError> {
         let store = &self.deps.store;
         let key = keys::sku(&self.sku);
         let Some(bytes) = store.get(&key)? else {
             return Ok(None);
         };
-        let row: SkuRow = codec::decode(&key, &bytes)?;
+        let row: SkuRow = store.decode(&key, &bytes)?;
         let prefix = keys::holds_of(&self.sku);
         let mut holds = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -407,10 +405,13 @@ impl SkuActor {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (key, value) in page {
-                holds.push(codec::decode(&key, &value)?);
+                holds.push(store.decode(&key, &value)?);
             }
         }
-        let state = restore_sku(self.sku.clone(), row, holds).map_err(anyhow::Error::msg)?;
+        let state = restore_sku(self.sku.clone(), row, holds).map_err(|reason| StoreError::Corrupt {
+            key: self.sku.to_string(),
+            reason,
+        })?;
         Ok(Some(state))
     }
 
@@ -428,9 +429,12 @@ impl SkuActor {
                 self.schedule_expiry(ctx);
             }
             Err(error) => {
-                // Storage that cannot be read is as fatal here as at startup.
+                // Storage that cannot be read is as fatal here as at startup: the one fatal
+                // path stops the server in order. This actor answers nothing meanwhile
+                // (without its state it would answer wrongly).
                 tracing::error!(sku = %self.sku, error = %error, "cannot reload SKU from storage; stopping");
-                std::process::exit(70);
+                self.deps.writer.fail(&error, "reloading a SKU");
+                ctx.wait(actix::fut::wrap_future(std::future::pending::<()>()));
             }
         }
     }
@@ -610,85 +614,125 @@ mod tests {
         }
     }
 
-    #[actix_rt::test]
-    async fn a_panicking_actor_is_restarted_from_its_persisted_state_and_counted() {
-        let metrics = crate::metrics::install();
-        let dir = tempfile::tempdir().unwrap();
-        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
-        let memtable = Arc::new(Memtable::default());
-        let config = WriterConfig {
-            max_batch_items: 64,
-            queue_capacity_items: 64,
-        };
-        let start = LogStart {
-            next_position: 1,
-            next_event_seq: 1,
-        };
-        let writer = Writer::start(
-            Arc::clone(&storage),
-            Arc::clone(&memtable),
-            config,
-            start,
-            Arc::new(|_| {}),
-        )
-        .unwrap();
-        let deps = Arc::new(SkuDeps {
-            writer: Arc::clone(&writer),
-            store: StateView::new(storage, memtable),
-            clock: Arc::new(SystemClock),
-            limits: SkuLimits { holds_max: 10 },
-            settled_retention_ms: 60_000,
-            hold_index: Arc::new(DashMap::new()),
-            feed: Arc::default(),
-        });
-        let arbiter = Arbiter::new();
-        let commerce = crate::actors::registry::CommerceLimits {
-            cart_ttl_ms: 60_000,
-            cart_lines_max: 10,
-            payment_timeout_ms: 60_000,
-            order_idle_stop_ms: 60_000,
-            simulator_step_delay_ms: None,
-        };
-        let registry = Registry::new(vec![arbiter.handle()], deps, commerce, 16);
-        let sku = SkuId::parse("fragile").unwrap();
-        let mailbox = registry.sku_or_start(&sku);
-        let run = |command: SkuCommand| {
-            let receiver = mailbox
+    /// A SKU actor over `storage`, on an arbiter of its own, with a writer whose fatal
+    /// handler is `on_fatal`.
+    struct Fixture {
+        writer: Arc<Writer>,
+        arbiter: Arbiter,
+        _registry: Arc<Registry>,
+        mailbox: super::super::Mailbox<SkuActor>,
+    }
+
+    impl Fixture {
+        fn start(storage: Arc<dyn Storage>, on_fatal: crate::persistence::writer::FatalHandler) -> Self {
+            let memtable = Arc::new(Memtable::default());
+            let config = WriterConfig {
+                max_batch_items: 64,
+                queue_capacity_items: 64,
+            };
+            let start = LogStart {
+                next_position: 1,
+                next_event_seq: 1,
+            };
+            let writer = Writer::start(Arc::clone(&storage), Arc::clone(&memtable), config, start, on_fatal).unwrap();
+            let deps = Arc::new(SkuDeps {
+                writer: Arc::clone(&writer),
+                store: StateView::new(storage, memtable),
+                clock: Arc::new(SystemClock),
+                limits: SkuLimits { holds_max: 10 },
+                settled_retention_ms: 60_000,
+                hold_index: Arc::new(DashMap::new()),
+                feed: Arc::default(),
+            });
+            let arbiter = Arbiter::new();
+            let commerce = crate::actors::registry::CommerceLimits {
+                cart_ttl_ms: 60_000,
+                cart_lines_max: 10,
+                payment_timeout_ms: 60_000,
+                order_idle_stop_ms: 60_000,
+                simulator_step_delay_ms: None,
+            };
+            let registry = Registry::new(vec![arbiter.handle()], deps, commerce, 16);
+            let mailbox = registry.sku_or_start(&SkuId::parse("fragile").unwrap());
+            Self {
+                writer,
+                arbiter,
+                _registry: registry,
+                mailbox,
+            }
+        }
+
+        /// Runs `command` and returns its answer once durable.
+        async fn run(&self, command: SkuCommand) -> SkuAnswer {
+            let acked = self
+                .mailbox
                 .ask(|reply, slot| ExecuteSkuCommand {
                     command,
                     idempotency: None,
                     reply,
                     slot,
                 })
+                .unwrap()
+                .await
                 .unwrap();
-            let writer = Arc::clone(&writer);
-            async move {
-                let acked = receiver.await.unwrap();
-                writer.durability().wait(acked.ticket).await.unwrap();
-                acked.value.unwrap()
-            }
-        };
-        let product = Product {
-            name: Name::parse("Vase", "name", "invalid_name").unwrap(),
-            price_minor: 5000,
-            currency: Currency::parse("EUR").unwrap(),
-        };
-        run(SkuCommand::Upsert {
-            product,
-            on_hand: Some(10),
-        })
-        .await;
-        run(SkuCommand::Reserve {
-            id: ReservationId::generate(),
-            qty: Quantity::parse(3, 100).unwrap(),
-            ttl_ms: 600_000,
-        })
-        .await;
+            self.writer.durability().wait(acked.ticket).await.unwrap();
+            acked.value.expect("the SKU answers")
+        }
 
-        mailbox
-            .ask(|_: oneshot::Sender<()>, slot| CorruptAndPanic { slot })
-            .unwrap();
-        let view = mailbox
+        /// Creates the SKU with 10 on hand and holds 3.
+        async fn create_and_hold_three(&self) {
+            let product = Product {
+                name: Name::parse("Vase", "name", "invalid_name").unwrap(),
+                price_minor: 5000,
+                currency: Currency::parse("EUR").unwrap(),
+            };
+            self.run(SkuCommand::Upsert {
+                product,
+                on_hand: Some(10),
+            })
+            .await
+            .expect("created");
+            self.run(SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: Quantity::parse(3, 100).unwrap(),
+                ttl_ms: 600_000,
+            })
+            .await
+            .expect("reserved");
+        }
+
+        fn panic_it(&self) {
+            self.mailbox
+                .ask(|_: oneshot::Sender<()>, slot| CorruptAndPanic { slot })
+                .unwrap();
+        }
+
+        fn stop(self) {
+            self.arbiter.stop();
+            self.writer.close();
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_actor_is_restarted_from_its_persisted_state_and_counted() {
+        let metrics = crate::metrics::install();
+        // The recorder is the process's, shared with tests running alongside: read the
+        // counter before and after instead of expecting a fixed figure.
+        let restarts = || {
+            metrics
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix("stockroom_actor_restarts_total{kind=\"sku\"} "))
+                .map_or(0, |value| value.trim().parse::<u64>().unwrap())
+        };
+        let restarts_before = restarts();
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let fixture = Fixture::start(storage, Arc::new(|_| {}));
+        fixture.create_and_hold_three().await;
+        fixture.panic_it();
+        let view = fixture
+            .mailbox
             .ask(|reply, slot| GetSku { reply, slot })
             .unwrap()
             .await
@@ -700,20 +744,46 @@ mod tests {
             (10, 3),
             "reloaded from storage, not the corrupted memory"
         );
-        let after = run(SkuCommand::Reserve {
-            id: ReservationId::generate(),
-            qty: Quantity::parse(7, 100).unwrap(),
-            ttl_ms: 600_000,
-        })
-        .await;
+        let after = fixture
+            .run(SkuCommand::Reserve {
+                id: ReservationId::generate(),
+                qty: Quantity::parse(7, 100).unwrap(),
+                ttl_ms: 600_000,
+            })
+            .await;
         assert!(
-            matches!(after, SkuOutcome::Reservation(_)),
+            matches!(after, Ok(SkuOutcome::Reservation(_))),
             "the restarted actor serves"
         );
-        assert!(metrics
-            .render()
-            .contains("stockroom_actor_restarts_total{kind=\"sku\"} 1"));
-        arbiter.stop();
-        writer.close();
+        assert!(restarts() > restarts_before, "the restart is counted");
+        fixture.stop();
+    }
+
+    #[actix_rt::test]
+    async fn a_reload_that_cannot_read_the_store_takes_the_fatal_path_and_acknowledges_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(crate::persistence::StoreFaults::default());
+        let storage: Arc<dyn Storage> = Arc::new(crate::persistence::FaultyStore::new(
+            Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap()),
+            Arc::clone(&faults),
+        ));
+        let (fatal_sender, mut fatal) = tokio::sync::mpsc::unbounded_channel();
+        let fixture = Fixture::start(
+            storage,
+            Arc::new(move |error| {
+                let _ = fatal_sender.send(error.to_string());
+            }),
+        );
+        fixture.create_and_hold_three().await;
+        faults.fail_reads.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Before the fix the reload called `process::exit`: this test process would end here.
+        fixture.panic_it();
+        let reason = fatal.recv().await.expect("the fatal handler runs");
+        assert!(reason.contains("read failed"), "{reason}");
+        assert!(
+            fixture.writer.try_reserve().is_none(),
+            "nothing more is accepted, so nothing more is acknowledged"
+        );
+        fixture.stop();
     }
 }

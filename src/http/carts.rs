@@ -35,41 +35,35 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let keyed = Keyed::new(&key, ANONYMOUS_SCOPE, &request, &body.canonical);
-    idempotent(
-        engine,
-        keyed,
-        render_created,
-        |_| None,
-        |draft| async move {
-            let id = CartId::generate();
-            let (token, token_hash) = new_cart_token(id);
-            let now_ms = engine.clock.now_ms();
-            let cart = Cart::new(id, token_hash, now_ms, engine.commerce.cart_ttl_ms);
-            let reply = Created {
-                cart: cart.clone(),
-                token,
-            };
-            let mut ops = vec![Op::Put(keys::cart(&id), codec::encode(&cart))];
-            let mut in_flight = None;
-            if let Some(draft) = draft {
-                let (answer_ops, mark) = draft.stage(&reply, now_ms);
-                ops.extend(answer_ops);
-                in_flight = Some(mark);
-            }
-            let events = vec![DomainEvent::Cart {
-                cart: id,
-                event: CartEvent::Created,
-            }];
-            let ticket = persist(&engine.writer, ops, events, now_ms).ok_or(ApiError::Overloaded)?;
-            if let Some(mark) = in_flight {
-                mark.release_when_durable(engine.writer.durability(), ticket);
-            }
-            engine.registry.start_cart(cart);
-            metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
-            metrics::gauge!(names::CARTS_OPEN).increment(1.0);
-            Ok((reply, ticket))
-        },
-    )
+    idempotent(engine, keyed, render_created, |draft| async move {
+        let id = CartId::generate();
+        let (token, token_hash) = new_cart_token(id);
+        let now_ms = engine.clock.now_ms();
+        let cart = Cart::new(id, token_hash, now_ms, engine.commerce.cart_ttl_ms);
+        let reply = Created {
+            cart: cart.clone(),
+            token,
+        };
+        let mut ops = vec![Op::Put(keys::cart(&id), codec::encode(&cart))];
+        let mut in_flight = None;
+        if let Some(draft) = draft {
+            let (answer_ops, mark) = draft.stage(&reply, now_ms);
+            ops.extend(answer_ops);
+            in_flight = Some(mark);
+        }
+        let events = vec![DomainEvent::Cart {
+            cart: id,
+            event: CartEvent::Created,
+        }];
+        let ticket = persist(&engine.writer, ops, events, now_ms).ok_or(ApiError::Overloaded)?;
+        if let Some(mark) = in_flight {
+            mark.release_when_durable(engine.writer.durability(), ticket);
+        }
+        engine.registry.start_cart(cart);
+        metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
+        metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+        Ok((Ok::<_, ApiError>(reply), ticket))
+    })
     .await
 }
 
@@ -99,26 +93,19 @@ fn cart_mailbox(
     if matches!(credential, Credential::Cart { cart, .. } if *cart != id) {
         return Err(ApiError::NotFound);
     }
-    let mailbox = engine
-        .registry
-        .cart(&id)
-        .map_err(|error| ApiError::Internal(error.into()))?
-        .ok_or(ApiError::NotFound)?;
+    let mailbox = engine.registry.cart(&id)?.ok_or(ApiError::NotFound)?;
     Ok((id, mailbox))
 }
 
-fn transient(reply: &CartReply) -> Option<ApiError> {
-    matches!(reply, Err(CartFailure::Overloaded)).then_some(ApiError::Overloaded)
-}
-
 /// Sends a message to a cart actor; a cart actor that stopped is forgotten so the next
-/// request loads it again.
+/// request loads it again. The answer is the cart's, or the overload that kept it from
+/// answering (`Err`, after waiting on the ticket like any answer).
 async fn ask_cart<M>(
     engine: &Engine,
     id: CartId,
     mailbox: &Mailbox<CartActor>,
     make: impl FnOnce(crate::actors::sku::Reply<CartReply>, crate::actors::MailboxSlot) -> M,
-) -> Result<(CartReply, crate::persistence::Ticket), ApiError>
+) -> Result<(Result<CartReply, ApiError>, crate::persistence::Ticket), ApiError>
 where
     M: actix::Message<Result = ()> + Send + 'static,
     CartActor: actix::Handler<M>,
@@ -127,7 +114,11 @@ where
         engine.registry.forget_cart(&id, mailbox.addr());
         ApiError::Unavailable
     })?;
-    Ok((answer.value, answer.ticket))
+    let reply = match answer.value {
+        Err(CartFailure::Overloaded) => Err(ApiError::Overloaded),
+        reply => Ok(reply),
+    };
+    Ok((reply, answer.ticket))
 }
 
 /// `GET /v1/carts/{id}`: the cart with its lines, priced now.
@@ -143,10 +134,7 @@ pub async fn get(
     let access = credential.access();
     let (reply, ticket) = ask_cart(engine, id, &mailbox, |reply, slot| GetCart { access, reply, slot }).await?;
     durable(engine, ticket).await?;
-    if let Some(error) = transient(&reply) {
-        return Err(error);
-    }
-    let (status, body) = render_cart(&reply);
+    let (status, body) = render_cart(&reply?);
     Ok(super::json_response(status, body))
 }
 
@@ -225,7 +213,7 @@ async fn change_line(
         Some(_) => Some(sku_turn(engine, &sku).await?),
         None => None,
     };
-    idempotent(engine, keyed, render_cart, transient, |idempotency| async move {
+    idempotent(engine, keyed, render_cart, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| SetCartLine {
             access,
             sku,
@@ -255,7 +243,7 @@ pub async fn checkout(
     let scope = credential.scope();
     let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     let access = credential.access();
-    idempotent(engine, keyed, render_checkout, transient, |idempotency| async move {
+    idempotent(engine, keyed, render_checkout, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {
             access,
             idempotency,

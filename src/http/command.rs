@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::json_response;
 use crate::actors::sku::{ExecuteSkuCommand, Render};
 use crate::actors::turns::Turn;
-use crate::actors::{Mailbox, SkuActor, SkuFailure};
+use crate::actors::{Mailbox, SkuActor};
 use crate::domain::sku::SkuCommand;
 use crate::domain::SkuId;
 use crate::engine::Engine;
@@ -61,45 +61,36 @@ pub async fn execute_sku_command(
     render: Render,
 ) -> Result<HttpResponse, ApiError> {
     let _turn = sku_turn(engine, sku).await?;
-    idempotent(
-        engine,
-        keyed,
-        render,
-        |reply| match reply {
-            // Overloads and failed reads are not answers that stand (nor are they stored).
-            Err(failure @ (SkuFailure::Overloaded | SkuFailure::Store(_))) => Some(failure.clone().into()),
-            _ => None,
-        },
-        |draft| async move {
-            let acked = mailbox
-                .ask(|reply, slot| ExecuteSkuCommand {
-                    command,
-                    idempotency: draft,
-                    reply,
-                    slot,
-                })?
-                .await
-                .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
-            Ok((acked.value, acked.ticket))
-        },
-    )
+    idempotent(engine, keyed, render, |draft| async move {
+        let acked = mailbox
+            .ask(|reply, slot| ExecuteSkuCommand {
+                command,
+                idempotency: draft,
+                reply,
+                slot,
+            })?
+            .await
+            .map_err(|_| ApiError::from(crate::actors::AskError::NoAnswer))?;
+        Ok((acked.value, acked.ticket))
+    })
     .await
 }
 
 /// Runs a change with idempotency: a repeated key replays its stored answer; otherwise
 /// `send` runs it (given the draft the actor stores its answer with), the answer waits until
-/// its ticket is durable, and goes out rendered. `transient` picks the answers that are not
-/// to stand (overloads): they go out as errors with their headers.
-pub async fn idempotent<R, Send, Fut>(
+/// its ticket is durable, and goes out rendered. `send` answers `Ok(answer)` with an answer
+/// that stands (stored with the key), or `Err(failure)` when there is none (an overload):
+/// that goes out as an error with its headers, and is not stored.
+pub async fn idempotent<R, F, Send, Fut>(
     engine: &Engine,
     keyed: Keyed<'_>,
     render: RenderAnswer<R>,
-    transient: impl FnOnce(&R) -> Option<ApiError>,
     send: Send,
 ) -> Result<HttpResponse, ApiError>
 where
+    F: Into<ApiError>,
     Send: FnOnce(Option<IdempotencyDraft<R>>) -> Fut,
-    Fut: std::future::Future<Output = Result<(R, crate::persistence::Ticket), ApiError>>,
+    Fut: std::future::Future<Output = Result<(Result<R, F>, crate::persistence::Ticket), ApiError>>,
 {
     let mut draft = None;
     if let Some(key) = &keyed.key.0 {
@@ -130,10 +121,8 @@ where
     }
     let (reply, ticket) = send(draft).await?;
     durable(engine, ticket).await?;
-    if let Some(error) = transient(&reply) {
-        return Err(error);
-    }
-    let (status, body) = render(&reply);
+    let answer = reply.map_err(Into::into)?;
+    let (status, body) = render(&answer);
     Ok(json_response(status, body))
 }
 

@@ -303,12 +303,22 @@ impl From<OrderFailure> for ApiError {
     }
 }
 
+/// A store that cannot be read stops the server (the store view reports every failed read
+/// to the writer's fatal path); the request changed nothing, so it may be retried elsewhere
+/// or later.
+impl From<crate::persistence::StoreError> for ApiError {
+    fn from(error: crate::persistence::StoreError) -> Self {
+        tracing::error!(error = %error, "a request could not read the store");
+        ApiError::Unavailable
+    }
+}
+
 impl From<SkuFailure> for ApiError {
     fn from(failure: SkuFailure) -> Self {
         match failure {
-            SkuFailure::Rejected(rejection) => rejection.into(),
             SkuFailure::Overloaded => ApiError::Overloaded,
-            SkuFailure::Store(cause) => ApiError::Internal(anyhow::anyhow!("store read failed: {cause}")),
+            // Nothing was changed, and the server is stopping (a failed read is fatal).
+            SkuFailure::Store(_) => ApiError::Unavailable,
         }
     }
 }

@@ -18,16 +18,16 @@ use crate::idempotency::IdempotencyKey;
 
 fn order_mailbox(engine: &Engine, request: &HttpRequest) -> Result<(OrderId, Mailbox<OrderActor>), ApiError> {
     let id = OrderId::parse(path_param(request, "id")).map_err(|_| ApiError::NotFound)?;
-    let mailbox = engine
-        .registry
-        .order(&id)
-        .map_err(|error| ApiError::Internal(error.into()))?
-        .ok_or(ApiError::NotFound)?;
+    let mailbox = engine.registry.order(&id)?.ok_or(ApiError::NotFound)?;
     Ok((id, mailbox))
 }
 
-fn transient(reply: &OrderReply) -> Option<ApiError> {
-    matches!(reply, Err(OrderFailure::Overloaded)).then_some(ApiError::Overloaded)
+/// An order's answer, or the overload that kept it from answering.
+fn standing(reply: OrderReply) -> Result<OrderReply, ApiError> {
+    match reply {
+        Err(OrderFailure::Overloaded) => Err(ApiError::Overloaded),
+        reply => Ok(reply),
+    }
 }
 
 /// `GET /v1/orders/{id}`: the order with its history.
@@ -49,10 +49,7 @@ pub async fn get(
             ApiError::Unavailable
         })?;
     durable(engine, answer.ticket).await?;
-    if let Some(error) = transient(&answer.value) {
-        return Err(error);
-    }
-    let (status, body) = render_order(&answer.value);
+    let (status, body) = render_order(&standing(answer.value)?);
     Ok(json_response(status, body))
 }
 
@@ -68,7 +65,7 @@ async fn change(
     let scope = credential.scope();
     let keyed = Keyed::new(key, &scope, request, canonical_body);
     let access = credential.access();
-    idempotent(engine, keyed, render_order, transient, |idempotency| async move {
+    idempotent(engine, keyed, render_order, |idempotency| async move {
         let answer = mailbox
             .ask(|reply, slot| ChangeOrder {
                 access,
@@ -82,7 +79,7 @@ async fn change(
                 engine.registry.forget_order(&id, mailbox.addr());
                 ApiError::Unavailable
             })?;
-        Ok((answer.value, answer.ticket))
+        Ok((standing(answer.value), answer.ticket))
     })
     .await
 }

@@ -14,7 +14,7 @@ use crate::domain::sku::{Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
 use crate::engine::Engine;
 use crate::idempotency::IdempotencyKey;
-use crate::persistence::{codec, keys};
+use crate::persistence::keys;
 
 /// Body of `POST /v1/skus/{sku}/reservations`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -126,15 +126,5 @@ async fn settle(
 /// what was read is durable.
 async fn settled_reservation(engine: &Engine, id: &ReservationId) -> Result<Option<Reservation>, ApiError> {
     let key = keys::reservation(id);
-    read_durable(engine, || {
-        let stored = engine
-            .store
-            .get(&key)
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        stored
-            .map(|bytes| codec::decode::<Reservation>(&key, &bytes))
-            .transpose()
-            .map_err(|error| ApiError::Internal(error.into()))
-    })
-    .await
+    read_durable(engine, || Ok(engine.store.get_decoded::<Reservation>(&key)?)).await
 }

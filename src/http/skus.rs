@@ -16,8 +16,8 @@ use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
 use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
 use crate::idempotency::IdempotencyKey;
+use crate::persistence::keys;
 use crate::persistence::rows::SkuRow;
-use crate::persistence::{codec, keys};
 
 /// Body of `PUT /v1/skus/{sku}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -118,7 +118,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
     }
     let read = |key: &[u8], bytes: &[u8]| -> Result<Option<SkuView>, ApiError> {
         let Some(sku) = keys::sku_of(key) else { return Ok(None) };
-        let row: SkuRow = codec::decode(key, bytes).map_err(|error| ApiError::Internal(error.into()))?;
+        let row: SkuRow = engine.store.decode(key, bytes)?;
         Ok(Some(SkuView {
             sku,
             available: row.on_hand.saturating_sub(row.reserved),
@@ -145,10 +145,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
                     continue;
                 }
                 let key = keys::sku(&sku);
-                let stored = engine
-                    .store
-                    .get(&key)
-                    .map_err(|error| ApiError::Internal(error.into()))?;
+                let stored = engine.store.get(&key)?;
                 if let Some(bytes) = stored {
                     views.extend(read(&key, &bytes)?);
                 }
@@ -169,10 +166,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
                 .map(SkuId::parse)
                 .transpose()?
                 .map(|sku| keys::sku(&sku));
-            let mut rows = engine
-                .store
-                .scan(&[keys::SKU], after.as_deref(), limit + 1)
-                .map_err(|error| ApiError::Internal(error.into()))?;
+            let mut rows = engine.store.scan(&[keys::SKU], after.as_deref(), limit + 1)?;
             let more = rows.len() > limit;
             rows.truncate(limit);
             for (key, bytes) in &rows {

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::error_parts;
 use crate::actors::cart::{CartOutcome, CartReply, CartView};
 use crate::actors::order::OrderReply;
-use crate::actors::{SkuOutcome, SkuReply};
+use crate::actors::{SkuAnswer, SkuOutcome};
 use crate::domain::cart::CartStatus;
 use crate::domain::clock::rfc3339;
 use crate::domain::order::{Order, OrderStatus};
@@ -86,14 +86,14 @@ pub fn to_json<T: Serialize>(body: &T) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-fn unexpected(reply: &SkuReply) -> (u16, Vec<u8>) {
+fn unexpected(reply: &SkuAnswer) -> (u16, Vec<u8>) {
     error_parts(&ApiError::Internal(anyhow::anyhow!(
         "unexpected actor answer: {reply:?}"
     )))
 }
 
 /// `PUT /v1/skus/{sku}`: 201 when created, 200 when updated.
-pub fn render_upsert(reply: &SkuReply) -> (u16, Vec<u8>) {
+pub fn render_upsert(reply: &SkuAnswer) -> (u16, Vec<u8>) {
     match reply {
         Ok(SkuOutcome::Sku { view, created }) => (if *created { 201 } else { 200 }, to_json(&SkuBody::from(view))),
         Err(failure) => error_parts(&failure.clone().into()),
@@ -102,7 +102,7 @@ pub fn render_upsert(reply: &SkuReply) -> (u16, Vec<u8>) {
 }
 
 /// Restock and adjust: 200 with the SKU.
-pub fn render_sku(reply: &SkuReply) -> (u16, Vec<u8>) {
+pub fn render_sku(reply: &SkuAnswer) -> (u16, Vec<u8>) {
     match reply {
         Ok(SkuOutcome::Sku { view, .. }) => (200, to_json(&SkuBody::from(view))),
         Err(failure) => error_parts(&failure.clone().into()),
@@ -111,7 +111,7 @@ pub fn render_sku(reply: &SkuReply) -> (u16, Vec<u8>) {
 }
 
 /// Creating a reservation: 201 with the reservation.
-pub fn render_reserved(reply: &SkuReply) -> (u16, Vec<u8>) {
+pub fn render_reserved(reply: &SkuAnswer) -> (u16, Vec<u8>) {
     match reply {
         Ok(SkuOutcome::Reservation(reservation)) => (201, to_json(&ReservationBody::from(reservation))),
         Err(failure) => error_parts(&failure.clone().into()),
@@ -120,7 +120,7 @@ pub fn render_reserved(reply: &SkuReply) -> (u16, Vec<u8>) {
 }
 
 /// Releasing or committing a reservation: 200 with the reservation.
-pub fn render_reservation(reply: &SkuReply) -> (u16, Vec<u8>) {
+pub fn render_reservation(reply: &SkuAnswer) -> (u16, Vec<u8>) {
     match reply {
         Ok(SkuOutcome::Reservation(reservation)) => (200, to_json(&ReservationBody::from(reservation))),
         Err(failure) => error_parts(&failure.clone().into()),

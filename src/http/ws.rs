@@ -78,11 +78,7 @@ pub async fn track_order(
     let limits = &state.settings.websocket;
     let credential = credential_or_query(&request, query.token.as_deref())?;
     let id = OrderId::parse(path_param(&request, "id")).map_err(|_| ApiError::NotFound)?;
-    let mailbox = engine
-        .registry
-        .order(&id)
-        .map_err(|error| ApiError::Internal(error.into()))?
-        .ok_or(ApiError::NotFound)?;
+    let mailbox = engine.registry.order(&id)?.ok_or(ApiError::NotFound)?;
     let slot = ConnectionSlot::acquire(&state.ws_open, limits.max_connections).ok_or(ApiError::Overloaded)?;
     let (sender, receiver) = mpsc::channel(limits.send_buffer_messages);
     let kicked = Arc::new(AtomicBool::new(false));

@@ -29,6 +29,8 @@ pub struct StoreFaults {
     pub fail_checkpoint_write_number: AtomicU64,
     /// Every removal of log records fails while set (a crash during log retention).
     pub fail_remove: AtomicBool,
+    /// Reads of state rows (`get`, `scan`) fail.
+    pub fail_reads: AtomicBool,
     /// Log syncs that finished, failed or not: tests wait on it instead of sleeping.
     pub syncs: AtomicU64,
 }
@@ -45,6 +47,13 @@ impl FaultyStore {
     /// Wraps `inner`; `faults` decides when calls fail.
     pub fn new(inner: Arc<dyn Storage>, faults: Arc<StoreFaults>) -> Self {
         Self { inner, faults }
+    }
+
+    fn read_fault(&self) -> Result<(), StoreError> {
+        if self.faults.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("read failed"));
+        }
+        Ok(())
     }
 
     fn checkpoint_fault(&self) -> Result<(), StoreError> {
@@ -78,10 +87,12 @@ impl Store for FaultyStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_fault()?;
         self.inner.get(key)
     }
 
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.read_fault()?;
         self.inner.scan(prefix, after, limit)
     }
 }

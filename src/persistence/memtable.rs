@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::{Entry, Op, Storage, StoreError};
 
@@ -194,19 +194,54 @@ pub struct StateView {
     pub memtable: Arc<Memtable>,
     /// The checkpointed rows (and the log).
     pub storage: Arc<dyn Storage>,
+    /// Told of every failed read, once set (the engine sets the writer's fatal path): a store
+    /// that cannot be read is as broken as one that cannot be written.
+    on_read_failure: Arc<OnceLock<ReadFailureHandler>>,
 }
+
+/// Called with every read of storage that failed.
+pub type ReadFailureHandler = Box<dyn Fn(&StoreError) + Send + Sync>;
 
 impl StateView {
     /// A view over `storage` with `memtable` on top.
     pub fn new(storage: Arc<dyn Storage>, memtable: Arc<Memtable>) -> Self {
-        Self { memtable, storage }
+        Self {
+            memtable,
+            storage,
+            on_read_failure: Arc::default(),
+        }
+    }
+
+    /// Sets what a failed read calls, for this view and every clone of it (once; later
+    /// calls change nothing).
+    pub fn on_read_failure(&self, handler: ReadFailureHandler) {
+        let _ = self.on_read_failure.set(handler);
+    }
+
+    /// Reports a failed read and hands the error back.
+    fn read_failed(&self, error: StoreError) -> StoreError {
+        if let Some(handler) = self.on_read_failure.get() {
+            handler(&error);
+        }
+        error
+    }
+
+    /// The newest value of `key`, decoded. A value that does not decode is a failed read.
+    pub fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(key)?.map(|bytes| self.decode(key, &bytes)).transpose()
+    }
+
+    /// Decodes a value read from this view (by a scan); one that does not decode is a
+    /// failed read.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+        super::codec::decode(key, bytes).map_err(|error| self.read_failed(error))
     }
 
     /// The newest value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.memtable.get(key) {
             Some(value) => Ok(value),
-            None => self.storage.get(key),
+            None => self.storage.get(key).map_err(|error| self.read_failed(error)),
         }
     }
 
@@ -219,7 +254,10 @@ impl StateView {
         let mut cursor = after.map(<[u8]>::to_vec);
         while out.len() < limit {
             let (memory, memory_more) = self.memtable.range(prefix, cursor.as_deref(), SCAN_CHUNK);
-            let disk = self.storage.scan(prefix, cursor.as_deref(), SCAN_CHUNK)?;
+            let disk = self
+                .storage
+                .scan(prefix, cursor.as_deref(), SCAN_CHUNK)
+                .map_err(|error| self.read_failed(error))?;
             let disk_more = disk.len() == SCAN_CHUNK;
             // Past the last key read from a source with more to come, this round cannot
             // tell what that source holds: stop there, and read on from it next round.

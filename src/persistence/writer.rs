@@ -49,7 +49,7 @@ pub struct WriterConfig {
     pub queue_capacity_items: usize,
 }
 
-/// Called once, from the writer thread, when the store fails.
+/// Called once, when the store fails (from the thread that saw the failure).
 pub type FatalHandler = Arc<dyn Fn(&StoreError) + Send + Sync>;
 
 /// State rows and the events that explain them: one atomic unit.
@@ -297,6 +297,8 @@ pub struct Writer {
     shared: Arc<Shared>,
     /// The append and sync threads, joined by `close`.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops the server; run once, by the first failure.
+    on_fatal: FatalHandler,
 }
 
 /// A reserved place in the writer's queue: submitting through it cannot be refused.
@@ -394,6 +396,7 @@ impl Writer {
         };
         let sync = {
             let shared = Arc::clone(&shared);
+            let on_fatal = Arc::clone(&on_fatal);
             std::thread::Builder::new()
                 .name("stockroom-sync".to_owned())
                 .spawn(move || run_sync(&shared, storage.as_ref(), on_fatal.as_ref()))?
@@ -401,7 +404,16 @@ impl Writer {
         Ok(Arc::new(Self {
             shared,
             threads: Mutex::new(vec![append, sync]),
+            on_fatal,
         }))
+    }
+
+    /// The one fatal path, for a store failure seen outside the writer (a read that failed,
+    /// a stored row that does not decode): as after a failed append or sync, nothing more is
+    /// acknowledged, every waiter fails, and the fatal handler stops the server, which shuts
+    /// down in order. `step` names what failed, for the log.
+    pub fn fail(&self, error: &StoreError, step: &str) {
+        fail(&self.shared, error, step, self.on_fatal.as_ref());
     }
 
     /// Reserves a place in the queue, or `None` when the queue is full or closed.
@@ -489,7 +501,7 @@ fn fail(shared: &Shared, error: &StoreError, what: &str, on_fatal: &OnFatal) {
     shared.handoff_changed.notify_all();
     shared.wake.notify_all();
     if !shared.fatal_reported.swap(true, Ordering::AcqRel) {
-        tracing::error!(error = %error, step = what, "the log failed; the outcome of the last batch is unknown, stopping without acknowledging more");
+        tracing::error!(error = %error, step = what, "the store failed; stopping without acknowledging more (the outcome of a batch in flight is unknown)");
         metrics::counter!(names::WRITER_FAILURES_TOTAL).increment(1);
         // The handler runs first so that whoever sees a failed wait also sees the stop
         // under way; no waiter of the batch can be completed either way.

@@ -85,3 +85,46 @@ async fn a_failed_write_acknowledges_nothing_and_stops_the_server() {
 async fn a_full_disk_acknowledges_nothing_and_stops_the_server() {
     fault_during_a_reservation(|faults| faults.disk_full.store(true, Ordering::SeqCst)).await;
 }
+
+#[actix_web::test]
+async fn a_failed_read_stops_the_server_like_a_failed_write_and_changes_nothing() {
+    let faults = Arc::new(StoreFaults::default());
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), faulty(&faults), |_| {}).await;
+    app.create_sku("shelf", 10).await;
+    let held: Value = app.reserve("shelf", 2, 600).await.json().await.unwrap();
+    let id = held["reservation_id"].as_str().unwrap().to_owned();
+    let commit = |app: &TestApp| app.admin(Method::POST, &format!("/v1/reservations/{id}/commit"));
+    assert_eq!(commit(&app).send().await.unwrap().status(), StatusCode::OK);
+    // The settled record leaves memory for the checkpointed rows: a repeat must read it.
+    let engine = Arc::clone(app.state.engine().unwrap());
+    engine.checkpoint().unwrap();
+
+    faults.fail_reads.store(true, Ordering::SeqCst);
+    match commit(&app).send().await {
+        Ok(refused) => {
+            assert_eq!(
+                refused.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "nothing was changed, so the refusal may be retried"
+            );
+            assert_eq!(error_code(&refused.json().await.unwrap()), "unavailable");
+        }
+        Err(error) => assert!(error.is_request() || error.is_connect(), "{error}"),
+    }
+    assert!(
+        engine.writer.try_reserve().is_none(),
+        "the writer accepts nothing more, so nothing more is acknowledged"
+    );
+    let dir = app.dir.clone();
+    drop(engine);
+    let reason = app
+        .stopped()
+        .await
+        .expect_err("a failed read stops the server with an error")
+        .to_string();
+    assert!(reason.contains("read failed"), "{reason}");
+
+    let app = TestApp::spawn_with(dir, Options::default(), |_| {}).await;
+    assert_eq!(app.reservation(&id).await["state"], "committed");
+    assert_eq!(counters(&app.sku("shelf").await), (8, 0, 8));
+}

@@ -14,6 +14,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tools cache (tansu, k6, schemathesis, oha), for every script: `python3
+# scripts/benchlib.py tools-dir` prints it for the shell scripts.
+TOOLS = os.environ.get("STOCKROOM_TOOLS", os.path.expanduser("~/.cache/stockroom-tools"))
 TOKEN = "bench-admin-token-0123456789"
 SERVER = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/stockroom")
 
@@ -40,8 +43,12 @@ def drain(stream):
 def start_server(data_dir, env=None, prefix=()):
     """Starts the release server on a free port; returns (process, base URL) once ready.
     `prefix` goes before the command (for example `taskset -c 0`)."""
+    address_file = os.path.join(data_dir, "address")
+    if os.path.exists(address_file):
+        os.remove(address_file)
     full_env = dict(os.environ,
                     STOCKROOM_HTTP__BIND="127.0.0.1:0",
+                    STOCKROOM_HTTP__ADDRESS_FILE=address_file,
                     STOCKROOM_STORE__DATA_DIR=data_dir,
                     STOCKROOM_ADMIN_TOKEN=TOKEN,
                     STOCKROOM_RESERVATION__MAX_HOLDS_PER_SKU="50000000",
@@ -49,14 +56,8 @@ def start_server(data_dir, env=None, prefix=()):
     full_env.update(env or {})
     server = subprocess.Popen([*prefix, SERVER], cwd=data_dir, env=full_env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in server.stdout:
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            base = match.group(1)
-            break
-    else:
-        sys.exit("the server did not start")
     drain(server.stdout)
+    base = "http://" + wait_for_address(address_file, server)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -65,6 +66,20 @@ def start_server(data_dir, env=None, prefix=()):
         except Exception:
             time.sleep(0.05)
     sys.exit("the server did not become ready")
+
+
+def wait_for_address(address_file, process, timeout=30):
+    """The address the server writes to `address_file` once it listens (`http.address_file`)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(address_file) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            if process.poll() is not None:
+                sys.exit("the server exited before listening")
+            time.sleep(0.02)
+    sys.exit("the server did not write its address")
 
 
 def stop(process):
@@ -147,3 +162,10 @@ def wrk(base, path, script, duration, connections, prefix=()):
     errors = re.search(r"Socket errors: (.*)", output)
     return {"rps": rps, "p50": percentile(50), "p99": percentile(99),
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(1) if errors else "none"}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["tools-dir"]:
+        print(TOOLS)
+    else:
+        sys.exit("usage: benchlib.py tools-dir")

@@ -76,6 +76,10 @@ pub struct HttpSettings {
     /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB). Bounding it bounds what a client that
     /// stops reading can pin, and lets a stalled WebSocket client be detected sooner.
     pub socket_send_buffer_bytes: usize,
+    /// When set, the address the server listens on (`127.0.0.1:43121`) is written to this
+    /// file once it is bound (replaced atomically): how a script or test that starts the
+    /// server on port 0 learns its port.
+    pub address_file: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -91,6 +95,7 @@ impl Default for HttpSettings {
             max_connections: 20_000,
             keep_alive_seconds: 30,
             socket_send_buffer_bytes: 0,
+            address_file: None,
         }
     }
 }

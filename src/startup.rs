@@ -68,6 +68,9 @@ impl Application {
         let listener =
             TcpListener::bind(settings.bind_address()?).with_context(|| format!("binding {}", settings.http.bind))?;
         let address = listener.local_addr()?;
+        if let Some(path) = &settings.http.address_file {
+            write_address_file(path, address)?;
+        }
         let state = web::Data::new(AppState {
             engine: OnceLock::new(),
             settings: Arc::clone(&settings),
@@ -207,6 +210,17 @@ fn resolve_admin_token(settings: &Settings) -> anyhow::Result<String> {
         }
         Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// Writes `address` to `path` through a temporary file and a rename, so a reader never sees
+/// a partial address.
+fn write_address_file(path: &Path, address: SocketAddr) -> anyhow::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{address}\n"))
+        .with_context(|| format!("writing the address file {}", path.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing the address file {}", path.display()))?;
+    Ok(())
 }
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {

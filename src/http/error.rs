@@ -3,20 +3,8 @@
 //! Bodies are `{"error": {"code", "message", ...details}}`. A 5xx body never carries
 //! internals: the cause goes to the log, the client gets a generic sentence.
 //!
-//! | status | codes |
-//! |--------|-------|
-//! | 400 | `invalid_json`, `invalid_sku`, `invalid_quantity`, `invalid_delta`, `invalid_price`, `invalid_currency`, `invalid_name`, `invalid_reason`, `invalid_ttl`, `invalid_on_hand`, `invalid_id`, `invalid_query`, `invalid_idempotency_key`, `invalid_status`, `invalid_payment_ref` |
-//! | 401 | `unauthorized` |
-//! | 403 | `forbidden` |
-//! | 404 | `not_found` |
-//! | 405 | `method_not_allowed` |
-//! | 409 | `insufficient_stock` (with `available`, or `lines` at checkout), `cart_closed`, `cart_empty`, `too_many_lines`, `currency_mismatch`, `invalid_transition`, `total_too_large`, `on_hand_not_updatable`, `stock_limit_exceeded`, `hold_limit_reached`, `reservation_committed`, `reservation_released`, `reservation_expired`, `reservation_not_committed`, `idempotency_key_in_flight` |
-//! | 413 | `payload_too_large` |
-//! | 415 | `unsupported_media_type` |
-//! | 422 | `idempotency_key_reused` |
-//! | 429 | `too_many_connections` (with `Retry-After`) |
-//! | 500 | `internal` |
-//! | 503 | `overloaded`, `not_ready`, `unavailable` (all with `Retry-After`) |
+//! Every code with its status is listed in the README (section "API", the error table), the
+//! one table of them; `tests/api/bad_input.rs` checks the codes clients meet most.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;

@@ -20,7 +20,7 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDetail {
-    /// Stable reason code, e.g. `insufficient_stock`, `invalid_qty`, `not_found`.
+    /// Stable reason code, e.g. `insufficient_stock`, `invalid_quantity`, `not_found`.
     code: String,
     /// A sentence for people.
     message: String,

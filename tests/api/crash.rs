@@ -27,6 +27,25 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// Where the server wrote its address.
+    _address_dir: tempfile::TempDir,
+}
+
+/// The address the server writes to `file` once it listens; panics if the process exits
+/// first or nothing comes within 30 s.
+pub async fn wait_for_address(file: &Path, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(address) = std::fs::read_to_string(file) {
+            return address.trim().to_owned();
+        }
+        assert!(
+            child.try_wait().expect("the child can be polled").is_none(),
+            "the server exited before listening"
+        );
+        assert!(Instant::now() < deadline, "the server did not write its address");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl ServerProcess {
@@ -35,12 +54,16 @@ impl ServerProcess {
         Self::start_with(dir, client, &[("STOCKROOM_ADMIN_TOKEN", ADMIN_TOKEN)]).await
     }
 
-    /// Starts the binary on `dir` with extra environment variables.
+    /// Starts the binary on `dir` with extra environment variables. It learns its port from
+    /// the address file the server writes once bound (`http.address_file`).
     pub async fn start_with(dir: &Path, client: &reqwest::Client, env: &[(&str, &str)]) -> Self {
+        let address_dir = tempfile::tempdir().expect("a temporary directory");
+        let address_file = address_dir.path().join("address");
         let mut child = Command::new(env!("CARGO_BIN_EXE_stockroom"))
             .current_dir(dir)
             .env_remove("STOCKROOM_ADMIN_TOKEN")
             .env("STOCKROOM_HTTP__BIND", "127.0.0.1:0")
+            .env("STOCKROOM_HTTP__ADDRESS_FILE", &address_file)
             .env("STOCKROOM_HTTP__WORKERS", "2")
             // A busy test machine is not an overload: no shedding by queueing delay.
             .env("STOCKROOM_WRITER__MAX_QUEUE_DELAY_MS", "60000")
@@ -52,22 +75,13 @@ impl ServerProcess {
             .spawn()
             .expect("the stockroom binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (address_sender, address) = std::sync::mpsc::channel();
-        // Drains the log so the child never blocks on a full pipe; reports the address.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let address: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = address_sender.send(address);
-                }
-            }
-        });
-        let address = address
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs its address");
+        // Drains the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});
+        let address = wait_for_address(&address_file, &mut child).await;
         let server = Self {
             child,
             base: format!("http://{address}"),
+            _address_dir: address_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

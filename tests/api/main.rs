@@ -15,6 +15,7 @@ mod lifecycle;
 mod overload;
 mod power_cut;
 mod power_cut_fs;
+mod readme;
 mod recovery;
 mod simulation;
 mod slow_clients;

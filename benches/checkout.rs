@@ -51,7 +51,7 @@ async fn reserve(engine: &Engine, sku: &SkuId) {
 async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
     let id = CartId::generate();
     let now_ms = engine.clock.now_ms();
-    let cart = Cart::new(id, [7; 32], now_ms, engine.commerce.cart_ttl_ms);
+    let cart = Cart::new(id, [7; 32], now_ms, engine.registry.carts.limits().ttl_ms);
     let ticket = persist(
         &engine.writer,
         vec![Op::Put(keys::cart(&id), codec::encode(&cart))],
@@ -60,7 +60,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
     )
     .expect("room");
     durable(engine, ticket).await;
-    let mailbox = engine.registry.start_cart(cart);
+    let mailbox = engine.registry.carts.start(cart);
     for line in 0..3 {
         let sku = skus[(start + line * 37) % skus.len()].clone();
         let acked = mailbox

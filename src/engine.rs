@@ -15,9 +15,9 @@ use dashmap::DashMap;
 
 use crate::actors::feed::StockFeed;
 use crate::actors::kafka::{KafkaBridge, StopBridge};
-use crate::actors::registry::CommerceLimits;
+use crate::actors::registry::{CartLimits, OrderLimits};
 use crate::actors::turns::Turns;
-use crate::actors::{Registry, SkuDeps};
+use crate::actors::{Registry, Services, SkuDeps};
 use crate::config::Settings;
 use crate::domain::sku::SkuLimits;
 use crate::domain::Clock;
@@ -63,8 +63,6 @@ pub struct Engine {
     pub limits: RequestLimits,
     /// Live stock watchers.
     pub feed: Arc<StockFeed>,
-    /// Cart and order settings.
-    pub commerce: CommerceLimits,
     /// Each SKU's share of the writer.
     pub turns: Turns,
     /// Most units per cart line.
@@ -166,9 +164,11 @@ impl Engine {
         let mut arbiters: Vec<Arbiter> = (0..arbiter_count).map(|_| Arbiter::new()).collect();
         let feed: Arc<StockFeed> = Arc::default();
         let deps = Arc::new(SkuDeps {
-            writer: Arc::clone(&writer),
-            store: store.clone(),
-            clock: Arc::clone(&clock),
+            services: Services {
+                writer: Arc::clone(&writer),
+                store: store.clone(),
+                clock: Arc::clone(&clock),
+            },
             limits: SkuLimits {
                 holds_max: settings.reservation.max_holds_per_sku,
             },
@@ -176,37 +176,42 @@ impl Engine {
             hold_index: Arc::new(DashMap::new()),
             feed: Arc::clone(&feed),
         });
-        let commerce = CommerceLimits {
-            cart_ttl_ms: settings.cart.ttl_seconds.saturating_mul(1000),
-            cart_lines_max: settings.cart.max_lines,
+        let idle_stop_ms = settings.order.idle_stop_seconds.saturating_mul(1000);
+        let cart_limits = CartLimits {
+            ttl_ms: settings.cart.ttl_seconds.saturating_mul(1000),
+            lines_max: settings.cart.max_lines,
+            idle_stop_ms,
+        };
+        let order_limits = OrderLimits {
             payment_timeout_ms: settings.order.payment_timeout_seconds.saturating_mul(1000),
-            order_idle_stop_ms: settings.order.idle_stop_seconds.saturating_mul(1000),
+            idle_stop_ms,
             simulator_step_delay_ms: settings.simulator.enabled.then_some((
                 settings.simulator.min_step_delay_ms,
                 settings.simulator.max_step_delay_ms,
             )),
         };
-        let registry = Registry::new(
+        let registry = Arc::new(Registry::new(
             arbiters.iter().map(Arbiter::handle).collect(),
             deps,
-            commerce,
+            cart_limits,
+            order_limits,
             settings.actors.mailbox_capacity_messages,
-        );
+        ));
         let sku_count = recovered.skus.len();
         // SKUs first: recovered carts and orders resume sagas that talk to them.
         for state in recovered.skus {
-            registry.start_recovered(state);
+            registry.skus.start_recovered(state);
         }
         let (cart_count, order_count) = (recovered.carts.len(), recovered.orders.len());
         for cart in recovered.carts {
             if cart.status == crate::domain::cart::CartStatus::Open {
                 metrics::gauge!(names::CARTS_OPEN).increment(1.0);
             }
-            registry.start_cart(cart);
+            registry.carts.start(cart);
         }
         for order in recovered.orders {
             metrics::gauge!(names::ORDERS, "status" => order.status().as_str()).increment(1.0);
-            registry.start_order(order);
+            registry.orders.start(order);
         }
         let kafka = if settings.kafka.enabled {
             let bridge = KafkaBridge::new(
@@ -249,7 +254,6 @@ impl Engine {
                 max_ttl_seconds: settings.reservation.max_ttl_seconds,
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
-            commerce,
             turns: Turns::new(
                 settings.writer.sku_share,
                 Duration::from_millis(settings.writer.max_queue_delay_ms),

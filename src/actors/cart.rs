@@ -15,14 +15,15 @@
 //! with a new attempt. A cart found `checking_out` at start (a crash mid-saga) runs the saga
 //! again before anything else.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::mailbox::{Acked, Reply};
 use super::mailbox::{AskError, MailboxSlot};
-use super::registry::Registry;
-use super::sku::{Acked, Reply, SkuFailure, SkuOutcome};
+use super::registry::{CartContext, CartDirectory};
+use super::sku::{SkuFailure, SkuOutcome};
 use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::cart::{Cart, CartRejection, CartStatus};
@@ -160,8 +161,10 @@ pub struct CheckoutCart {
 pub struct CartActor {
     /// The cart, as last written.
     cart: Cart,
-    /// Finds SKU and order actors; carries the writer, store and clock.
-    registry: Arc<Registry>,
+    /// What the cart reaches: services, SKUs, orders, limits.
+    context: Arc<CartContext>,
+    /// Its own directory, to leave it when stopping.
+    directory: Weak<CartDirectory>,
     /// The timer that expires the cart (or retries its saga).
     expiry_timer: DueTimer,
     /// The ticket of the last change this actor wrote: reads wait for it.
@@ -172,10 +175,11 @@ pub struct CartActor {
 
 impl CartActor {
     /// An actor for `cart`.
-    pub fn new(cart: Cart, registry: Arc<Registry>) -> Self {
+    pub fn new(cart: Cart, context: Arc<CartContext>, directory: Weak<CartDirectory>) -> Self {
         Self {
             cart,
-            registry,
+            context,
+            directory,
             expiry_timer: DueTimer::default(),
             last_ticket: 0,
             last_used_ms: 0,
@@ -186,11 +190,11 @@ impl CartActor {
     /// answers. `reply` may be absent (timers, recovery).
     fn run<F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<CartReply>>, flow: F)
     where
-        F: FnOnce(Arc<Registry>, Cart) -> Fut,
+        F: FnOnce(Arc<CartContext>, Cart) -> Fut,
         Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
     {
-        self.last_used_ms = self.registry.deps().clock.now_ms();
-        let future = flow(Arc::clone(&self.registry), self.cart.clone());
+        self.last_used_ms = self.context.services.clock.now_ms();
+        let future = flow(Arc::clone(&self.context), self.cart.clone());
         ctx.wait(future.into_actor(self).map(move |(cart, value, ticket), actor, ctx| {
             actor.cart = cart;
             actor.last_ticket = actor.last_ticket.max(ticket);
@@ -206,7 +210,7 @@ impl CartActor {
 
     /// Arms the expiry timer, or the retry of an interrupted checkout.
     fn after_change(&mut self, ctx: &mut Context<Self>) {
-        let now_ms = self.registry.deps().clock.now_ms();
+        let now_ms = self.context.services.clock.now_ms();
         let due_ms = match self.cart.status {
             CartStatus::Open => self.cart.expires_ms,
             // Retried soon; an armed retry stands.
@@ -221,7 +225,7 @@ impl CartActor {
             |actor, ctx| match actor.cart.status {
                 CartStatus::Open => actor.run(ctx, None, expire),
                 CartStatus::CheckingOut(order) => {
-                    actor.run(ctx, None, move |registry, cart| saga(registry, cart, order, None))
+                    actor.run(ctx, None, move |context, cart| saga(context, cart, order, None))
                 }
                 _ => {}
             },
@@ -231,7 +235,7 @@ impl CartActor {
     /// Runs `flow` for a caller allowed to use this cart; others see no cart at all (404).
     fn serve<F, Fut>(&mut self, ctx: &mut Context<Self>, access: Access, reply: Reply<CartReply>, flow: F)
     where
-        F: FnOnce(Arc<Registry>, Cart) -> Fut,
+        F: FnOnce(Arc<CartContext>, Cart) -> Fut,
         Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
     {
         if access.allows(&self.cart.token_hash) {
@@ -252,16 +256,16 @@ impl Actor for CartActor {
         ctx.set_mailbox_capacity(0);
         // A cart found mid-checkout resumes its saga; an open one arms (or runs) its expiry.
         if let CartStatus::CheckingOut(order) = self.cart.status {
-            self.run(ctx, None, move |registry, cart| saga(registry, cart, order, None));
+            self.run(ctx, None, move |context, cart| saga(context, cart, order, None));
         } else {
             self.after_change(ctx);
         }
         // A checked-out or expired cart that nobody asks for leaves memory; it is loaded from
         // the store again when asked for.
-        self.last_used_ms = self.registry.deps().clock.now_ms();
-        let idle_ms = self.registry.commerce().order_idle_stop_ms;
+        self.last_used_ms = self.context.services.clock.now_ms();
+        let idle_ms = self.context.limits.idle_stop_ms;
         ctx.run_interval(Duration::from_millis((idle_ms / 2).max(100)), move |actor, ctx| {
-            let now_ms = actor.registry.deps().clock.now_ms();
+            let now_ms = actor.context.services.clock.now_ms();
             let settled = matches!(actor.cart.status, CartStatus::CheckedOut(_) | CartStatus::Expired);
             if settled && now_ms.saturating_sub(actor.last_used_ms) >= idle_ms {
                 ctx.stop();
@@ -270,7 +274,9 @@ impl Actor for CartActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.registry.forget_cart(&self.cart.id, &ctx.address());
+        if let Some(directory) = self.directory.upgrade() {
+            directory.forget(&self.cart.id, &ctx.address());
+        }
     }
 }
 
@@ -283,8 +289,8 @@ impl Handler<GetCart> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        self.serve(ctx, access, reply, |registry, cart| async move {
-            match view(&registry, &cart).await {
+        self.serve(ctx, access, reply, |context, cart| async move {
+            match view(&context, &cart).await {
                 Ok((view, ticket)) => (cart, Ok(CartOutcome::Cart(view)), ticket),
                 Err(failure) => (cart, Err(failure), 0),
             }
@@ -304,8 +310,8 @@ impl Handler<SetCartLine> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        self.serve(ctx, access, reply, move |registry, cart| {
-            set_line(registry, cart, sku, qty, idempotency)
+        self.serve(ctx, access, reply, move |context, cart| {
+            set_line(context, cart, sku, qty, idempotency)
         });
     }
 }
@@ -320,8 +326,8 @@ impl Handler<CheckoutCart> for CartActor {
             reply,
             slot: _slot,
         } = message;
-        self.serve(ctx, access, reply, move |registry, cart| {
-            checkout(registry, cart, idempotency)
+        self.serve(ctx, access, reply, move |context, cart| {
+            checkout(context, cart, idempotency)
         });
     }
 }
@@ -342,14 +348,14 @@ impl From<SkuFailure> for CartFailure {
 
 /// Writes the cart (and `extra` rows), its events, and the answer under its idempotency key.
 fn write(
-    registry: &Registry,
+    context: &CartContext,
     cart: &Cart,
     extra: Vec<Op>,
     events: Vec<DomainEvent>,
     reply: &CartReply,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> Result<Ticket, CartFailure> {
-    let deps = registry.deps();
+    let deps = &context.services;
     let now_ms = deps.clock.now_ms();
     let mut ops = vec![Op::Put(keys::cart(&cart.id), codec::encode(cart))];
     ops.extend(extra);
@@ -371,11 +377,11 @@ fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
 }
 
 /// The cart's lines, read from the SKUs, with the newest ticket among the reads.
-async fn view(registry: &Registry, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
+async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
     let mut lines = Vec::new();
     let mut ticket = 0;
     for sku in &cart.skus {
-        let (line, read) = registry.sku_line(sku, cart.line_id(sku)).await?;
+        let (line, read) = context.skus.line(sku, cart.line_id(sku)).await?;
         ticket = ticket.max(read);
         if let Some((qty, sku_view)) = line.filter(|(qty, _)| *qty > 0) {
             let price_minor = sku_view.product.price_minor;
@@ -401,30 +407,30 @@ async fn view(registry: &Registry, cart: &Cart) -> Result<(CartView, Ticket), Ca
 }
 
 async fn set_line(
-    registry: Arc<Registry>,
+    context: Arc<CartContext>,
     mut cart: Cart,
     sku: SkuId,
     qty: u64,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (Cart, CartReply, Ticket) {
-    let (reply, ticket) = set_line_steps(&registry, &mut cart, &sku, qty, idempotency).await;
+    let (reply, ticket) = set_line_steps(&context, &mut cart, &sku, qty, idempotency).await;
     (cart, reply, ticket)
 }
 
 async fn set_line_steps(
-    registry: &Registry,
+    context: &CartContext,
     cart: &mut Cart,
     sku: &SkuId,
     qty: u64,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (CartReply, Ticket) {
-    let limits = registry.commerce();
-    let now_ms = registry.deps().clock.now_ms();
+    let limits = context.limits;
+    let now_ms = context.services.clock.now_ms();
     if let Err(rejection) = cart.check_open(now_ms) {
         return (Err(CartFailure::Rejected(rejection)), 0);
     }
     let line_id = cart.line_id(sku);
-    let (line, mut ticket) = match registry.sku_line(sku, line_id).await {
+    let (line, mut ticket) = match context.skus.line(sku, line_id).await {
         Ok(read) => read,
         Err(error) => return (Err(error.into()), 0),
     };
@@ -437,7 +443,7 @@ async fn set_line_steps(
         return (Err(CartFailure::LineNotFound), ticket);
     }
     if qty > 0 {
-        if let Err(rejection) = cart.check_line(sku, sku_view.product.currency, limits.cart_lines_max, now_ms) {
+        if let Err(rejection) = cart.check_line(sku, sku_view.product.currency, limits.lines_max, now_ms) {
             return (Err(CartFailure::Rejected(rejection)), ticket);
         }
         // Membership first: after a crash the cart still knows every SKU that may hold for it.
@@ -445,7 +451,7 @@ async fn set_line_steps(
             cart.skus.insert(sku.clone());
             cart.currency.get_or_insert(sku_view.product.currency);
             match write(
-                registry,
+                context,
                 cart,
                 Vec::new(),
                 Vec::new(),
@@ -457,9 +463,10 @@ async fn set_line_steps(
             }
         }
     }
-    let expires_ms = now_ms.saturating_add(limits.cart_ttl_ms);
-    match registry
-        .sku_command(
+    let expires_ms = now_ms.saturating_add(limits.ttl_ms);
+    match context
+        .skus
+        .command(
             sku,
             SkuCommand::SetHold {
                 id: line_id,
@@ -480,7 +487,7 @@ async fn set_line_steps(
             id: cart.line_id(other),
             expires_ms,
         };
-        if let Err(error) = registry.sku_command(other, extend).await {
+        if let Err(error) = context.skus.command(other, extend).await {
             return (Err(error.into()), ticket);
         }
     }
@@ -491,7 +498,7 @@ async fn set_line_steps(
             cart.currency = None;
         }
     }
-    let reply = match view(registry, cart).await {
+    let reply = match view(context, cart).await {
         Ok((view, read)) => {
             ticket = ticket.max(read);
             Ok(CartOutcome::Cart(view))
@@ -499,7 +506,7 @@ async fn set_line_steps(
         Err(failure) => return (Err(failure), ticket),
     };
     let events = vec![cart_event(cart, CartEvent::LineSet { sku: sku.clone(), qty })];
-    match write(registry, cart, Vec::new(), events, &reply, idempotency) {
+    match write(context, cart, Vec::new(), events, &reply, idempotency) {
         Ok(written) => (reply, written),
         Err(failure) => (Err(failure), ticket),
     }
@@ -514,17 +521,17 @@ fn empty_view(cart: &Cart) -> CartView {
 }
 
 async fn checkout(
-    registry: Arc<Registry>,
+    context: Arc<CartContext>,
     mut cart: Cart,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (Cart, CartReply, Ticket) {
-    let now_ms = registry.deps().clock.now_ms();
+    let now_ms = context.services.clock.now_ms();
     match cart.status {
         // A checkout that was interrupted (a full queue) is finished by this request.
-        CartStatus::CheckingOut(order) => return saga(registry, cart, order, idempotency).await,
+        CartStatus::CheckingOut(order) => return saga(context, cart, order, idempotency).await,
         CartStatus::Open => {}
         CartStatus::CheckedOut(order) => {
-            return match registry.order_snapshot(&order).await {
+            return match context.orders.snapshot(&order).await {
                 Ok(Some((order, ticket))) => (cart, Ok(CartOutcome::CheckedOutBefore(order)), ticket),
                 Ok(None) => (
                     cart,
@@ -549,7 +556,7 @@ async fn checkout(
     cart.status = CartStatus::CheckingOut(order);
     let started = vec![cart_event(&cart, CartEvent::CheckoutStarted { order })];
     if let Err(failure) = write(
-        &registry,
+        &context,
         &cart,
         Vec::new(),
         started,
@@ -559,27 +566,27 @@ async fn checkout(
         cart.status = previous;
         return (cart, Err(failure), 0);
     }
-    saga(registry, cart, order, idempotency).await
+    saga(context, cart, order, idempotency).await
 }
 
 /// The checkout saga from `checking_out(order)`: commit every line, then place the order or
 /// give back what was committed. Safe to run again from the start at any point.
 async fn saga(
-    registry: Arc<Registry>,
+    context: Arc<CartContext>,
     mut cart: Cart,
     order_id: OrderId,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (Cart, CartReply, Ticket) {
-    let deps = Arc::clone(registry.deps());
+    let deps = context.services.clone();
     let mut ticket = 0;
     let mut committed: Vec<OrderLine> = Vec::new();
     let mut failed: Vec<(SkuId, LineFailure)> = Vec::new();
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
-        match registry.sku_command(&sku, SkuCommand::Commit { id }).await {
+        match context.skus.command(&sku, SkuCommand::Commit { id }).await {
             Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
                 ticket = ticket.max(done);
-                let price = match registry.sku_line(&sku, id).await {
+                let price = match context.skus.line(&sku, id).await {
                     Ok((Some((_, view)), _)) if Some(view.product.currency) == cart.currency => {
                         Some(view.product.price_minor)
                     }
@@ -618,7 +625,7 @@ async fn saga(
         }
     }
     let now_ms = deps.clock.now_ms();
-    let limits = registry.commerce();
+    let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
     let placed = match (failed.is_empty(), committed.is_empty(), cart.currency) {
         (true, false, Some(currency)) => Order::place(
             order_id,
@@ -627,7 +634,7 @@ async fn saga(
             committed.clone(),
             currency,
             now_ms,
-            limits.payment_timeout_ms,
+            payment_timeout_ms,
         )
         .ok(),
         _ => None,
@@ -647,9 +654,9 @@ async fn saga(
             },
         ];
         let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
-        return match write(&registry, &cart, order_row, events, &reply, idempotency) {
+        return match write(&context, &cart, order_row, events, &reply, idempotency) {
             Ok(written) => {
-                registry.start_order(order);
+                context.orders.start(order);
                 metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
                 metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
                 metrics::gauge!(names::ORDERS, "status" => "placed").increment(1.0);
@@ -663,8 +670,9 @@ async fn saga(
     }
     // Compensate: everything committed goes back, then the cart reopens with fresh line ids.
     for line in &committed {
-        match registry
-            .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
+        match context
+            .skus
+            .command(&line.sku, SkuCommand::Return { id: line.reservation })
             .await
         {
             Ok((Ok(_), done)) => ticket = ticket.max(done),
@@ -692,7 +700,7 @@ async fn saga(
     cart.currency = None;
     let skus = failed.into_iter().map(|(sku, _)| sku).collect();
     let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus })];
-    match write(&registry, &cart, Vec::new(), events, &reply, idempotency) {
+    match write(&context, &cart, Vec::new(), events, &reply, idempotency) {
         Ok(written) => {
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);
             (cart, reply, written)
@@ -702,8 +710,8 @@ async fn saga(
 }
 
 /// Expires an open cart whose hold time passed: releases every line, then marks it expired.
-async fn expire(registry: Arc<Registry>, mut cart: Cart) -> (Cart, CartReply, Ticket) {
-    let now_ms = registry.deps().clock.now_ms();
+async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, CartReply, Ticket) {
+    let now_ms = context.services.clock.now_ms();
     if cart.status != CartStatus::Open || cart.expires_ms > now_ms {
         return (cart, Err(CartFailure::Overloaded), 0);
     }
@@ -713,14 +721,14 @@ async fn expire(registry: Arc<Registry>, mut cart: Cart) -> (Cart, CartReply, Ti
             qty: 0,
             expires_ms: now_ms,
         };
-        if let Err(error) = registry.sku_command(&sku, release).await {
+        if let Err(error) = context.skus.command(&sku, release).await {
             return (cart, Err(error.into()), 0);
         }
     }
     cart.status = CartStatus::Expired;
     let events = vec![cart_event(&cart, CartEvent::Expired)];
     let reply: CartReply = Ok(CartOutcome::Cart(empty_view(&cart)));
-    match write(&registry, &cart, Vec::new(), events, &reply, None) {
+    match write(&context, &cart, Vec::new(), events, &reply, None) {
         Ok(written) => {
             metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
             metrics::gauge!(names::CARTS_OPEN).decrement(1.0);

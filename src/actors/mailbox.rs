@@ -13,6 +13,19 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::metrics as names;
+use crate::persistence::Ticket;
+
+/// An answer together with the ticket to wait on before reporting it.
+#[derive(Debug)]
+pub struct Acked<T> {
+    /// The answer.
+    pub value: T,
+    /// Durable once this ticket is; 0 when nothing needs waiting for.
+    pub ticket: Ticket,
+}
+
+/// Where an actor sends its answer.
+pub type Reply<T> = oneshot::Sender<Acked<T>>;
 
 /// Why a message could not be delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

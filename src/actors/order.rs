@@ -7,15 +7,15 @@
 //! stops, and is loaded from the store when asked for again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use super::mailbox::MailboxSlot;
-use super::registry::Registry;
-use super::sku::{Acked, Reply};
+use super::mailbox::{Acked, Reply};
+use super::registry::{OrderContext, OrderDirectory};
 use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
@@ -120,8 +120,10 @@ pub struct ChangeOrder {
 pub struct OrderActor {
     /// The order, as last written.
     order: Order,
-    /// Finds SKU actors; carries the writer, store and clock.
-    registry: Arc<Registry>,
+    /// What the order reaches: services, SKUs, limits.
+    context: Arc<OrderContext>,
+    /// Its own directory, to leave it when stopping.
+    directory: Weak<OrderDirectory>,
     /// The payment timeout, or the retry of returning stock.
     timer: DueTimer,
     /// When the order was last asked for, to stop it once settled and idle.
@@ -136,10 +138,11 @@ pub struct OrderActor {
 
 impl OrderActor {
     /// An actor for `order`.
-    pub fn new(order: Order, registry: Arc<Registry>) -> Self {
+    pub fn new(order: Order, context: Arc<OrderContext>, directory: Weak<OrderDirectory>) -> Self {
         Self {
             order,
-            registry,
+            context,
+            directory,
             timer: DueTimer::default(),
             last_used_ms: 0,
             last_ticket: 0,
@@ -150,11 +153,11 @@ impl OrderActor {
 
     fn run<F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<OrderReply>>, flow: F)
     where
-        F: FnOnce(Arc<Registry>, Order) -> Fut,
+        F: FnOnce(Arc<OrderContext>, Order) -> Fut,
         Fut: std::future::Future<Output = (Order, OrderReply, Ticket)> + 'static,
     {
-        let flow = flow(Arc::clone(&self.registry), self.order.clone());
-        let durability = Arc::clone(self.registry.deps().writer.durability());
+        let flow = flow(Arc::clone(&self.context), self.order.clone());
+        let durability = Arc::clone(self.context.services.writer.durability());
         // The mailbox waits until the change is durable: then its tracking messages can go.
         let future = async move {
             let (order, value, ticket) = flow.await;
@@ -185,7 +188,7 @@ impl OrderActor {
 
     /// Arms the payment timeout, or a retry of returning stock.
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
-        let now_ms = self.registry.deps().clock.now_ms();
+        let now_ms = self.context.services.clock.now_ms();
         let due_ms = if self.order.owes_stock() {
             now_ms
         } else if self.order.status() == OrderStatus::Placed {
@@ -202,9 +205,7 @@ impl OrderActor {
                 if actor.order.owes_stock() {
                     actor.run(ctx, None, return_stock);
                 } else if actor.order.status() == OrderStatus::Placed {
-                    actor.run(ctx, None, |registry, order| {
-                        change(registry, order, Change::Expire, None)
-                    });
+                    actor.run(ctx, None, |context, order| change(context, order, Change::Expire, None));
                 }
             },
         );
@@ -213,7 +214,7 @@ impl OrderActor {
     /// With the simulator on, moves a paid, packed or shipped order one step on after a
     /// random delay.
     fn simulate(&mut self, ctx: &mut Context<Self>) {
-        let Some((min_ms, max_ms)) = self.registry.commerce().simulator_step_delay_ms else {
+        let Some((min_ms, max_ms)) = self.context.limits.simulator_step_delay_ms else {
             return;
         };
         let next = match self.order.status() {
@@ -229,8 +230,8 @@ impl OrderActor {
         self.simulated_step = Some(ctx.run_later(Duration::from_millis(delay_ms), move |actor, ctx| {
             actor.simulated_step = None;
             if actor.order.status().can_move_to(next) {
-                actor.run(ctx, None, move |registry, order| {
-                    change(registry, order, Change::Request(OrderAction::SetStatus(next)), None)
+                actor.run(ctx, None, move |context, order| {
+                    change(context, order, Change::Request(OrderAction::SetStatus(next)), None)
                 });
             }
         }));
@@ -249,7 +250,7 @@ impl OrderActor {
         if fresh.is_empty() {
             return;
         }
-        let now_ms = self.registry.deps().clock.now_ms();
+        let now_ms = self.context.services.clock.now_ms();
         self.subscribers.retain(|subscriber| {
             for entry in &fresh {
                 match subscriber.sender.try_send(entry.clone()) {
@@ -270,7 +271,7 @@ impl OrderActor {
     }
 
     fn touch(&mut self) {
-        self.last_used_ms = self.registry.deps().clock.now_ms();
+        self.last_used_ms = self.context.services.clock.now_ms();
     }
 }
 
@@ -286,10 +287,10 @@ impl Actor for OrderActor {
             self.arm_timer(ctx);
         }
         self.simulate(ctx);
-        let idle_ms = self.registry.commerce().order_idle_stop_ms;
+        let idle_ms = self.context.limits.idle_stop_ms;
         let every = Duration::from_millis((idle_ms / 2).max(100));
         ctx.run_interval(every, move |actor, ctx| {
-            let now_ms = actor.registry.deps().clock.now_ms();
+            let now_ms = actor.context.services.clock.now_ms();
             actor.subscribers.retain(|subscriber| !subscriber.sender.is_closed());
             let watched = !actor.subscribers.is_empty();
             let settled = actor.order.status().is_settled() && !actor.order.owes_stock() && !watched;
@@ -300,7 +301,9 @@ impl Actor for OrderActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.registry.forget_order(&self.order.id, &ctx.address());
+        if let Some(directory) = self.directory.upgrade() {
+            directory.forget(&self.order.id, &ctx.address());
+        }
     }
 }
 
@@ -366,8 +369,8 @@ impl Handler<ChangeOrder> for OrderActor {
             });
             return;
         }
-        self.run(ctx, Some(reply), move |registry, order| {
-            change(registry, order, Change::Request(action), idempotency)
+        self.run(ctx, Some(reply), move |context, order| {
+            change(context, order, Change::Request(action), idempotency)
         });
     }
 }
@@ -379,12 +382,12 @@ enum Change {
 }
 
 async fn change(
-    registry: Arc<Registry>,
+    context: Arc<OrderContext>,
     mut order: Order,
     change: Change,
     idempotency: Option<IdempotencyDraft<OrderReply>>,
 ) -> (Order, OrderReply, Ticket) {
-    let deps = Arc::clone(registry.deps());
+    let deps = context.services.clone();
     let now_ms = deps.clock.now_ms();
     let from = order.status();
     let to = match &change {
@@ -445,18 +448,19 @@ async fn change(
         return (order, reply, ticket);
     }
     // The cancellation stands (it is written); the stock goes back now, or on a retry.
-    let (order, _, returned) = return_stock(registry, order).await;
+    let (order, _, returned) = return_stock(context, order).await;
     let reply = reply.map(|_| order.clone());
     (order, reply, ticket.max(returned))
 }
 
 /// Returns every line's committed units to its SKU, then records that the stock is back.
-async fn return_stock(registry: Arc<Registry>, mut order: Order) -> (Order, OrderReply, Ticket) {
-    let deps = Arc::clone(registry.deps());
+async fn return_stock(context: Arc<OrderContext>, mut order: Order) -> (Order, OrderReply, Ticket) {
+    let deps = context.services.clone();
     let mut ticket = 0;
     for line in &order.lines {
-        match registry
-            .sku_command(&line.sku, SkuCommand::Return { id: line.reservation })
+        match context
+            .skus
+            .command(&line.sku, SkuCommand::Return { id: line.reservation })
             .await
         {
             Ok((Ok(Ok(_)), done)) => ticket = ticket.max(done),

@@ -1,10 +1,21 @@
-//! The registry: which actor owns which SKU, cart and order, and where reservations live.
+//! Where each actor lives, and the narrow handles actors get to one another.
 //!
 //! Actors are spread over a fixed set of arbiters (one thread per core) by a hash of their
-//! id, so one aggregate always lives on one thread. The maps are `dashmap`s: lookups from every
-//! HTTP worker, no guard held across an `.await`. Carts and orders that are settled are not
-//! kept running: they are loaded from the store when asked for, and an order actor that sits
-//! idle after settling stops and leaves the map.
+//! id ([`Placement`]), so one aggregate always lives on one thread. Each kind has a directory
+//! of its running actors (`dashmap`s: lookups from every HTTP worker, no guard held across an
+//! `.await`):
+//!
+//! - [`SkuDirectory`]: every SKU's actor; runs commands and reads lines at a SKU.
+//! - [`OrderDirectory`]: running order actors; loads a settled order from the store when asked
+//!   for. Order actors get an [`OrderContext`]: the shared [`Services`], the SKUs (to give
+//!   stock back) and their limits.
+//! - [`CartDirectory`]: running cart actors, loaded likewise. Cart actors get a
+//!   [`CartContext`]: the services, the SKUs, the orders (checkout places one) and their
+//!   limits.
+//!
+//! Nothing hands out the whole registry: an actor reaches only what its context names, and
+//! forgets itself through a weak handle to its own directory (no cycle). [`Registry`] bundles
+//! the three directories for the HTTP layer and the engine.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -16,93 +27,95 @@ use dashmap::DashMap;
 use super::cart::CartActor;
 use super::mailbox::{AskError, Mailbox};
 use super::order::OrderActor;
+use super::services::Services;
 use super::sku::{ExecuteSkuCommand, GetLine, SkuActor, SkuDeps, SkuReply};
 use crate::domain::cart::Cart;
 use crate::domain::order::Order;
-use crate::domain::sku::{SkuCommand, SkuState, SkuView};
+use crate::domain::sku::{SkuCommand, SkuRejection, SkuState, SkuView};
 use crate::domain::{CartId, OrderId, ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::{keys, Ticket};
+use crate::persistence::{keys, StoreError, Ticket};
 
-/// Settings of carts and orders, from configuration.
+/// Settings of carts, from configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct CommerceLimits {
+pub struct CartLimits {
     /// How long a cart holds its stock after its last write.
-    pub cart_ttl_ms: u64,
+    pub ttl_ms: u64,
     /// Most lines per cart.
-    pub cart_lines_max: usize,
+    pub lines_max: usize,
+    /// How long a settled cart's actor stays up without being asked for.
+    pub idle_stop_ms: u64,
+}
+
+/// Settings of orders, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderLimits {
     /// How long an order may stay unpaid.
     pub payment_timeout_ms: u64,
     /// How long a settled order's actor stays up without being asked for.
-    pub order_idle_stop_ms: u64,
+    pub idle_stop_ms: u64,
     /// When set, paid orders move on by themselves after a delay in this range (ms).
     pub simulator_step_delay_ms: Option<(u64, u64)>,
 }
 
-/// Maps ids to their actors.
-pub struct Registry {
-    /// Every SKU's actor.
-    skus: DashMap<SkuId, Mailbox<SkuActor>>,
-    /// Running cart actors.
-    carts: DashMap<CartId, Mailbox<CartActor>>,
-    /// Running order actors.
-    orders: DashMap<OrderId, Mailbox<OrderActor>>,
-    /// The arbiters actors run on.
-    arbiters: Vec<ArbiterHandle>,
-    /// What every actor shares: writer, store, clock.
-    deps: Arc<SkuDeps>,
-    /// Cart and order settings.
-    commerce: CommerceLimits,
-    /// Mailbox bound of each actor.
-    mailbox_capacity: usize,
-    /// This registry, handed to the cart and order actors that call other actors.
-    me: Weak<Registry>,
-}
+/// The arbiters actors run on, and which one an id lives on.
+#[derive(Clone)]
+pub struct Placement(Arc<[ArbiterHandle]>);
 
-impl Registry {
-    /// An empty registry placing actors on `arbiters`.
-    pub fn new(
-        arbiters: Vec<ArbiterHandle>,
-        deps: Arc<SkuDeps>,
-        commerce: CommerceLimits,
-        mailbox_capacity: usize,
-    ) -> Arc<Self> {
+impl Placement {
+    /// Actors placed over `arbiters` (at least one).
+    pub fn new(arbiters: Vec<ArbiterHandle>) -> Self {
         assert!(!arbiters.is_empty(), "at least one arbiter");
-        Arc::new_cyclic(|me| Self {
-            skus: DashMap::new(),
-            carts: DashMap::new(),
-            orders: DashMap::new(),
-            arbiters,
-            deps,
-            commerce,
-            mailbox_capacity,
-            me: me.clone(),
-        })
+        Self(arbiters.into())
     }
 
-    /// What every actor shares.
+    /// The arbiter an id lives on: stable for the process's life.
+    fn arbiter_for(&self, id: &impl Hash) -> &ArbiterHandle {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        // The remainder is below the arbiter count, a usize, so the cast is lossless.
+        &self.0[(hasher.finish() % self.0.len() as u64) as usize]
+    }
+}
+
+/// Every SKU's actor.
+pub struct SkuDirectory {
+    skus: DashMap<SkuId, Mailbox<SkuActor>>,
+    placement: Placement,
+    /// What every SKU actor shares.
+    deps: Arc<SkuDeps>,
+    mailbox_capacity: usize,
+}
+
+impl SkuDirectory {
+    /// No SKUs yet.
+    pub fn new(placement: Placement, deps: Arc<SkuDeps>, mailbox_capacity: usize) -> Self {
+        Self {
+            skus: DashMap::new(),
+            placement,
+            deps,
+            mailbox_capacity,
+        }
+    }
+
+    /// What every SKU actor shares.
     pub fn deps(&self) -> &Arc<SkuDeps> {
         &self.deps
     }
 
-    /// Cart and order settings.
-    pub fn commerce(&self) -> CommerceLimits {
-        self.commerce
-    }
-
     /// The actor of an existing SKU.
-    pub fn sku(&self, sku: &SkuId) -> Option<Mailbox<SkuActor>> {
+    pub fn get(&self, sku: &SkuId) -> Option<Mailbox<SkuActor>> {
         self.skus.get(sku).map(|entry| entry.value().clone())
     }
 
     /// The actor of a SKU, started empty if there is none yet (to create the SKU).
-    pub fn sku_or_start(&self, sku: &SkuId) -> Mailbox<SkuActor> {
-        if let Some(existing) = self.sku(sku) {
+    pub fn get_or_start(&self, sku: &SkuId) -> Mailbox<SkuActor> {
+        if let Some(existing) = self.get(sku) {
             return existing;
         }
         self.skus
             .entry(sku.clone())
-            .or_insert_with(|| self.start_sku(sku.clone(), None))
+            .or_insert_with(|| self.start(sku.clone(), None))
             .value()
             .clone()
     }
@@ -115,7 +128,7 @@ impl Registry {
             self.deps.hold_index.insert(hold.id, Arc::clone(&shared));
         }
         metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
-        let mailbox = self.start_sku(sku.clone(), Some(state));
+        let mailbox = self.start(sku.clone(), Some(state));
         self.skus.insert(sku, mailbox);
     }
 
@@ -125,16 +138,21 @@ impl Registry {
     }
 
     /// Number of SKU actors.
-    pub fn sku_count(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.skus.len()
+    }
+
+    /// Whether there are no SKUs.
+    pub fn is_empty(&self) -> bool {
+        self.skus.is_empty()
     }
 
     /// Runs a command at a SKU and returns its answer with the ticket of its change
     /// (used by sagas, which wait for their own later write instead). `Err` when the SKU's
     /// actor is full or gone; an unknown SKU answers `SkuNotFound`.
-    pub async fn sku_command(&self, sku: &SkuId, command: SkuCommand) -> Result<(SkuReply, Ticket), AskError> {
-        let Some(mailbox) = self.sku(sku) else {
-            return Ok((Ok(Err(crate::domain::sku::SkuRejection::SkuNotFound)), 0));
+    pub async fn command(&self, sku: &SkuId, command: SkuCommand) -> Result<(SkuReply, Ticket), AskError> {
+        let Some(mailbox) = self.get(sku) else {
+            return Ok((Ok(Err(SkuRejection::SkuNotFound)), 0));
         };
         let acked = mailbox
             .ask(|reply, slot| ExecuteSkuCommand {
@@ -150,8 +168,8 @@ impl Registry {
 
     /// A SKU's counters and the units one hold has (0 when not held); `None` for an
     /// unknown SKU.
-    pub async fn sku_line(&self, sku: &SkuId, id: ReservationId) -> Result<(Option<(u64, SkuView)>, Ticket), AskError> {
-        let Some(mailbox) = self.sku(sku) else {
+    pub async fn line(&self, sku: &SkuId, id: ReservationId) -> Result<(Option<(u64, SkuView)>, Ticket), AskError> {
+        let Some(mailbox) = self.get(sku) else {
             return Ok((None, 0));
         };
         let acked = mailbox
@@ -161,61 +179,62 @@ impl Registry {
         Ok((acked.value, acked.ticket))
     }
 
-    /// The actor of a cart: running, or loaded from the store; `None` if there is no such cart.
-    pub fn cart(&self, id: &CartId) -> Result<Option<Mailbox<CartActor>>, crate::persistence::StoreError> {
-        if let Some(running) = self.carts.get(id) {
-            return Ok(Some(running.value().clone()));
-        }
-        let key = keys::cart(id);
-        let Some(bytes) = self.deps.store.get(&key)? else {
-            return Ok(None);
-        };
-        let cart: Cart = self.deps.store.decode(&key, &bytes)?;
-        Ok(Some(self.start_cart(cart)))
+    fn start(&self, sku: SkuId, state: Option<SkuState>) -> Mailbox<SkuActor> {
+        let deps = Arc::clone(&self.deps);
+        let actor_sku = sku.clone();
+        let addr = Supervisor::start_in_arbiter(self.placement.arbiter_for(&sku), move |_| {
+            SkuActor::new(actor_sku, state, deps)
+        });
+        metrics::gauge!(names::ACTORS_ALIVE, "kind" => "sku").increment(1.0);
+        Mailbox::new(addr, self.mailbox_capacity, "sku_mailbox")
     }
+}
 
-    /// Starts the actor of a cart (new, recovered or loaded) unless one runs already.
-    pub fn start_cart(&self, cart: Cart) -> Mailbox<CartActor> {
-        let id = cart.id;
-        self.carts
-            .entry(id)
-            .or_insert_with(|| {
-                let registry = self.me.upgrade().expect("the registry outlives its actors");
-                // Not supervised: a restarted copy the registry had already forgotten would be a
-                // second writer. A stopped cart is forgotten and loaded again when asked for.
-                let addr = CartActor::start_in_arbiter(self.arbiter_for(&id), move |_| CartActor::new(cart, registry));
-                metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").increment(1.0);
-                Mailbox::new(addr, self.mailbox_capacity, "cart_mailbox")
-            })
-            .value()
-            .clone()
-    }
+/// What an order actor may reach.
+pub struct OrderContext {
+    /// Writer, store, clock.
+    pub services: Services,
+    /// The SKUs, to give a cancelled order's stock back.
+    pub skus: Arc<SkuDirectory>,
+    /// Timeouts and the simulator.
+    pub limits: OrderLimits,
+}
 
-    /// Forgets a cart's actor that stopped (or did not answer); the next request loads the
-    /// cart from the store again. Only that actor's entry goes: a newer actor for the same
-    /// cart, started meanwhile, must stay the only one (a second would be a second writer).
-    pub fn forget_cart(&self, id: &CartId, addr: &Addr<CartActor>) {
-        if self.carts.remove_if(id, |_, mailbox| mailbox.leads_to(addr)).is_some() {
-            metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").decrement(1.0);
-        }
+/// Running order actors.
+pub struct OrderDirectory {
+    orders: DashMap<OrderId, Mailbox<OrderActor>>,
+    placement: Placement,
+    context: Arc<OrderContext>,
+    mailbox_capacity: usize,
+    me: Weak<OrderDirectory>,
+}
+
+impl OrderDirectory {
+    /// No orders running yet.
+    pub fn new(placement: Placement, context: OrderContext, mailbox_capacity: usize) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            orders: DashMap::new(),
+            placement,
+            context: Arc::new(context),
+            mailbox_capacity,
+            me: me.clone(),
+        })
     }
 
     /// The actor of an order: running, or loaded from the store; `None` if there is none.
-    pub fn order(&self, id: &OrderId) -> Result<Option<Mailbox<OrderActor>>, crate::persistence::StoreError> {
+    pub fn get(&self, id: &OrderId) -> Result<Option<Mailbox<OrderActor>>, StoreError> {
         if let Some(running) = self.orders.get(id) {
             return Ok(Some(running.value().clone()));
         }
-        let key = keys::order(id);
-        let Some(bytes) = self.deps.store.get(&key)? else {
+        let Some(order) = self.context.services.store.get_decoded::<Order>(&keys::order(id))? else {
             return Ok(None);
         };
-        let order: Order = self.deps.store.decode(&key, &bytes)?;
-        Ok(Some(self.start_order(order)))
+        Ok(Some(self.start(order)))
     }
 
     /// An order as it stands, with the ticket to wait on before reporting it.
-    pub async fn order_snapshot(&self, id: &OrderId) -> Result<Option<(Order, Ticket)>, AskError> {
-        let Ok(Some(mailbox)) = self.order(id) else {
+    pub async fn snapshot(&self, id: &OrderId) -> Result<Option<(Order, Ticket)>, AskError> {
+        let Ok(Some(mailbox)) = self.get(id) else {
             return Ok(None);
         };
         let acked = mailbox
@@ -230,14 +249,16 @@ impl Registry {
     }
 
     /// Starts the actor of an order unless one runs already.
-    pub fn start_order(&self, order: Order) -> Mailbox<OrderActor> {
+    pub fn start(&self, order: Order) -> Mailbox<OrderActor> {
         let id = order.id;
         self.orders
             .entry(id)
             .or_insert_with(|| {
-                let registry = self.me.upgrade().expect("the registry outlives its actors");
-                let addr =
-                    OrderActor::start_in_arbiter(self.arbiter_for(&id), move |_| OrderActor::new(order, registry));
+                let context = Arc::clone(&self.context);
+                let directory = self.me.clone();
+                let addr = OrderActor::start_in_arbiter(self.placement.arbiter_for(&id), move |_| {
+                    OrderActor::new(order, context, directory)
+                });
                 metrics::gauge!(names::ACTORS_ALIVE, "kind" => "order").increment(1.0);
                 Mailbox::new(addr, self.mailbox_capacity, "order_mailbox")
             })
@@ -245,32 +266,171 @@ impl Registry {
             .clone()
     }
 
+    /// Order settings.
+    pub fn limits(&self) -> OrderLimits {
+        self.context.limits
+    }
+
     /// Whether an order's actor is running (settled orders stop when idle).
-    pub fn order_is_running(&self, id: &OrderId) -> bool {
+    pub fn is_running(&self, id: &OrderId) -> bool {
         self.orders.contains_key(id)
     }
 
-    /// Forgets an order's actor that stopped (idle after settling, or did not answer); only
-    /// that actor's entry goes, as for carts.
-    pub fn forget_order(&self, id: &OrderId, addr: &Addr<OrderActor>) {
+    /// Forgets an order's actor that stopped (idle after settling, or did not answer). Only
+    /// that actor's entry goes: a newer actor for the same order, started meanwhile, must stay
+    /// the only one (a second would be a second writer).
+    pub fn forget(&self, id: &OrderId, addr: &Addr<OrderActor>) {
         if self.orders.remove_if(id, |_, mailbox| mailbox.leads_to(addr)).is_some() {
             metrics::gauge!(names::ACTORS_ALIVE, "kind" => "order").decrement(1.0);
         }
     }
+}
 
-    fn start_sku(&self, sku: SkuId, state: Option<SkuState>) -> Mailbox<SkuActor> {
-        let deps = Arc::clone(&self.deps);
-        let actor_sku = sku.clone();
-        let addr = Supervisor::start_in_arbiter(self.arbiter_for(&sku), move |_| SkuActor::new(actor_sku, state, deps));
-        metrics::gauge!(names::ACTORS_ALIVE, "kind" => "sku").increment(1.0);
-        Mailbox::new(addr, self.mailbox_capacity, "sku_mailbox")
+/// What a cart actor may reach.
+pub struct CartContext {
+    /// Writer, store, clock.
+    pub services: Services,
+    /// The SKUs its lines hold stock at.
+    pub skus: Arc<SkuDirectory>,
+    /// The orders, for the one its checkout places.
+    pub orders: Arc<OrderDirectory>,
+    /// Hold time, line count.
+    pub limits: CartLimits,
+}
+
+/// Running cart actors.
+pub struct CartDirectory {
+    carts: DashMap<CartId, Mailbox<CartActor>>,
+    placement: Placement,
+    context: Arc<CartContext>,
+    mailbox_capacity: usize,
+    me: Weak<CartDirectory>,
+}
+
+impl CartDirectory {
+    /// No carts running yet.
+    pub fn new(placement: Placement, context: CartContext, mailbox_capacity: usize) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            carts: DashMap::new(),
+            placement,
+            context: Arc::new(context),
+            mailbox_capacity,
+            me: me.clone(),
+        })
     }
 
-    /// The arbiter an id lives on: stable for the process's life.
-    fn arbiter_for(&self, id: &impl Hash) -> &ArbiterHandle {
-        let mut hasher = DefaultHasher::new();
-        id.hash(&mut hasher);
-        // The remainder is below the arbiter count, a usize, so the cast is lossless.
-        &self.arbiters[(hasher.finish() % self.arbiters.len() as u64) as usize]
+    /// Cart settings.
+    pub fn limits(&self) -> CartLimits {
+        self.context.limits
+    }
+
+    /// The actor of a cart: running, or loaded from the store; `None` if there is no such cart.
+    pub fn get(&self, id: &CartId) -> Result<Option<Mailbox<CartActor>>, StoreError> {
+        if let Some(running) = self.carts.get(id) {
+            return Ok(Some(running.value().clone()));
+        }
+        let Some(cart) = self.context.services.store.get_decoded::<Cart>(&keys::cart(id))? else {
+            return Ok(None);
+        };
+        Ok(Some(self.start(cart)))
+    }
+
+    /// Starts the actor of a cart (new, recovered or loaded) unless one runs already.
+    pub fn start(&self, cart: Cart) -> Mailbox<CartActor> {
+        let id = cart.id;
+        self.carts
+            .entry(id)
+            .or_insert_with(|| {
+                let context = Arc::clone(&self.context);
+                let directory = self.me.clone();
+                // Not supervised: a restarted copy the directory had already forgotten would
+                // be a second writer. A stopped cart is forgotten and loaded again when asked.
+                let addr = CartActor::start_in_arbiter(self.placement.arbiter_for(&id), move |_| {
+                    CartActor::new(cart, context, directory)
+                });
+                metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").increment(1.0);
+                Mailbox::new(addr, self.mailbox_capacity, "cart_mailbox")
+            })
+            .value()
+            .clone()
+    }
+
+    /// Forgets a cart's actor that stopped (or did not answer); the next request loads the
+    /// cart from the store again. Only that actor's entry goes, as for orders.
+    pub fn forget(&self, id: &CartId, addr: &Addr<CartActor>) {
+        if self.carts.remove_if(id, |_, mailbox| mailbox.leads_to(addr)).is_some() {
+            metrics::gauge!(names::ACTORS_ALIVE, "kind" => "cart").decrement(1.0);
+        }
+    }
+}
+
+/// The three directories, for the HTTP layer and the engine.
+pub struct Registry {
+    /// Every SKU's actor.
+    pub skus: Arc<SkuDirectory>,
+    /// Running order actors.
+    pub orders: Arc<OrderDirectory>,
+    /// Running cart actors.
+    pub carts: Arc<CartDirectory>,
+}
+
+impl Registry {
+    /// Directories placing actors on `arbiters`, each actor's mailbox bounded to
+    /// `mailbox_capacity` messages.
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        deps: Arc<SkuDeps>,
+        cart_limits: CartLimits,
+        order_limits: OrderLimits,
+        mailbox_capacity: usize,
+    ) -> Self {
+        let placement = Placement::new(arbiters);
+        let services = deps.services.clone();
+        let skus = Arc::new(SkuDirectory::new(placement.clone(), deps, mailbox_capacity));
+        let orders = OrderDirectory::new(
+            placement.clone(),
+            OrderContext {
+                services: services.clone(),
+                skus: Arc::clone(&skus),
+                limits: order_limits,
+            },
+            mailbox_capacity,
+        );
+        let carts = CartDirectory::new(
+            placement,
+            CartContext {
+                services,
+                skus: Arc::clone(&skus),
+                orders: Arc::clone(&orders),
+                limits: cart_limits,
+            },
+            mailbox_capacity,
+        );
+        Self { skus, orders, carts }
+    }
+
+    /// The actor of an existing SKU.
+    pub fn sku(&self, sku: &SkuId) -> Option<Mailbox<SkuActor>> {
+        self.skus.get(sku)
+    }
+
+    /// The actor of a SKU, started empty if there is none yet (to create the SKU).
+    pub fn sku_or_start(&self, sku: &SkuId) -> Mailbox<SkuActor> {
+        self.skus.get_or_start(sku)
+    }
+
+    /// The SKU holding a reservation, if it is held.
+    pub fn holder_of(&self, id: &ReservationId) -> Option<SkuId> {
+        self.skus.holder_of(id)
+    }
+
+    /// The actor of a cart, running or loaded; `None` if there is no such cart.
+    pub fn cart(&self, id: &CartId) -> Result<Option<Mailbox<CartActor>>, StoreError> {
+        self.carts.get(id)
+    }
+
+    /// The actor of an order, running or loaded; `None` if there is no such order.
+    pub fn order(&self, id: &OrderId) -> Result<Option<Mailbox<OrderActor>>, StoreError> {
+        self.orders.get(id)
     }
 }

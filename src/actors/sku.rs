@@ -19,31 +19,18 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use tokio::sync::oneshot;
 
-use super::mailbox::MailboxSlot;
+use super::mailbox::{Acked, MailboxSlot, Reply};
 pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
     execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
 };
 use crate::domain::DomainEvent;
-use crate::domain::{Clock, ReservationId, SkuId};
+use crate::domain::{ReservationId, SkuId};
 use crate::metrics as names;
 use crate::persistence::rows::{restore_sku, sku_change_ops, SkuRow};
 use crate::persistence::writer::Change;
-use crate::persistence::{keys, StateView, StoreError, Ticket, Writer};
-
-/// An answer together with the ticket to wait on before reporting it.
-#[derive(Debug)]
-pub struct Acked<T> {
-    /// The answer.
-    pub value: T,
-    /// Durable once this ticket is; 0 when nothing needs waiting for.
-    pub ticket: Ticket,
-}
-
-/// Where an actor sends its answer.
-pub type Reply<T> = oneshot::Sender<Acked<T>>;
+use crate::persistence::{keys, StoreError, Ticket};
 
 /// The domain's answer to a command: what it did, or why the SKU refused (an expected answer,
 /// such as insufficient stock). Either stands, and is what an idempotency key stores.
@@ -55,7 +42,7 @@ pub enum SkuFailure {
     /// The writer's queue was full; retry.
     #[error("the writer's queue is full")]
     Overloaded,
-    /// Reading storage failed; the server is stopping (see [`Writer::fail`]).
+    /// Reading storage failed; the server is stopping (see [`crate::persistence::Writer::fail`]).
     #[error("reading the store failed")]
     Store(#[source] Arc<StoreError>),
 }
@@ -120,12 +107,8 @@ pub struct GetLine {
 
 /// What every SKU actor shares: storage, time and limits.
 pub struct SkuDeps {
-    /// The group-commit writer.
-    pub writer: Arc<Writer>,
-    /// The store, for reading settled reservations and reloading after a restart.
-    pub store: StateView,
-    /// Wall-clock time.
-    pub clock: Arc<dyn Clock>,
+    /// Writer, store (settled reservations, reloading after a restart) and clock.
+    pub services: super::Services,
     /// Bounds on one SKU's state.
     pub limits: SkuLimits,
     /// How long settled reservations stay readable.
@@ -189,10 +172,10 @@ impl SkuActor {
     /// Runs one command and submits its change; returns the answer and the ticket to wait on.
     fn execute(&mut self, command: &SkuCommand, idempotency: Option<IdempotencyDraft>) -> (SkuReply, Ticket) {
         self.prune_recently_settled();
-        let now_ms = self.deps.clock.now_ms();
+        let now_ms = self.deps.services.clock.now_ms();
         // A local handle: the permit borrows the writer while `self` is mutated.
         let deps = Arc::clone(&self.deps);
-        let Some(permit) = deps.writer.try_reserve() else {
+        let Some(permit) = deps.services.writer.try_reserve() else {
             metrics::counter!(names::OVERLOAD_REFUSALS_TOTAL, "queue" => "writer").increment(1);
             return (Err(SkuFailure::Overloaded), self.last_ticket);
         };
@@ -257,7 +240,7 @@ impl SkuActor {
         });
         self.last_ticket = ticket;
         if let Some(mark) = in_flight {
-            mark.release_when_durable(deps.writer.durability(), ticket);
+            mark.release_when_durable(deps.services.writer.durability(), ticket);
         }
         if deps.feed.is_watched(&self.sku) {
             if let Some(state) = &self.state {
@@ -281,6 +264,7 @@ impl SkuActor {
         // takes the fatal path; this command only answers that it could not run.
         let stored = self
             .deps
+            .services
             .store
             .get_decoded::<Reservation>(&key)
             .map_err(|error| SkuFailure::Store(Arc::new(error)))?;
@@ -289,7 +273,7 @@ impl SkuActor {
 
     /// Forgets settled records whose change is durable: storage answers for them now.
     fn prune_recently_settled(&mut self) {
-        let durable = self.deps.writer.durability().durable();
+        let durable = self.deps.services.writer.durability().durable();
         while let Some((ticket, id)) = self.recently_settled_order.front() {
             if *ticket > durable {
                 break;
@@ -311,7 +295,7 @@ impl SkuActor {
                 actor.feed_armed = false;
                 return;
             };
-            let durability = Arc::clone(actor.deps.writer.durability());
+            let durability = Arc::clone(actor.deps.services.writer.durability());
             let feed = Arc::clone(&actor.deps.feed);
             let sku = actor.sku.clone();
             ctx.spawn(
@@ -344,7 +328,7 @@ impl SkuActor {
             ctx.cancel_future(handle);
         }
         if let Some(at_ms) = next {
-            let delay = Duration::from_millis(at_ms.saturating_sub(self.deps.clock.now_ms()));
+            let delay = Duration::from_millis(at_ms.saturating_sub(self.deps.services.clock.now_ms()));
             self.arm_expiry_timer(ctx, at_ms, delay);
         }
     }
@@ -354,7 +338,7 @@ impl SkuActor {
             actor.expiry_timer = None;
             match actor.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None)) {
                 Some((Err(SkuFailure::Overloaded), _)) => {
-                    let retry_at = actor.deps.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
+                    let retry_at = actor.deps.services.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
                     actor.arm_expiry_timer(ctx, retry_at, EXPIRY_RETRY);
                 }
                 Some(_) => {
@@ -391,7 +375,7 @@ impl SkuActor {
 
     /// Reads the SKU and its holds from storage.
     fn load(&self) -> Result<Option<SkuState>, StoreError> {
-        let store = &self.deps.store;
+        let store = &self.deps.services.store;
         let key = keys::sku(&self.sku);
         let Some(bytes) = store.get(&key)? else {
             return Ok(None);
@@ -433,7 +417,7 @@ impl SkuActor {
                 // path stops the server in order. This actor answers nothing meanwhile
                 // (without its state it would answer wrongly).
                 tracing::error!(sku = %self.sku, error = %error, "cannot reload SKU from storage; stopping");
-                self.deps.writer.fail(&error, "reloading a SKU");
+                self.deps.services.writer.fail(&error, "reloading a SKU");
                 ctx.wait(actix::fut::wrap_future(std::future::pending::<()>()));
             }
         }
@@ -470,7 +454,7 @@ impl Actor for SkuActor {
         // The real bound is the Mailbox's; actix's own would park shared senders.
         ctx.set_mailbox_capacity(0);
         if self.reload_pending {
-            let durability = Arc::clone(self.deps.writer.durability());
+            let durability = Arc::clone(self.deps.services.writer.durability());
             let ticket = self.last_ticket;
             // Handle nothing until every change this actor submitted is durable and reloaded.
             ctx.wait(async move { durability.wait(ticket).await }.into_actor(self).map(
@@ -483,7 +467,7 @@ impl Actor for SkuActor {
         }
         // Holds that lapsed while the server was down are released now, in this step, so that
         // no request is answered before (a timer, even of zero delay, would run after some).
-        let now_ms = self.deps.clock.now_ms();
+        let now_ms = self.deps.services.clock.now_ms();
         let due = self
             .state
             .as_ref()
@@ -587,11 +571,11 @@ impl Handler<GetReservation> for SkuActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::Registry;
+    use crate::actors::registry::SkuDirectory;
     use crate::domain::sku::Product;
     use crate::domain::{Currency, Name, Quantity, SystemClock};
     use crate::persistence::writer::LogStart;
-    use crate::persistence::{Memtable, SledStore, Storage, WriterConfig};
+    use crate::persistence::{Memtable, SledStore, StateView, Storage, Writer, WriterConfig};
 
     /// Corrupts the in-memory state, then panics: what a bug in a handler would do.
     #[derive(Message)]
@@ -619,7 +603,7 @@ mod tests {
     struct Fixture {
         writer: Arc<Writer>,
         arbiter: Arbiter,
-        _registry: Arc<Registry>,
+        _skus: SkuDirectory,
         mailbox: super::super::Mailbox<SkuActor>,
     }
 
@@ -636,28 +620,24 @@ mod tests {
             };
             let writer = Writer::start(Arc::clone(&storage), Arc::clone(&memtable), config, start, on_fatal).unwrap();
             let deps = Arc::new(SkuDeps {
-                writer: Arc::clone(&writer),
-                store: StateView::new(storage, memtable),
-                clock: Arc::new(SystemClock),
+                services: crate::actors::Services {
+                    writer: Arc::clone(&writer),
+                    store: StateView::new(storage, memtable),
+                    clock: Arc::new(SystemClock),
+                },
                 limits: SkuLimits { holds_max: 10 },
                 settled_retention_ms: 60_000,
                 hold_index: Arc::new(DashMap::new()),
                 feed: Arc::default(),
             });
             let arbiter = Arbiter::new();
-            let commerce = crate::actors::registry::CommerceLimits {
-                cart_ttl_ms: 60_000,
-                cart_lines_max: 10,
-                payment_timeout_ms: 60_000,
-                order_idle_stop_ms: 60_000,
-                simulator_step_delay_ms: None,
-            };
-            let registry = Registry::new(vec![arbiter.handle()], deps, commerce, 16);
-            let mailbox = registry.sku_or_start(&SkuId::parse("fragile").unwrap());
+            let placement = crate::actors::registry::Placement::new(vec![arbiter.handle()]);
+            let skus = SkuDirectory::new(placement, deps, 16);
+            let mailbox = skus.get_or_start(&SkuId::parse("fragile").unwrap());
             Self {
                 writer,
                 arbiter,
-                _registry: registry,
+                _skus: skus,
                 mailbox,
             }
         }
@@ -703,7 +683,7 @@ mod tests {
 
         fn panic_it(&self) {
             self.mailbox
-                .ask(|_: oneshot::Sender<()>, slot| CorruptAndPanic { slot })
+                .ask(|_: tokio::sync::oneshot::Sender<()>, slot| CorruptAndPanic { slot })
                 .unwrap();
         }
 

@@ -9,7 +9,7 @@ use actix_web::web;
 
 use super::AppState;
 
-/// Open connections, against `http.max_connections`. Each connection holds an [`OpenConnection`]
+/// Open connections, against `http.max_connections`. Each connection holds an `OpenConnection`
 /// in its extensions, which counts it until the connection is dropped.
 #[derive(Clone)]
 pub struct ConnectionCount {

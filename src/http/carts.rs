@@ -39,7 +39,7 @@ pub async fn create(
         let id = CartId::generate();
         let (token, token_hash) = new_cart_token(id);
         let now_ms = engine.clock.now_ms();
-        let cart = Cart::new(id, token_hash, now_ms, engine.commerce.cart_ttl_ms);
+        let cart = Cart::new(id, token_hash, now_ms, engine.registry.carts.limits().ttl_ms);
         let reply = Created {
             cart: cart.clone(),
             token,
@@ -59,7 +59,7 @@ pub async fn create(
         if let Some(mark) = in_flight {
             mark.release_when_durable(engine.writer.durability(), ticket);
         }
-        engine.registry.start_cart(cart);
+        engine.registry.carts.start(cart);
         metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
         metrics::gauge!(names::CARTS_OPEN).increment(1.0);
         Ok((Ok::<_, ApiError>(reply), ticket))
@@ -104,14 +104,14 @@ async fn ask_cart<M>(
     engine: &Engine,
     id: CartId,
     mailbox: &Mailbox<CartActor>,
-    make: impl FnOnce(crate::actors::sku::Reply<CartReply>, crate::actors::MailboxSlot) -> M,
+    make: impl FnOnce(crate::actors::Reply<CartReply>, crate::actors::MailboxSlot) -> M,
 ) -> Result<(Result<CartReply, ApiError>, crate::persistence::Ticket), ApiError>
 where
     M: actix::Message<Result = ()> + Send + 'static,
     CartActor: actix::Handler<M>,
 {
     let answer = mailbox.ask(make)?.await.map_err(|_| {
-        engine.registry.forget_cart(&id, mailbox.addr());
+        engine.registry.carts.forget(&id, mailbox.addr());
         ApiError::Unavailable
     })?;
     let reply = match answer.value {

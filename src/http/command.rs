@@ -131,7 +131,7 @@ where
 pub async fn ask_durable<M, T>(
     engine: &Engine,
     mailbox: &Mailbox<SkuActor>,
-    make: impl FnOnce(crate::actors::sku::Reply<T>, crate::actors::MailboxSlot) -> M,
+    make: impl FnOnce(crate::actors::Reply<T>, crate::actors::MailboxSlot) -> M,
 ) -> Result<T, ApiError>
 where
     M: actix::Message<Result = ()> + Send + 'static,

@@ -45,7 +45,7 @@ pub async fn get(
         .ask(|reply, slot| GetOrder { access, reply, slot })?
         .await
         .map_err(|_| {
-            engine.registry.forget_order(&id, mailbox.addr());
+            engine.registry.orders.forget(&id, mailbox.addr());
             ApiError::Unavailable
         })?;
     durable(engine, answer.ticket).await?;
@@ -76,7 +76,7 @@ async fn change(
             })?
             .await
             .map_err(|_| {
-                engine.registry.forget_order(&id, mailbox.addr());
+                engine.registry.orders.forget(&id, mailbox.addr());
                 ApiError::Unavailable
             })?;
         Ok((standing(answer.value), answer.ticket))

@@ -611,9 +611,9 @@ async fn a_settled_order_leaves_memory_when_idle_and_comes_back_when_asked_for()
     assert_eq!(cancelled.status(), StatusCode::OK);
     let order_id = stockroom::domain::OrderId::parse(&id).unwrap();
     let registry = || std::sync::Arc::clone(&app.state.engine.get().unwrap().registry);
-    assert!(registry().order_is_running(&order_id));
+    assert!(registry().orders.is_running(&order_id));
     let started = Instant::now();
-    while registry().order_is_running(&order_id) {
+    while registry().orders.is_running(&order_id) {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the settled order did not leave memory"
@@ -635,7 +635,7 @@ async fn a_settled_order_leaves_memory_when_idle_and_comes_back_when_asked_for()
         (body["status"].as_str(), body["history"].as_array().map(Vec::len)),
         (Some("cancelled"), Some(2))
     );
-    assert!(registry().order_is_running(&order_id));
+    assert!(registry().orders.is_running(&order_id));
     assert_eq!(counters(&app.sku("bowl").await), (5, 0, 5));
 }
 

@@ -14,7 +14,7 @@ use super::state::SkuState;
 ///   committing and returning a settled reservation are answered from it, and an id that was
 ///   committed is never held again.
 ///
-/// Never mutates; the events it returns are applied with [`apply_all`]. `Ok` with no events
+/// Never mutates; the events it returns are applied with [`apply_all`](super::apply_all). `Ok` with no events
 /// means the command stands without changing anything (a repeat, for example).
 pub fn decide(
     state: Option<&SkuState>,

@@ -1,5 +1,6 @@
 //! One command as the SKU's single writer runs it: expire the holds that are due, look up the
-//! settled record the command needs, [`decide`], [`apply_all`], and build the answer.
+//! settled record the command needs, [`decide`](super::decide()), [`apply_all`], and build
+//! the answer.
 
 use super::command::{SkuCommand, SkuRejection};
 use super::decide::decide;

@@ -8,7 +8,7 @@
 //!
 //! A reservation is `held` until it is committed (its units leave `on_hand`), released, or
 //! expired at `expires_ms`; a committed one may later be returned. Settled reservations leave
-//! the state; the caller keeps them (in storage) and hands the record to [`decide`] when a
+//! the state; the caller keeps them (in storage) and hands the record to [`decide()`] when a
 //! command names one.
 //!
 //! One concept per file:

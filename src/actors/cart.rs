@@ -26,8 +26,12 @@ use super::registry::{CartContext, CartDirectory};
 use super::sku::{SkuFailure, SkuOutcome};
 use super::timer::DueTimer;
 use super::{persist, Access};
-use crate::domain::cart::{Cart, CartRejection, CartStatus};
-use crate::domain::order::{Order, OrderLine};
+use crate::domain::cart::{
+    price_lines, Cart, CartRejection, CartStatus, CheckoutEnd, CheckoutFailure, CheckoutStart, LineAtSku, LineChange,
+    LineCommit,
+};
+pub use crate::domain::cart::{LineFailure, PricedLine};
+use crate::domain::order::Order;
 use crate::domain::sku::{SkuCommand, SkuRejection};
 use crate::domain::{CartEvent, DomainEvent, OrderEvent};
 use crate::domain::{OrderId, SkuId};
@@ -35,26 +39,13 @@ use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
 use crate::persistence::{codec, keys, Op, Ticket};
 
-/// One line as the shopper sees it: units held at the SKU, priced now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CartLineView {
-    /// The SKU.
-    pub sku: SkuId,
-    /// Units held for the cart.
-    pub qty: u64,
-    /// The SKU's unit price now.
-    pub price_minor: u64,
-    /// `qty * price_minor`.
-    pub line_total_minor: u64,
-}
-
-/// A cart with its lines read from the SKUs.
+/// A cart with its lines read from the SKUs, priced now.
 #[derive(Debug, Clone)]
 pub struct CartView {
     /// The cart.
     pub cart: Cart,
     /// Lines holding stock.
-    pub lines: Vec<CartLineView>,
+    pub lines: Vec<PricedLine>,
     /// Sum of the line totals.
     pub total_minor: u64,
 }
@@ -76,38 +67,14 @@ pub enum CartOutcome {
 pub enum CartFailure {
     /// No such cart for these credentials (another cart's token sees nothing).
     NotFound,
-    /// The cart refused (closed, empty, too many lines, another currency).
+    /// The cart refused (closed, empty, too many lines, another currency, no such line).
     Rejected(CartRejection),
     /// The SKU refused (not enough stock, no such SKU).
     Stock(SkuRejection),
-    /// The line is not in the cart.
-    LineNotFound,
     /// Checkout could not commit these lines (with why); what was committed went back.
     CheckoutFailed(Vec<(SkuId, LineFailure)>),
     /// A queue was full; retry.
     Overloaded,
-}
-
-/// Why checkout could not take a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineFailure {
-    /// Its hold lapsed (or was released) before checkout committed it.
-    HoldLapsed,
-    /// The SKU was repriced into another currency than the cart's.
-    CurrencyChanged,
-    /// The order's total would not fit in 64 bits.
-    TotalTooLarge,
-}
-
-impl LineFailure {
-    /// The reason as the API names it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LineFailure::HoldLapsed => "hold_lapsed",
-            LineFailure::CurrencyChanged => "currency_changed",
-            LineFailure::TotalTooLarge => "total_too_large",
-        }
-    }
 }
 
 /// The answer to a cart request.
@@ -188,10 +155,11 @@ impl CartActor {
 
     /// Runs `flow` on a copy of the cart while holding the mailbox, then adopts the copy and
     /// answers. `reply` may be absent (timers, recovery).
-    fn run<F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<CartReply>>, flow: F)
+    fn run<R, F, Fut>(&mut self, ctx: &mut Context<Self>, reply: Option<Reply<R>>, flow: F)
     where
+        R: 'static,
         F: FnOnce(Arc<CartContext>, Cart) -> Fut,
-        Fut: std::future::Future<Output = (Cart, CartReply, Ticket)> + 'static,
+        Fut: std::future::Future<Output = (Cart, R, Ticket)> + 'static,
     {
         self.last_used_ms = self.context.services.clock.now_ms();
         let future = flow(Arc::clone(&self.context), self.cart.clone());
@@ -376,31 +344,23 @@ fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
     DomainEvent::Cart { cart: cart.id, event }
 }
 
-/// The cart's lines, read from the SKUs, with the newest ticket among the reads.
+/// The cart's lines, read from the SKUs and priced, with the newest ticket among the reads.
 async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
-    let mut lines = Vec::new();
+    let mut held = Vec::new();
     let mut ticket = 0;
     for sku in &cart.skus {
         let (line, read) = context.skus.line(sku, cart.line_id(sku)).await?;
         ticket = ticket.max(read);
-        if let Some((qty, sku_view)) = line.filter(|(qty, _)| *qty > 0) {
-            let price_minor = sku_view.product.price_minor;
-            lines.push(CartLineView {
-                sku: sku.clone(),
-                qty,
-                price_minor,
-                line_total_minor: qty.saturating_mul(price_minor),
-            });
+        if let Some((qty, sku_view)) = line {
+            held.push((sku.clone(), qty, sku_view.product.price_minor));
         }
     }
-    let total_minor = lines
-        .iter()
-        .fold(0u64, |sum, line| sum.saturating_add(line.line_total_minor));
+    let (lines, total) = price_lines(held).map_err(CartFailure::Rejected)?;
     Ok((
         CartView {
             cart: cart.clone(),
             lines,
-            total_minor,
+            total_minor: total.minor(),
         },
         ticket,
     ))
@@ -437,45 +397,48 @@ async fn set_line_steps(
     let Some((held, sku_view)) = line else {
         return (Err(CartFailure::Stock(SkuRejection::SkuNotFound)), ticket);
     };
-    // A line exists when it holds stock (the SKU set is a superset: a refused set leaves
-    // its SKU there with nothing held).
-    if qty == 0 && (held == 0 || !cart.skus.contains(sku)) {
-        return (Err(CartFailure::LineNotFound), ticket);
-    }
-    if qty > 0 {
-        if let Err(rejection) = cart.check_line(sku, sku_view.product.currency, limits.lines_max, now_ms) {
+    let product = &sku_view.product;
+    let at_sku = LineAtSku {
+        held,
+        price_minor: product.price_minor,
+        currency: product.currency,
+    };
+    let change = cart.decide_line(sku, qty, at_sku, limits.lines_max, now_ms);
+    if let Ok(LineChange::Hold { .. }) = change {
+        // The cart's total with the new line must fit too: checked before any stock moves.
+        let (before, read) = match view(context, cart).await {
+            Ok(read) => read,
+            Err(failure) => return (Err(failure), ticket),
+        };
+        ticket = ticket.max(read);
+        let others = before.lines.into_iter().filter(|line| line.sku != *sku);
+        let with_line = others
+            .map(|line| (line.sku, line.qty, line.price_minor))
+            .chain([(sku.clone(), qty, product.price_minor)]);
+        if let Err(rejection) = price_lines(with_line) {
             return (Err(CartFailure::Rejected(rejection)), ticket);
         }
-        // Membership first: after a crash the cart still knows every SKU that may hold for it.
-        if !cart.skus.contains(sku) {
-            cart.skus.insert(sku.clone());
-            cart.currency.get_or_insert(sku_view.product.currency);
-            match write(
-                context,
-                cart,
-                Vec::new(),
-                Vec::new(),
-                &Ok(CartOutcome::Cart(empty_view(cart))),
-                None,
-            ) {
+    }
+    match change {
+        Err(rejection) => return (Err(CartFailure::Rejected(rejection)), ticket),
+        Ok(LineChange::Hold { joins: true }) => {
+            // Membership first: after a crash the cart still knows every SKU that may hold.
+            cart.join(sku, product.currency);
+            let joined = Ok(CartOutcome::Cart(empty_view(cart)));
+            match write(context, cart, Vec::new(), Vec::new(), &joined, None) {
                 Ok(written) => ticket = written,
                 Err(failure) => return (Err(failure), ticket),
             }
         }
+        Ok(LineChange::Hold { joins: false } | LineChange::Release) => {}
     }
     let expires_ms = now_ms.saturating_add(limits.ttl_ms);
-    match context
-        .skus
-        .command(
-            sku,
-            SkuCommand::SetHold {
-                id: line_id,
-                qty,
-                expires_ms,
-            },
-        )
-        .await
-    {
+    let set = SkuCommand::SetHold {
+        id: line_id,
+        qty,
+        expires_ms,
+    };
+    match context.skus.command(sku, set).await {
         Ok((Ok(Ok(_)), set)) => ticket = ticket.max(set),
         Ok((Ok(Err(rejection)), set)) => return (Err(CartFailure::Stock(rejection)), ticket.max(set)),
         Ok((Err(failure), set)) => return (Err(failure.into()), ticket.max(set)),
@@ -491,13 +454,7 @@ async fn set_line_steps(
             return (Err(error.into()), ticket);
         }
     }
-    cart.expires_ms = expires_ms;
-    if qty == 0 {
-        cart.skus.remove(sku);
-        if cart.skus.is_empty() {
-            cart.currency = None;
-        }
-    }
+    cart.line_set(sku, qty, expires_ms);
     let reply = match view(context, cart).await {
         Ok((view, read)) => {
             ticket = ticket.max(read);
@@ -526,11 +483,11 @@ async fn checkout(
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (Cart, CartReply, Ticket) {
     let now_ms = context.services.clock.now_ms();
-    match cart.status {
+    let order = match cart.start_checkout(OrderId::generate(), now_ms) {
+        Err(rejection) => return (cart, Err(CartFailure::Rejected(rejection)), 0),
         // A checkout that was interrupted (a full queue) is finished by this request.
-        CartStatus::CheckingOut(order) => return saga(context, cart, order, idempotency).await,
-        CartStatus::Open => {}
-        CartStatus::CheckedOut(order) => {
+        Ok(CheckoutStart::Resume(order)) => return saga(context, cart, order, idempotency).await,
+        Ok(CheckoutStart::Done(order)) => {
             return match context.orders.snapshot(&order).await {
                 Ok(Some((order, ticket))) => (cart, Ok(CartOutcome::CheckedOutBefore(order)), ticket),
                 Ok(None) => (
@@ -543,17 +500,10 @@ async fn checkout(
                 Err(_) => (cart, Err(CartFailure::Overloaded), 0),
             };
         }
-        other => return (cart, Err(CartFailure::Rejected(CartRejection::Closed(other))), 0),
-    }
-    if let Err(rejection) = cart.check_open(now_ms) {
-        return (cart, Err(CartFailure::Rejected(rejection)), 0);
-    }
-    if cart.skus.is_empty() {
-        return (cart, Err(CartFailure::Rejected(CartRejection::Empty)), 0);
-    }
-    let order = OrderId::generate();
+        Ok(CheckoutStart::Begin(order)) => order,
+    };
     let previous = cart.status;
-    cart.status = CartStatus::CheckingOut(order);
+    cart.begin_checkout(order);
     let started = vec![cart_event(&cart, CartEvent::CheckoutStarted { order })];
     if let Err(failure) = write(
         &context,
@@ -570,106 +520,52 @@ async fn checkout(
 }
 
 /// The checkout saga from `checking_out(order)`: commit every line, then place the order or
-/// give back what was committed. Safe to run again from the start at any point.
+/// give back what was committed ([`Cart::end_checkout`] decides). Safe to run again from the
+/// start at any point: every step at a SKU is idempotent.
 async fn saga(
     context: Arc<CartContext>,
     mut cart: Cart,
     order_id: OrderId,
     idempotency: Option<IdempotencyDraft<CartReply>>,
 ) -> (Cart, CartReply, Ticket) {
-    let deps = context.services.clone();
     let mut ticket = 0;
-    let mut committed: Vec<OrderLine> = Vec::new();
-    let mut failed: Vec<(SkuId, LineFailure)> = Vec::new();
+    let mut commits = Vec::with_capacity(cart.skus.len());
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
-        match context.skus.command(&sku, SkuCommand::Commit { id }).await {
+        let commit = match context.skus.command(&sku, SkuCommand::Commit { id }).await {
             Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
                 ticket = ticket.max(done);
-                let price = match context.skus.line(&sku, id).await {
-                    Ok((Some((_, view)), _)) if Some(view.product.currency) == cart.currency => {
-                        Some(view.product.price_minor)
-                    }
-                    Ok(_) => None,
+                let (price_minor, currency) = match context.skus.line(&sku, id).await {
+                    Ok((Some((_, view)), _)) => (view.product.price_minor, Some(view.product.currency)),
+                    Ok((None, _)) => (0, None),
                     Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
                 };
-                match price {
-                    Some(price_minor) => committed.push(OrderLine {
-                        sku,
-                        qty: reservation.qty,
-                        price_minor,
-                        reservation: id,
-                    }),
-                    None => {
-                        // Repriced into another currency since it was added: give it back.
-                        committed.push(OrderLine {
-                            sku: sku.clone(),
-                            qty: reservation.qty,
-                            price_minor: 0,
-                            reservation: id,
-                        });
-                        failed.push((sku, LineFailure::CurrencyChanged));
-                    }
+                LineCommit::Committed {
+                    qty: reservation.qty,
+                    price_minor,
+                    currency,
                 }
             }
-            // No hold: the line was never set, or was emptied (released). Nothing to commit,
-            // nothing failed. Only a hold that expired is a line lost.
+            // No hold: the line was never set, or was emptied (released).
             Ok((
                 Ok(Err(
                     SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound | SkuRejection::ReservationReleased,
                 )),
                 _,
-            )) => {}
-            Ok((Ok(Err(_)), _)) => failed.push((sku, LineFailure::HoldLapsed)),
+            )) => LineCommit::NoHold,
+            Ok((Ok(Err(_)), _)) => LineCommit::Lapsed,
+            // Not reached now (a full queue): the saga runs again.
             Ok((Ok(Ok(_)), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
-        }
-    }
-    let now_ms = deps.clock.now_ms();
-    let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
-    let placed = match (failed.is_empty(), committed.is_empty(), cart.currency) {
-        (true, false, Some(currency)) => Order::place(
-            order_id,
-            cart.id,
-            cart.token_hash,
-            committed.clone(),
-            currency,
-            now_ms,
-            payment_timeout_ms,
-        )
-        .ok(),
-        _ => None,
-    };
-    if let Some(order) = placed {
-        cart.status = CartStatus::CheckedOut(order_id);
-        let reply: CartReply = Ok(CartOutcome::Order(order.clone()));
-        let events = vec![
-            cart_event(&cart, CartEvent::CheckedOut { order: order_id }),
-            DomainEvent::Order {
-                order: order_id,
-                event: OrderEvent::Placed {
-                    total_minor: order.total_minor,
-                    currency: order.currency,
-                    lines: order.lines.clone(),
-                },
-            },
-        ];
-        let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
-        return match write(&context, &cart, order_row, events, &reply, idempotency) {
-            Ok(written) => {
-                context.orders.start(order);
-                metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
-                metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
-                metrics::gauge!(names::ORDERS, "status" => "placed").increment(1.0);
-                (cart, reply, written)
-            }
-            Err(failure) => {
-                cart.status = CartStatus::CheckingOut(order_id);
-                (cart, Err(failure), ticket)
-            }
         };
+        commits.push((sku, id, commit));
     }
-    // Compensate: everything committed goes back, then the cart reopens with fresh line ids.
-    for line in &committed {
+    let now_ms = context.services.clock.now_ms();
+    let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
+    let (give_back, failure) = match cart.end_checkout(order_id, commits, now_ms, payment_timeout_ms) {
+        CheckoutEnd::Place(order) => return place(&context, cart, order, idempotency, ticket),
+        CheckoutEnd::Compensate { give_back, failure } => (give_back, failure),
+    };
+    for line in &give_back {
         match context
             .skus
             .command(&line.sku, SkuCommand::Return { id: line.reservation })
@@ -679,27 +575,19 @@ async fn saga(
             Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
         }
     }
-    if !committed.is_empty() {
-        metrics::counter!(names::SAGA_COMPENSATIONS_TOTAL).increment(committed.len() as u64);
+    if !give_back.is_empty() {
+        metrics::counter!(names::SAGA_COMPENSATIONS_TOTAL).increment(give_back.len() as u64);
     }
-    let reply: CartReply = match (committed.is_empty(), failed.is_empty()) {
-        (true, true) => Err(CartFailure::Rejected(CartRejection::Empty)),
-        // Nothing failed, yet no order: its total overflowed. Every line is named.
-        (false, true) => Err(CartFailure::CheckoutFailed(
-            committed
-                .iter()
-                .map(|line| (line.sku.clone(), LineFailure::TotalTooLarge))
-                .collect(),
-        )),
-        _ => Err(CartFailure::CheckoutFailed(failed.clone())),
+    let (reply, failed_skus): (CartReply, Vec<SkuId>) = match failure {
+        CheckoutFailure::Empty => (Err(CartFailure::Rejected(CartRejection::Empty)), Vec::new()),
+        CheckoutFailure::Lines(lines) => {
+            let skus = lines.iter().map(|(sku, _)| sku.clone()).collect();
+            (Err(CartFailure::CheckoutFailed(lines)), skus)
+        }
     };
     let previous = cart.clone();
-    cart.status = CartStatus::Open;
-    cart.attempt += 1;
-    cart.skus.clear();
-    cart.currency = None;
-    let skus = failed.into_iter().map(|(sku, _)| sku).collect();
-    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus })];
+    cart.reopen();
+    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus: failed_skus })];
     match write(&context, &cart, Vec::new(), events, &reply, idempotency) {
         Ok(written) => {
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);
@@ -709,11 +597,60 @@ async fn saga(
     }
 }
 
+/// Writes the placed order and the checked-out cart in one batch, and starts the order.
+fn place(
+    context: &CartContext,
+    mut cart: Cart,
+    order: Order,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+    ticket: Ticket,
+) -> (Cart, CartReply, Ticket) {
+    let order_id = order.id;
+    cart.status = CartStatus::CheckedOut(order_id);
+    let reply: CartReply = Ok(CartOutcome::Order(order.clone()));
+    let events = vec![
+        cart_event(&cart, CartEvent::CheckedOut { order: order_id }),
+        DomainEvent::Order {
+            order: order_id,
+            event: OrderEvent::Placed {
+                total_minor: order.total_minor,
+                currency: order.currency,
+                lines: order.lines.clone(),
+            },
+        },
+    ];
+    let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
+    match write(context, &cart, order_row, events, &reply, idempotency) {
+        Ok(written) => {
+            context.orders.start(order);
+            metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
+            metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+            metrics::gauge!(names::ORDERS, "status" => "placed").increment(1.0);
+            (cart, reply, written)
+        }
+        Err(failure) => {
+            cart.status = CartStatus::CheckingOut(order_id);
+            (cart, Err(failure), ticket)
+        }
+    }
+}
+
+/// What an expiry pass did.
+#[derive(Debug)]
+pub enum Expiry {
+    /// Not due (written to meanwhile) or no longer open: nothing to do.
+    NotDue,
+    /// Every line released; the cart is expired.
+    Expired,
+    /// Could not finish now (a full queue); the timer tries again.
+    Failed(CartFailure),
+}
+
 /// Expires an open cart whose hold time passed: releases every line, then marks it expired.
-async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, CartReply, Ticket) {
+async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Ticket) {
     let now_ms = context.services.clock.now_ms();
-    if cart.status != CartStatus::Open || cart.expires_ms > now_ms {
-        return (cart, Err(CartFailure::Overloaded), 0);
+    if !cart.is_due(now_ms) {
+        return (cart, Expiry::NotDue, 0);
     }
     for sku in cart.skus.clone() {
         let release = SkuCommand::SetHold {
@@ -722,7 +659,7 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, CartReply, 
             expires_ms: now_ms,
         };
         if let Err(error) = context.skus.command(&sku, release).await {
-            return (cart, Err(error.into()), 0);
+            return (cart, Expiry::Failed(error.into()), 0);
         }
     }
     cart.status = CartStatus::Expired;
@@ -732,11 +669,11 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, CartReply, 
         Ok(written) => {
             metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
             metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
-            (cart, reply, written)
+            (cart, Expiry::Expired, written)
         }
         Err(failure) => {
             cart.status = CartStatus::Open;
-            (cart, Err(failure), 0)
+            (cart, Expiry::Failed(failure), 0)
         }
     }
 }

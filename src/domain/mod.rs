@@ -16,4 +16,4 @@ pub mod values;
 pub use clock::{Clock, SteadyClock, SystemClock};
 pub use event::{CartEvent, DomainEvent, EventRecord, OrderEvent, SkuEvent};
 pub use ids::{CartId, OrderId, ReservationId, SkuId};
-pub use values::{Currency, InvalidValue, Name, Quantity, StockDelta};
+pub use values::{Currency, InvalidValue, Money, Name, Quantity, StockDelta};

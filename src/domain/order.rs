@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{CartId, OrderId, ReservationId, SkuId};
-use super::values::Currency;
+use super::values::{Currency, Money};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -101,8 +101,8 @@ pub struct OrderLine {
 
 impl OrderLine {
     /// `qty * price_minor`, or `None` on overflow.
-    pub fn total_minor(&self) -> Option<u64> {
-        self.qty.checked_mul(self.price_minor)
+    pub fn total(&self) -> Option<Money> {
+        Money::from_minor(self.price_minor).times(self.qty)
     }
 }
 
@@ -169,10 +169,9 @@ impl Order {
         now_ms: u64,
         payment_timeout_ms: u64,
     ) -> Result<Self, OrderRejection> {
-        let total_minor = lines
-            .iter()
-            .try_fold(0u64, |sum, line| sum.checked_add(line.total_minor()?))
-            .ok_or(OrderRejection::TotalTooLarge)?;
+        let total_minor = Money::sum(lines.iter().map(OrderLine::total))
+            .ok_or(OrderRejection::TotalTooLarge)?
+            .minor();
         Ok(Self {
             id,
             cart,

@@ -28,6 +28,43 @@ impl InvalidValue {
 /// The largest quantity one request may move.
 pub const QUANTITY_MAX: u64 = 1_000_000;
 
+/// An amount in minor units of a currency (cents), with checked arithmetic: a total that
+/// does not fit in 64 bits is an error, never a wrong (saturated) figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Money(u64);
+
+impl Money {
+    /// Nothing.
+    pub const ZERO: Money = Money(0);
+
+    /// `minor` units (cents).
+    pub const fn from_minor(minor: u64) -> Self {
+        Money(minor)
+    }
+
+    /// The amount in minor units.
+    pub const fn minor(self) -> u64 {
+        self.0
+    }
+
+    /// `qty` times this unit price; `None` when it does not fit.
+    pub fn times(self, qty: u64) -> Option<Money> {
+        self.0.checked_mul(qty).map(Money)
+    }
+
+    /// The sum of two amounts; `None` when it does not fit.
+    pub fn plus(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+
+    /// The sum of `amounts`; `None` when it does not fit.
+    pub fn sum(amounts: impl IntoIterator<Item = Option<Money>>) -> Option<Money> {
+        amounts
+            .into_iter()
+            .try_fold(Money::ZERO, |total, amount| total.plus(amount?))
+    }
+}
+
 /// A quantity of units in one request: `1 ..= 1_000_000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Quantity(u64);
@@ -155,6 +192,27 @@ impl Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_overflows_as_an_error_never_as_a_saturated_figure() {
+        let price = Money::from_minor(1299);
+        assert_eq!(price.times(3), Some(Money::from_minor(3897)));
+        assert_eq!(Money::from_minor(u64::MAX / 2).times(3), None);
+        assert_eq!(Money::from_minor(u64::MAX).plus(Money::from_minor(1)), None);
+        assert_eq!(
+            Money::sum([Some(Money::from_minor(1)), Some(Money::from_minor(2))]),
+            Some(Money::from_minor(3))
+        );
+        assert_eq!(
+            Money::sum([Some(Money::from_minor(u64::MAX)), Some(Money::from_minor(1))]),
+            None
+        );
+        assert_eq!(
+            Money::sum([Some(Money::from_minor(1)), None]),
+            None,
+            "a line that overflowed"
+        );
+    }
 
     #[test]
     fn quantities_are_one_to_the_limit() {

@@ -236,7 +236,7 @@ impl From<SkuRejection> for ApiError {
 impl From<CartFailure> for ApiError {
     fn from(failure: CartFailure) -> Self {
         match failure {
-            CartFailure::NotFound | CartFailure::LineNotFound => ApiError::NotFound,
+            CartFailure::NotFound => ApiError::NotFound,
             CartFailure::Stock(rejection) => rejection.into(),
             CartFailure::Overloaded => ApiError::Overloaded,
             CartFailure::CheckoutFailed(failed) => {
@@ -255,6 +255,7 @@ impl From<CartFailure> for ApiError {
             }
             CartFailure::Rejected(rejection) => {
                 let code = match rejection {
+                    CartRejection::LineNotFound => return ApiError::NotFound,
                     CartRejection::Closed(_) => "cart_closed",
                     CartRejection::Empty => "cart_empty",
                     CartRejection::TooManyLines(_) => {
@@ -262,6 +263,7 @@ impl From<CartFailure> for ApiError {
                         "too_many_lines"
                     }
                     CartRejection::CurrencyMismatch { .. } => "currency_mismatch",
+                    CartRejection::TotalTooLarge => "total_too_large",
                 };
                 ApiError::conflict(code, rejection.to_string())
             }

@@ -235,7 +235,8 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
                     sku: line.sku.as_str(),
                     qty: line.qty,
                     price_minor: line.price_minor,
-                    line_total_minor: line.total_minor().unwrap_or(u64::MAX),
+                    // An order is placed only when its total fits, so each line's total does.
+                    line_total_minor: line.total().map_or(order.total_minor, crate::domain::Money::minor),
                 })
                 .collect(),
             total_minor: order.total_minor,

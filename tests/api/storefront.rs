@@ -672,3 +672,46 @@ async fn one_cart_cannot_hoard_a_sku_or_open_lines_without_end() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_cart_total_that_would_not_fit_is_refused_before_any_stock_moves_never_saturated() {
+    const PRICE: u64 = 1_000_000_000_000;
+    const QTY: u64 = 1_000_000;
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.cart.max_qty_per_line = QTY;
+    })
+    .await;
+    // 18 lines of 10^18 fit in 64 bits (1.8 * 10^19); a 19th does not.
+    let skus: Vec<String> = (0..19).map(|index| format!("gold-{index}")).collect();
+    for sku in &skus {
+        let created = app
+            .admin(Method::PUT, &format!("/v1/skus/{sku}"))
+            .json(&json!({"name": "Gold bar", "price_minor": PRICE, "currency": "EUR", "on_hand": QTY}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    let cart = app.create_cart().await;
+    for sku in &skus[..18] {
+        assert_eq!(app.set_line(&cart, sku, QTY).await.status(), StatusCode::OK, "{sku}");
+    }
+    let refused = app.set_line(&cart, &skus[18], QTY).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&refused.json().await.unwrap()), "total_too_large");
+    assert_eq!(
+        counters(&app.sku(&skus[18]).await),
+        (QTY, 0, QTY),
+        "the refused line holds nothing"
+    );
+    let shown: Value = app
+        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["total_minor"], 18 * PRICE * QTY, "the exact total, not a saturated one");
+    assert_eq!(shown["lines"].as_array().unwrap().len(), 18);
+}

@@ -412,9 +412,10 @@ async fn set_line_steps(
         };
         ticket = ticket.max(read);
         let others = before.lines.into_iter().filter(|line| line.sku != *sku);
-        let with_line = others
-            .map(|line| (line.sku, line.qty, line.price_minor))
-            .chain([(sku.clone(), qty, product.price_minor)]);
+        let with_line =
+            others
+                .map(|line| (line.sku, line.qty, line.price_minor))
+                .chain([(sku.clone(), qty, product.price_minor)]);
         if let Err(rejection) = price_lines(with_line) {
             return (Err(CartFailure::Rejected(rejection)), ticket);
         }

@@ -704,14 +704,11 @@ async fn a_cart_total_that_would_not_fit_is_refused_before_any_stock_moves_never
         (QTY, 0, QTY),
         "the refused line holds nothing"
     );
-    let shown: Value = app
-        .as_cart(&cart, Method::GET, &format!("/v1/carts/{}", cart.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(shown["total_minor"], 18 * PRICE * QTY, "the exact total, not a saturated one");
+    let shown = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
+    assert_eq!(
+        shown["total_minor"],
+        18 * PRICE * QTY,
+        "the exact total, not a saturated one"
+    );
     assert_eq!(shown["lines"].as_array().unwrap().len(), 18);
 }

@@ -246,6 +246,20 @@ mod tests {
         Ok(events)
     }
 
+    /// Holds `units` under `id` at time 0 for 1000 ms.
+    fn hold(state: &mut Option<SkuState>, id: ReservationId, units: i64) {
+        run(
+            state,
+            SkuCommand::Reserve {
+                id,
+                qty: qty(units),
+                ttl_ms: 1000,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
     fn qty(n: i64) -> Quantity {
         Quantity::parse(n, QUANTITY_MAX).unwrap()
     }
@@ -253,16 +267,7 @@ mod tests {
     #[test]
     fn reserving_more_than_available_is_refused_with_the_available_count() {
         let mut state = sku_with(5);
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id: ReservationId::generate(),
-                qty: qty(3),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, ReservationId::generate(), 3);
         let refused = run(
             &mut state,
             SkuCommand::Reserve {
@@ -282,26 +287,8 @@ mod tests {
         let mut state = sku_with(10);
         let kept = ReservationId::generate();
         let returned = ReservationId::generate();
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id: kept,
-                qty: qty(4),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id: returned,
-                qty: qty(2),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, kept, 4);
+        hold(&mut state, returned, 2);
         run(&mut state, SkuCommand::Commit { id: kept }, 10).unwrap();
         run(&mut state, SkuCommand::Release { id: returned }, 10).unwrap();
         let view = state.unwrap().view();
@@ -311,16 +298,7 @@ mod tests {
     #[test]
     fn holds_expire_at_their_instant_and_not_before() {
         let mut state = sku_with(10);
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id: ReservationId::generate(),
-                qty: qty(4),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, ReservationId::generate(), 4);
         assert!(run(&mut state, SkuCommand::ExpireDue, 999).unwrap().is_empty());
         let expired = run(&mut state, SkuCommand::ExpireDue, 1000).unwrap();
         assert_eq!(expired.len(), 1);
@@ -331,16 +309,7 @@ mod tests {
     fn a_due_hold_cannot_be_committed() {
         let mut state = sku_with(10);
         let id = ReservationId::generate();
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id,
-                qty: qty(1),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, id, 1);
         assert_eq!(
             run(&mut state, SkuCommand::Commit { id }, 1000),
             Err(SkuRejection::ReservationExpired)
@@ -350,16 +319,7 @@ mod tests {
     #[test]
     fn shrinkage_may_not_take_available_below_zero() {
         let mut state = sku_with(5);
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id: ReservationId::generate(),
-                qty: qty(4),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, ReservationId::generate(), 4);
         let reason = Name::parse("broken", "reason", "invalid_reason").unwrap();
         let refused = run(
             &mut state,
@@ -517,16 +477,7 @@ mod tests {
     fn a_held_reservation_is_not_returned() {
         let mut state = sku_with(5);
         let id = ReservationId::generate();
-        run(
-            &mut state,
-            SkuCommand::Reserve {
-                id,
-                qty: qty(1),
-                ttl_ms: 1000,
-            },
-            0,
-        )
-        .unwrap();
+        hold(&mut state, id, 1);
         assert_eq!(
             run(&mut state, SkuCommand::Return { id }, 1),
             Err(SkuRejection::ReservationNotCommitted)

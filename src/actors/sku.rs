@@ -411,6 +411,12 @@ impl SkuActor {
                 self.reload_pending = false;
                 tracing::info!(sku = %self.sku, "SKU actor reloaded from storage");
                 self.schedule_expiry(ctx);
+                // Watchers get the reloaded figure: a publication may have been lost with the
+                // old context.
+                if let Some(state) = self.state.as_ref().filter(|_| self.deps.feed.is_watched(&self.sku)) {
+                    self.feed_pending = Some((state.available(), self.last_ticket));
+                    self.schedule_feed(ctx);
+                }
             }
             Err(error) => {
                 // Storage that cannot be read is as fatal here as at startup: the one fatal
@@ -486,7 +492,11 @@ impl Actor for SkuActor {
 
 impl Supervised for SkuActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // The old context's timers are gone: neither the expiry timer nor a publication of the
+        // stock feed is armed any more.
         self.expiry_timer = None;
+        self.feed_armed = false;
+        self.feed_pending = None;
         self.reload_pending = true;
     }
 }
@@ -764,6 +774,37 @@ mod tests {
             fixture.writer.try_reserve().is_none(),
             "nothing more is accepted, so nothing more is acknowledged"
         );
+        fixture.stop();
+    }
+    #[actix_rt::test]
+    async fn the_stock_feed_keeps_publishing_after_the_actor_panics_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let fixture = Fixture::start(storage, Arc::new(|_| {}));
+        fixture.create_and_hold_three().await;
+        let (sender, mut updates) = tokio::sync::mpsc::channel(16);
+        let sku = SkuId::parse("fragile").unwrap();
+        let feed = Arc::clone(&fixture._skus.deps().feed);
+        feed.watch(sku, sender, Arc::default());
+        let reserve = |units: i64| SkuCommand::Reserve {
+            id: ReservationId::generate(),
+            qty: Quantity::parse(units, 100).unwrap(),
+            ttl_ms: 600_000,
+        };
+        // A publication is pending (its coalescing window has begun) when the actor panics.
+        fixture.run(reserve(1)).await.expect("reserved");
+        fixture.panic_it();
+        fixture.run(reserve(2)).await.expect("the restarted actor serves");
+        let deadline = std::time::Duration::from_secs(10);
+        loop {
+            let update = tokio::time::timeout(deadline, updates.recv())
+                .await
+                .expect("the feed publishes after the restart")
+                .expect("the feed is open");
+            if update.available == 4 {
+                break;
+            }
+        }
         fixture.stop();
     }
 }

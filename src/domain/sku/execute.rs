@@ -47,26 +47,27 @@ pub fn execute<E>(
     limits: SkuLimits,
     settled_record: impl FnOnce(&ReservationId) -> Result<Option<Reservation>, E>,
 ) -> Result<Executed, E> {
-    let mut events = Vec::new();
-    let mut settled = Vec::new();
     // Due holds go first, so no command sees a hold past its expiry (`ExpireDue` itself is
-    // decided below, once).
-    if let Some(live) = state.as_ref().filter(|_| !matches!(command, SkuCommand::ExpireDue)) {
-        let due = decide(Some(live), &SkuCommand::ExpireDue, None, now_ms, limits)
-            .expect("expiring due holds is never refused");
-        settled.extend(settled_before(Some(live), &due, now_ms));
-        apply_all(sku, state, &due);
-        events.extend(due);
-    }
-    let record = match needs_record(state.as_ref(), command) {
-        // A hold that fell due just now was settled by this very call: its record is not
-        // stored anywhere yet.
+    // decided below, once). They are decided here and applied only once the record the
+    // command needs was read: a failed read leaves the state as it was, so memory never holds
+    // a change that is not written.
+    let due = match state.as_ref().filter(|_| !matches!(command, SkuCommand::ExpireDue)) {
+        Some(live) => decide(Some(live), &SkuCommand::ExpireDue, None, now_ms, limits)
+            .expect("expiring due holds is never refused"),
+        None => Vec::new(),
+    };
+    let mut settled = settled_before(state.as_ref(), &due, now_ms);
+    let record = match needs_record(state.as_ref(), command, &settled) {
+        // A hold that falls due now is settled by this very call: its record is not stored
+        // anywhere yet.
         Some(id) => match settled.iter().find(|record| record.id == id) {
             Some(just_settled) => Some(just_settled.clone()),
             None => settled_record(&id)?,
         },
         None => None,
     };
+    apply_all(sku, state, &due);
+    let mut events = due;
     let existed = state.is_some();
     let answer = decide(state.as_ref(), command, record.as_ref(), now_ms, limits).map(|decided| {
         let settled_now = settled_before(state.as_ref(), &decided, now_ms);
@@ -92,9 +93,12 @@ pub fn execute<E>(
 }
 
 /// The reservation whose settled record `command` needs: one it names that `state` does not
-/// hold (for a non-empty `SetHold`, to refuse an id that was committed).
-fn needs_record(state: Option<&SkuState>, command: &SkuCommand) -> Option<ReservationId> {
-    let held = |id: &ReservationId| state.is_some_and(|state| state.hold(id).is_some());
+/// hold once the `due` holds are settled (for a non-empty `SetHold`, to refuse an id that was
+/// committed).
+fn needs_record(state: Option<&SkuState>, command: &SkuCommand, due: &[Reservation]) -> Option<ReservationId> {
+    let held = |id: &ReservationId| {
+        state.is_some_and(|state| state.hold(id).is_some()) && !due.iter().any(|record| record.id == *id)
+    };
     match command {
         SkuCommand::Release { id } | SkuCommand::Commit { id } | SkuCommand::Return { id } if !held(id) => Some(*id),
         SkuCommand::SetHold { id, qty, .. } if *qty > 0 && state.is_some() && !held(id) => Some(*id),
@@ -159,4 +163,53 @@ pub fn settled_before(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64
             Some(settled_reservation(state.sku(), hold, settled_state, now_ms))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sku::model::Product;
+    use crate::domain::values::{Currency, Name, Quantity};
+
+    const LIMITS: SkuLimits = SkuLimits { holds_max: 10 };
+
+    #[test]
+    fn a_failed_read_leaves_the_state_as_it_was_even_with_holds_due() {
+        let sku = SkuId::parse("mug").unwrap();
+        let mut state = None;
+        let product = Product {
+            name: Name::parse("Mug", "name", "invalid_name").unwrap(),
+            price_minor: 1299,
+            currency: Currency::parse("EUR").unwrap(),
+        };
+        let no_store = |_: &ReservationId| Ok::<_, ()>(None);
+        let create = SkuCommand::Upsert {
+            product,
+            on_hand: Some(10),
+        };
+        execute(&sku, &mut state, &create, 0, LIMITS, no_store).unwrap();
+        let due = ReservationId::generate();
+        let reserve = SkuCommand::Reserve {
+            id: due,
+            qty: Quantity::parse(4, 100).unwrap(),
+            ttl_ms: 1_000,
+        };
+        execute(&sku, &mut state, &reserve, 0, LIMITS, no_store).unwrap();
+        // At 2 000 the hold is due; releasing another reservation needs a read, which fails.
+        let release = SkuCommand::Release {
+            id: ReservationId::generate(),
+        };
+        let failed = execute(&sku, &mut state, &release, 2_000, LIMITS, |_| Err("the store failed"));
+        assert_eq!(failed.err(), Some("the store failed"));
+        let live = state.as_ref().unwrap();
+        assert!(
+            live.hold(&due).is_some(),
+            "the due hold is still held in memory, as it is in storage"
+        );
+        assert_eq!(live.reserved(), 4);
+        // The next command that succeeds expires it, and says so in its events.
+        let executed = execute(&sku, &mut state, &SkuCommand::ExpireDue, 2_000, LIMITS, no_store).unwrap();
+        assert_eq!(executed.events.len(), 1);
+        assert_eq!(state.unwrap().reserved(), 0);
+    }
 }

@@ -424,11 +424,16 @@ async fn set_line_steps(
         Err(rejection) => return (Err(CartFailure::Rejected(rejection)), ticket),
         Ok(LineChange::Hold { joins: true }) => {
             // Membership first: after a crash the cart still knows every SKU that may hold.
+            let before = cart.clone();
             cart.join(sku, product.currency);
             let joined = Ok(CartOutcome::Cart(empty_view(cart)));
             match write(context, cart, Vec::new(), Vec::new(), &joined, None) {
                 Ok(written) => ticket = written,
-                Err(failure) => return (Err(failure), ticket),
+                Err(failure) => {
+                    // Not written, so not joined: the SKU and the currency it set go again.
+                    *cart = before;
+                    return (Err(failure), ticket);
+                }
             }
         }
         Ok(LineChange::Hold { joins: false } | LineChange::Release) => {}
@@ -451,22 +456,34 @@ async fn set_line_steps(
             id: cart.line_id(other),
             expires_ms,
         };
-        if let Err(error) = context.skus.command(other, extend).await {
-            return (Err(error.into()), ticket);
+        // A SKU that could not extend (a full queue) fails the request: the cart's expiry
+        // moves only when every line's hold moved with it.
+        match context.skus.command(other, extend).await {
+            Ok((Ok(_), extended)) => ticket = ticket.max(extended),
+            Ok((Err(failure), _)) => return (Err(failure.into()), ticket),
+            Err(error) => return (Err(error.into()), ticket),
         }
     }
+    // The cart in memory stays what storage has until the write below succeeds.
+    let stored = cart.clone();
     cart.line_set(sku, qty, expires_ms);
     let reply = match view(context, cart).await {
         Ok((view, read)) => {
             ticket = ticket.max(read);
             Ok(CartOutcome::Cart(view))
         }
-        Err(failure) => return (Err(failure), ticket),
+        Err(failure) => {
+            *cart = stored;
+            return (Err(failure), ticket);
+        }
     };
     let events = vec![cart_event(cart, CartEvent::LineSet { sku: sku.clone(), qty })];
     match write(context, cart, Vec::new(), events, &reply, idempotency) {
         Ok(written) => (reply, written),
-        Err(failure) => (Err(failure), ticket),
+        Err(failure) => {
+            *cart = stored;
+            (Err(failure), ticket)
+        }
     }
 }
 
@@ -659,8 +676,10 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
             qty: 0,
             expires_ms: now_ms,
         };
-        if let Err(error) = context.skus.command(&sku, release).await {
-            return (cart, Expiry::Failed(error.into()), 0);
+        match context.skus.command(&sku, release).await {
+            Ok((Ok(_), _)) => {}
+            Ok((Err(failure), _)) => return (cart, Expiry::Failed(failure.into()), 0),
+            Err(error) => return (cart, Expiry::Failed(error.into()), 0),
         }
     }
     cart.status = CartStatus::Expired;

@@ -712,3 +712,91 @@ async fn a_cart_total_that_would_not_fit_is_refused_before_any_stock_moves_never
     );
     assert_eq!(shown["lines"].as_array().unwrap().len(), 18);
 }
+
+#[actix_web::test]
+async fn a_cart_whose_sku_cannot_extend_its_hold_reports_it_instead_of_moving_its_expiry() {
+    use stockroom::domain::clock::ManualClock;
+    use stockroom::domain::{Clock, SystemClock};
+    use stockroom::persistence::StoreFaults;
+
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let faults = Arc::new(StoreFaults::default());
+    let options = || Options {
+        clock: clock.clone(),
+        ..crate::helpers::faulty(&faults)
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options(), |_| {}).await;
+    app.create_sku("mug", 10).await;
+    app.create_sku("tee", 10).await;
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, "mug", 1).await.status(), StatusCode::OK);
+    assert_eq!(app.set_line(&cart, "tee", 1).await.status(), StatusCode::OK);
+    let path = format!("/v1/carts/{}", cart.id);
+    let before = app.get_as(&cart, &path).await["expires_at"].clone();
+    // Again on the same data, with one change in the writer at a time: while one syncs, the
+    // next is refused.
+    let dir = app.stop().await;
+    let app = TestApp::spawn_with(dir, options(), |settings| {
+        settings.writer.queue_capacity_items = 1;
+    })
+    .await;
+
+    clock.advance(60_000);
+    // The mug's new hold is syncing (slowly) when the tee's extension asks for the writer.
+    faults.slow_flush_ms.store(2_000, std::sync::atomic::Ordering::SeqCst);
+    let refused = app.set_line(&cart, "mug", 2).await;
+    faults.slow_flush_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(error_code(&refused.json().await.unwrap()), "overloaded");
+    let after = app.get_as(&cart, &path).await;
+    assert_eq!(
+        after["expires_at"], before,
+        "the cart's expiry did not move past a hold that did not move"
+    );
+}
+
+#[actix_web::test]
+async fn a_line_whose_cart_write_is_refused_leaves_no_trace_in_the_cart() {
+    use stockroom::persistence::StoreFaults;
+
+    let faults = Arc::new(StoreFaults::default());
+    let app = TestApp::spawn_with(
+        Arc::new(TempDir::new().unwrap()),
+        crate::helpers::faulty(&faults),
+        |settings| {
+            settings.writer.queue_capacity_items = 1;
+        },
+    )
+    .await;
+    app.create_sku("mug", 10).await;
+    app.create_sku("cap", 10).await;
+    let cart = app.create_cart().await;
+
+    // Another change holds the writer's only place while it syncs, slowly.
+    faults.slow_flush_ms.store(2_000, std::sync::atomic::Ordering::SeqCst);
+    let engine = Arc::clone(app.state.engine().unwrap());
+    let busy = {
+        let request = app
+            .admin(Method::POST, "/v1/skus/cap/reservations")
+            .json(&json!({"qty": 1, "ttl_seconds": 600}));
+        actix_web::rt::spawn(async move { request.send().await.unwrap().status() })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.writer.occupancy() == 0 {
+        assert!(Instant::now() < deadline, "the reservation reaches the writer");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = app.set_line(&cart, "mug", 1).await;
+    faults.slow_flush_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.await.unwrap(), StatusCode::CREATED);
+
+    let shown = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
+    assert_eq!(shown["lines"], json!([]));
+    assert_eq!(
+        shown["currency"],
+        Value::Null,
+        "the refused line did not fix the cart's currency"
+    );
+}

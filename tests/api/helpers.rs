@@ -267,6 +267,17 @@ impl TestApp {
             .await
             .unwrap()
     }
+
+    /// The value of one series (`name{labels}` exactly as exported), 0 when it is absent.
+    /// The recorder is the process's, shared with every test running alongside: assert a
+    /// change from a value read before, never a fixed figure or a series' mere presence.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 /// Options whose store fails (or slows down) as `faults` says, through the store seam.

@@ -41,6 +41,9 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
 async fn a_body_trickled_a_byte_at_a_time_is_cut_off_with_408() {
     let app = slow_server().await;
     app.create_sku("slow", 10).await;
+    let timeouts_before = app
+        .metric("stockroom_http_slow_clients_total{reason=\"body_timeout\"}")
+        .await;
     let address = app.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&address).await.unwrap();
     let body = br#"{"qty": 1, "ttl_seconds": 600}"#;
@@ -75,10 +78,13 @@ async fn a_body_trickled_a_byte_at_a_time_is_cut_off_with_408() {
     // Nothing was reserved, and everyone else is served as usual.
     let sku = app.sku("slow").await;
     assert_eq!(sku["reserved"], 0, "{sku}");
-    assert!(app
-        .metrics()
-        .await
-        .contains("stockroom_http_slow_clients_total{reason=\"body_timeout\"}"));
+    let timeouts = app
+        .metric("stockroom_http_slow_clients_total{reason=\"body_timeout\"}")
+        .await;
+    assert!(
+        timeouts >= timeouts_before + 1.0,
+        "counted: {timeouts_before} -> {timeouts}"
+    );
 }
 
 #[actix_web::test]
@@ -115,6 +121,7 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_are_closed() {
     })
     .await;
     let address = app.base.trim_start_matches("http://").to_owned();
+    let refusals_before = app.metric("stockroom_http_connections_refused_total").await;
     let mut open = Vec::new();
     let mut refused = None;
     for _ in 0..10 {
@@ -139,5 +146,9 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_are_closed() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, answer) = health_on_new_connection(&address).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(app.metrics().await.contains("stockroom_http_connections_refused_total"));
+    let refusals = app.metric("stockroom_http_connections_refused_total").await;
+    assert!(
+        refusals >= refusals_before + 1.0,
+        "counted: {refusals_before} -> {refusals}"
+    );
 }

@@ -650,6 +650,10 @@ async fn one_cart_cannot_hoard_a_sku_or_open_lines_without_end() {
         app.create_sku(sku, 100).await;
     }
     let cart = app.create_cart().await;
+    let line_qty_refusals = app
+        .metric("stockroom_limit_refusals_total{limit=\"cart_line_qty\"}")
+        .await;
+    let lines_refusals = app.metric("stockroom_limit_refusals_total{limit=\"cart_lines\"}").await;
     let greedy = app.set_line(&cart, "hoard-a", 6).await;
     assert_eq!(greedy.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&greedy.json().await.unwrap()), "invalid_quantity");
@@ -664,12 +668,11 @@ async fn one_cart_cannot_hoard_a_sku_or_open_lines_without_end() {
     assert_eq!(third.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(&third.json().await.unwrap()), "too_many_lines");
     assert_eq!(counters(&app.sku("hoard-c").await), (100, 0, 100));
-    let metrics = app.metrics().await;
-    for limit in ["cart_line_qty", "cart_lines"] {
-        assert!(
-            metrics.contains(&format!("stockroom_limit_refusals_total{{limit=\"{limit}\"}}")),
-            "{limit} is counted"
-        );
+    for (limit, before) in [("cart_line_qty", line_qty_refusals), ("cart_lines", lines_refusals)] {
+        let after = app
+            .metric(&format!("stockroom_limit_refusals_total{{limit=\"{limit}\"}}"))
+            .await;
+        assert!(after >= before + 1.0, "{limit} is counted: {before} -> {after}");
     }
 }
 

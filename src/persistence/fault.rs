@@ -3,7 +3,7 @@
 //! and that a failing checkpoint loses nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::log::PositionedRecord;
 use super::{Entry, Log, Op, Storage, Store, StoreError};
@@ -33,6 +33,52 @@ pub struct StoreFaults {
     pub fail_reads: AtomicBool,
     /// Log syncs that finished, failed or not: tests wait on it instead of sleeping.
     pub syncs: AtomicU64,
+    /// While closed, every log sync waits (a disk that has not answered yet): a test sees the
+    /// state between append and sync for as long as it likes, however slow the machine.
+    sync_gate: SyncGate,
+}
+
+/// See [`StoreFaults::close_sync_gate`].
+#[derive(Debug, Default)]
+struct SyncGate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl StoreFaults {
+    /// Holds every log sync from now on until [`Self::open_sync_gate`].
+    pub fn close_sync_gate(&self) {
+        *self
+            .sync_gate
+            .closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    }
+
+    /// Lets held and later log syncs run.
+    pub fn open_sync_gate(&self) {
+        *self
+            .sync_gate
+            .closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
+        self.sync_gate.opened.notify_all();
+    }
+
+    fn wait_at_sync_gate(&self) {
+        let mut closed = self
+            .sync_gate
+            .closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *closed {
+            closed = self
+                .sync_gate
+                .opened
+                .wait(closed)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
 }
 
 /// A store that delegates to another unless a fault is switched on.
@@ -128,6 +174,7 @@ impl Log for FaultyStore {
 
 impl FaultyStore {
     fn sync_inner(&self) -> Result<(), StoreError> {
+        self.faults.wait_at_sync_gate();
         if self.faults.fail_flush.load(Ordering::SeqCst) {
             return Err(StoreError::Injected("flush failed"));
         }

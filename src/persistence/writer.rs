@@ -802,7 +802,7 @@ mod tests {
     async fn the_durable_end_of_the_event_log_moves_only_after_the_sync() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, faults) = faulty(&dir);
-        faults.slow_flush_ms.store(300, Ordering::SeqCst);
+        faults.close_sync_gate();
         let (writer, _view) = start(Arc::clone(&storage), CONFIG, no_fatal());
         let events_end = writer.durability().watch_events_end();
         assert_eq!(*events_end.borrow(), 7);
@@ -817,6 +817,7 @@ mod tests {
         })
         .await;
         assert_eq!(*events_end.borrow(), 7, "appended, but not yet published as durable");
+        faults.open_sync_gate();
         writer.durability().wait(ticket).await.unwrap();
         assert_eq!(*events_end.borrow(), 9, "events 7 and 8 are durable");
         writer.close();
@@ -826,7 +827,7 @@ mod tests {
     async fn the_next_batch_is_appended_while_the_previous_one_syncs() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, faults) = faulty(&dir);
-        faults.slow_flush_ms.store(200, Ordering::SeqCst);
+        faults.close_sync_gate();
         let (writer, view) = start(storage, CONFIG, no_fatal());
         let first = writer.try_reserve().unwrap().submit(put("first"));
         until("the first change is appended", || view.get(b"first").unwrap().is_some()).await;
@@ -839,6 +840,7 @@ mod tests {
             writer.durability().durable() < first,
             "the second batch was appended while the first was still syncing"
         );
+        faults.open_sync_gate();
         writer.durability().wait(second).await.unwrap();
         assert_eq!(faults.syncs.load(Ordering::SeqCst), 2, "one sync per batch");
         writer.close();

@@ -15,10 +15,12 @@ use crate::helpers::{counters, error_code, test_settings, ADMIN_TOKEN};
 #[actix_web::test]
 async fn ready_and_the_api_answer_503_until_recovery_has_finished() {
     let dir = TempDir::new().unwrap();
-    // Recovery that takes a second: the store is handed over late.
+    // Recovery that lasts until the test lets it finish: the store is handed over only then,
+    // so the answers below are checked during recovery however slow the machine is.
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let slow_store = Options {
-        wrap_store: Some(Box::new(|store: Arc<dyn Storage>| {
-            std::thread::sleep(Duration::from_secs(1));
+        wrap_store: Some(Box::new(move |store: Arc<dyn Storage>| {
+            let _ = released.recv();
             store
         })),
         ..Options::default()
@@ -38,8 +40,9 @@ async fn ready_and_the_api_answer_503_until_recovery_has_finished() {
     assert_eq!(early.headers().get("retry-after").unwrap(), "1");
     assert_eq!(error_code(&early.json().await.unwrap()), "not_ready");
 
+    release.send(()).unwrap();
     let mut became_ready = false;
-    for _ in 0..100 {
+    for _ in 0..600 {
         if client.get(format!("{base}/ready")).send().await.unwrap().status() == StatusCode::OK {
             became_ready = true;
             break;

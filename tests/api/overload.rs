@@ -167,7 +167,8 @@ async fn a_writer_falling_behind_sheds_writes_with_503_and_loses_nothing() {
     assert_eq!(reserved, created, "every 201 is held, no refusal is");
     // Once the disk is fast again, writes are taken again.
     let mut taken = false;
-    for _ in 0..50 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if app.reserve("slowdisk", 1, 600).await.status() == StatusCode::CREATED {
             taken = true;
             break;
@@ -196,16 +197,19 @@ async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead(
     faults.slow_flush_ms.store(40, Ordering::SeqCst);
     // The shop's ordinary traffic: four clients writing to another SKU without pause.
     let stop = AtomicBool::new(false);
+    let steady_done = AtomicUsize::new(0);
     let steady = join_all((0..4).map(|_| async {
         let mut created = 0;
         while !stop.load(Ordering::SeqCst) {
             assert_eq!(app.reserve("steady", 1, 600).await.status(), StatusCode::CREATED);
+            steady_done.fetch_add(1, Ordering::SeqCst);
             created += 1;
         }
         created
     }));
+    // Conditions, not sleeps: a loaded machine only makes each step take longer.
     let sale = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        until("the steady traffic runs", || steady_done.load(Ordering::SeqCst) > 0).await;
         // The flash sale: 40 reservations of one SKU at once, at most 2 of them per flush.
         let hot_done = AtomicUsize::new(0);
         let rush = join_all((0..40).map(|_| async {
@@ -214,7 +218,8 @@ async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead(
             status
         }));
         let cold = async {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // The rush is under way: its first turns are done, the rest queue behind them.
+            until("the rush starts", || hot_done.load(Ordering::SeqCst) >= 2).await;
             let status = app.reserve("cold", 1, 600).await.status();
             (status, hot_done.load(Ordering::SeqCst))
         };
@@ -241,4 +246,13 @@ async fn a_flash_sale_on_one_sku_queues_behind_itself_while_other_skus_go_ahead(
     assert_eq!(counters(&app.sku("steady").await).1, steady.iter().sum::<u64>());
     let waited = app.metric("stockroom_sku_turn_wait_seconds_count").await - waited_before;
     assert!(waited >= 20.0, "the rush waited its turns: {waited}");
+}
+
+/// Waits until `condition` holds, polling; fails with `what` after 60 s.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }

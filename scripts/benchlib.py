@@ -52,6 +52,8 @@ def start_server(data_dir, env=None, prefix=()):
                     STOCKROOM_STORE__DATA_DIR=data_dir,
                     STOCKROOM_ADMIN_TOKEN=TOKEN,
                     STOCKROOM_RESERVATION__MAX_HOLDS_PER_SKU="50000000",
+                    # Load comes from one address (127.0.0.1): no per-client cart limit.
+                    STOCKROOM_CART__CREATE_PER_MINUTE_PER_CLIENT="0",
                     RUST_LOG="warn,stockroom=info")
     full_env.update(env or {})
     server = subprocess.Popen([*prefix, SERVER], cwd=data_dir, env=full_env,

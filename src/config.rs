@@ -207,6 +207,13 @@ pub struct CartSettings {
     pub max_lines: usize,
     /// Most units one line may hold.
     pub max_qty_per_line: u64,
+    /// Most carts open at once; creating one more gets `503 overloaded` (anyone may create a
+    /// cart, so this bounds the memory anonymous clients can take).
+    pub max_open: usize,
+    /// Carts one client address may create per minute (a burst of as many, then one every
+    /// `60 / n` s); beyond it `429 too_many_requests` with `Retry-After`. 0: no limit (behind
+    /// a proxy every client has the proxy's address: limit there instead).
+    pub create_per_minute_per_client: u32,
 }
 
 impl Default for CartSettings {
@@ -215,6 +222,8 @@ impl Default for CartSettings {
             ttl_seconds: 1800,
             max_lines: 50,
             max_qty_per_line: 1000,
+            max_open: 100_000,
+            create_per_minute_per_client: 60,
         }
     }
 }

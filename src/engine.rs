@@ -47,6 +47,8 @@ pub struct RequestLimits {
 
 /// The running core of the server.
 pub struct Engine {
+    /// Anonymous cart creation, per client address.
+    pub cart_creation: crate::http::rate::RateLimiter,
     /// Actors by SKU, cart and order; holds by reservation.
     pub registry: Arc<Registry>,
     /// The group-commit writer.
@@ -181,6 +183,7 @@ impl Engine {
             ttl_ms: settings.cart.ttl_seconds.saturating_mul(1000),
             lines_max: settings.cart.max_lines,
             idle_stop_ms,
+            max_open: settings.cart.max_open,
         };
         let order_limits = OrderLimits {
             payment_timeout_ms: settings.order.payment_timeout_seconds.saturating_mul(1000),
@@ -204,8 +207,12 @@ impl Engine {
         }
         let (cart_count, order_count) = (recovered.carts.len(), recovered.orders.len());
         for cart in recovered.carts {
-            if cart.status == crate::domain::cart::CartStatus::Open {
-                metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+            // Open until checked out or expired: one mid-checkout still counts.
+            if matches!(
+                cart.status,
+                crate::domain::cart::CartStatus::Open | crate::domain::cart::CartStatus::CheckingOut(_)
+            ) {
+                registry.carts.recovered_open();
             }
             registry.carts.start(cart);
         }
@@ -254,6 +261,7 @@ impl Engine {
                 max_ttl_seconds: settings.reservation.max_ttl_seconds,
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
+            cart_creation: crate::http::rate::RateLimiter::new(settings.cart.create_per_minute_per_client),
             turns: Turns::new(
                 settings.writer.sku_share,
                 Duration::from_millis(settings.writer.max_queue_delay_ms),

@@ -642,7 +642,7 @@ fn place(
         Ok(written) => {
             context.orders.start(order);
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
-            metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+            context.closed();
             metrics::gauge!(names::ORDERS, "status" => "placed").increment(1.0);
             (cart, reply, written)
         }
@@ -688,7 +688,7 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
     match write(&context, &cart, Vec::new(), events, &reply, None) {
         Ok(written) => {
             metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
-            metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+            context.closed();
             (cart, Expiry::Expired, written)
         }
         Err(failure) => {

@@ -19,6 +19,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use actix::{Actor, Addr, ArbiterHandle, Supervisor};
@@ -45,6 +46,8 @@ pub struct CartLimits {
     pub lines_max: usize,
     /// How long a settled cart's actor stays up without being asked for.
     pub idle_stop_ms: u64,
+    /// Most carts open at once.
+    pub max_open: usize,
 }
 
 /// Settings of orders, from configuration.
@@ -296,6 +299,18 @@ pub struct CartContext {
     pub orders: Arc<OrderDirectory>,
     /// Hold time, line count.
     pub limits: CartLimits,
+    /// Carts open now (created or recovered open, not yet checked out or expired).
+    open: AtomicUsize,
+}
+
+impl CartContext {
+    /// A cart left the open carts (checked out or expired).
+    pub fn closed(&self) {
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| Some(open.saturating_sub(1)));
+        metrics::gauge!(names::CARTS_OPEN).decrement(1.0);
+    }
 }
 
 /// Running cart actors.
@@ -322,6 +337,33 @@ impl CartDirectory {
     /// Cart settings.
     pub fn limits(&self) -> CartLimits {
         self.context.limits
+    }
+
+    /// Counts a new open cart unless `max_open` are open already (then `false`).
+    pub fn try_open(&self) -> bool {
+        let max_open = self.context.limits.max_open;
+        let opened = self
+            .context
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max_open).then_some(open + 1)
+            })
+            .is_ok();
+        if opened {
+            metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+        }
+        opened
+    }
+
+    /// Counts an open cart found at recovery (over the cap if need be: it exists already).
+    pub fn recovered_open(&self) {
+        self.context.open.fetch_add(1, Ordering::AcqRel);
+        metrics::gauge!(names::CARTS_OPEN).increment(1.0);
+    }
+
+    /// Gives back a place taken by [`Self::try_open`] for a cart that was not made.
+    pub fn not_opened(&self) {
+        self.context.closed();
     }
 
     /// The actor of a cart: running, or loaded from the store; `None` if there is no such cart.
@@ -403,6 +445,7 @@ impl Registry {
                 skus: Arc::clone(&skus),
                 orders: Arc::clone(&orders),
                 limits: cart_limits,
+                open: AtomicUsize::new(0),
             },
             mailbox_capacity,
         );

@@ -26,7 +26,7 @@ const ANONYMOUS_SCOPE: &str = "anonymous";
 
 /// `POST /v1/carts`: a new cart and its token (shown once; only its hash is stored).
 #[utoipa::path(post, path = "/v1/carts", tag = "carts", operation_id = "carts_create", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::Unavailable))]
+    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::TooManyRequests, crate::http::openapi::Unavailable))]
 pub async fn create(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -34,8 +34,20 @@ pub async fn create(
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
+    // Anyone may create a cart: each client address at a bounded rate, and all of them to a
+    // bounded number of open carts.
+    if let Some(client) = request.peer_addr() {
+        if let Err(retry_after_seconds) = engine.cart_creation.take(client.ip(), engine.clock.now_ms()) {
+            metrics::counter!(names::LIMIT_REFUSALS_TOTAL, "limit" => "cart_creation_rate").increment(1);
+            return Err(ApiError::TooManyRequests { retry_after_seconds });
+        }
+    }
     let keyed = Keyed::new(&key, ANONYMOUS_SCOPE, &request, &body.canonical);
     idempotent(engine, keyed, render_created, |draft| async move {
+        if !engine.registry.carts.try_open() {
+            metrics::counter!(names::LIMIT_REFUSALS_TOTAL, "limit" => "open_carts").increment(1);
+            return Err(ApiError::Overloaded);
+        }
         let id = CartId::generate();
         let (token, token_hash) = new_cart_token(id);
         let now_ms = engine.clock.now_ms();
@@ -55,13 +67,15 @@ pub async fn create(
             cart: id,
             event: CartEvent::Created,
         }];
-        let ticket = persist(&engine.writer, ops, events, now_ms).ok_or(ApiError::Overloaded)?;
+        let Some(ticket) = persist(&engine.writer, ops, events, now_ms) else {
+            engine.registry.carts.not_opened();
+            return Err(ApiError::Overloaded);
+        };
         if let Some(mark) = in_flight {
             mark.release_when_durable(engine.writer.durability(), ticket);
         }
         engine.registry.carts.start(cart);
         metrics::counter!(names::CARTS_CREATED_TOTAL).increment(1);
-        metrics::gauge!(names::CARTS_OPEN).increment(1.0);
         Ok((Ok::<_, ApiError>(reply), ticket))
     })
     .await

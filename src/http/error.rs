@@ -73,6 +73,12 @@ pub enum ApiError {
     /// 429: the resource has the maximum of live connections.
     #[error("too many live connections to this resource; retry later")]
     TooManyConnections,
+    /// 429: this client asked too often; `Retry-After` says when it may again.
+    #[error("too many requests from this client; retry after {retry_after_seconds} s")]
+    TooManyRequests {
+        /// Seconds until the next request is taken.
+        retry_after_seconds: u64,
+    },
     /// 503: a bounded queue is full; retry later.
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
@@ -123,6 +129,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::TooManyConnections => "too_many_connections",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady => "not_ready",
             ApiError::Unavailable => "unavailable",
@@ -159,7 +166,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyConnections | ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -178,6 +185,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Overloaded | ApiError::NotReady | ApiError::Unavailable | ApiError::TooManyConnections => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::TooManyRequests { retry_after_seconds } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));

@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod orders;
+pub mod rate;
 pub mod request;
 pub mod reservations;
 pub mod skus;

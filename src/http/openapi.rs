@@ -86,6 +86,12 @@ pub struct Conflict(ErrorBody);
 #[allow(dead_code)]
 pub struct Unavailable(ErrorBody);
 
+/// This client asked too often; retry after `Retry-After`.
+#[derive(IntoResponses)]
+#[response(status = 429, description = "Too many requests from this client; retry after Retry-After")]
+#[allow(dead_code)]
+pub struct TooManyRequests(ErrorBody);
+
 /// A page of SKUs.
 #[derive(ToSchema)]
 #[allow(dead_code)]

@@ -67,6 +67,8 @@ impl ServerProcess {
             .env("STOCKROOM_HTTP__WORKERS", "2")
             // A busy test machine is not an overload: no shedding by queueing delay.
             .env("STOCKROOM_WRITER__MAX_QUEUE_DELAY_MS", "60000")
+            // Every client of these tests is 127.0.0.1.
+            .env("STOCKROOM_CART__CREATE_PER_MINUTE_PER_CLIENT", "0")
             .env("STOCKROOM_STORE__DATA_DIR", dir.join("data"))
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

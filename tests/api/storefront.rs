@@ -808,3 +808,63 @@ async fn a_line_whose_cart_write_is_refused_leaves_no_trace_in_the_cart() {
         "the refused line did not fix the cart's currency"
     );
 }
+
+#[actix_web::test]
+async fn anonymous_carts_are_bounded_per_client_and_in_all() {
+    use stockroom::domain::clock::ManualClock;
+    use stockroom::domain::{Clock, SystemClock};
+
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.cart.create_per_minute_per_client = 3;
+        settings.cart.max_open = 4;
+    })
+    .await;
+    let create = || app.client.post(app.url("/v1/carts")).json(&json!({})).send();
+    let rate_refusals = "stockroom_limit_refusals_total{limit=\"cart_creation_rate\"}";
+    let cap_refusals = "stockroom_limit_refusals_total{limit=\"open_carts\"}";
+    let (rate_before, cap_before) = (app.metric(rate_refusals).await, app.metric(cap_refusals).await);
+
+    // One client: a burst of three, then one every 20 s.
+    let mut carts = Vec::new();
+    for _ in 0..3 {
+        let created = create().await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        carts.push(created.json::<Value>().await.unwrap());
+    }
+    let limited = create().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers().get("retry-after").unwrap(), "20");
+    assert_eq!(error_code(&limited.json().await.unwrap()), "too_many_requests");
+    assert!(app.metric(rate_refusals).await >= rate_before + 1.0);
+    clock.advance(20_000);
+    assert_eq!(
+        create().await.unwrap().status(),
+        StatusCode::CREATED,
+        "one more after 20 s"
+    );
+
+    // In all: four open carts at most; a checked-out cart frees its place.
+    clock.advance(60_000);
+    let full = create().await.unwrap();
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.headers().contains_key("retry-after"));
+    assert_eq!(error_code(&full.json().await.unwrap()), "overloaded");
+    assert!(app.metric(cap_refusals).await >= cap_before + 1.0);
+    app.create_sku("plate", 5).await;
+    let first = crate::helpers::TestCart {
+        id: carts[0]["cart_id"].as_str().unwrap().to_owned(),
+        token: carts[0]["cart_token"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(app.set_line(&first, "plate", 1).await.status(), StatusCode::OK);
+    assert_eq!(app.checkout(&first).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        create().await.unwrap().status(),
+        StatusCode::CREATED,
+        "its place was freed"
+    );
+}

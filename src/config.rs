@@ -214,6 +214,8 @@ pub struct CartSettings {
     /// `60 / n` s); beyond it `429 too_many_requests` with `Retry-After`. 0: no limit (behind
     /// a proxy every client has the proxy's address: limit there instead).
     pub create_per_minute_per_client: u32,
+    /// How long a checked-out or expired cart is kept (then its row is deleted).
+    pub settled_retention_hours: u64,
 }
 
 impl Default for CartSettings {
@@ -224,6 +226,7 @@ impl Default for CartSettings {
             max_qty_per_line: 1000,
             max_open: 100_000,
             create_per_minute_per_client: 60,
+            settled_retention_hours: 720,
         }
     }
 }
@@ -236,6 +239,9 @@ pub struct OrderSettings {
     pub payment_timeout_seconds: u64,
     /// How long a settled order (or checked-out or expired cart) stays in memory without being asked for.
     pub idle_stop_seconds: u64,
+    /// How long a delivered order, or a cancelled or expired one whose stock went back, is
+    /// kept (then its row is deleted; its events went out long before).
+    pub settled_retention_hours: u64,
 }
 
 impl Default for OrderSettings {
@@ -243,6 +249,7 @@ impl Default for OrderSettings {
         Self {
             payment_timeout_seconds: 1800,
             idle_stop_seconds: 300,
+            settled_retention_hours: 2160,
         }
     }
 }
@@ -571,6 +578,11 @@ impl Settings {
             (
                 self.idempotency.retention_hours >= 24,
                 "idempotency.retention_hours must be at least 24",
+            ),
+            (
+                self.cart.settled_retention_hours >= self.idempotency.retention_hours
+                    && self.order.settled_retention_hours >= self.idempotency.retention_hours,
+                "cart.settled_retention_hours and order.settled_retention_hours must be at least idempotency.retention_hours (a replayed answer names its cart or order)",
             ),
             (
                 self.events.retention_max_events > 0,

@@ -184,6 +184,7 @@ impl Engine {
             lines_max: settings.cart.max_lines,
             idle_stop_ms,
             max_open: settings.cart.max_open,
+            settled_retention_ms: settings.cart.settled_retention_hours.saturating_mul(3_600_000),
         };
         let order_limits = OrderLimits {
             payment_timeout_ms: settings.order.payment_timeout_seconds.saturating_mul(1000),
@@ -192,6 +193,7 @@ impl Engine {
                 settings.simulator.min_step_delay_ms,
                 settings.simulator.max_step_delay_ms,
             )),
+            settled_retention_ms: settings.order.settled_retention_hours.saturating_mul(3_600_000),
         };
         let registry = Arc::new(Registry::new(
             arbiters.iter().map(Arbiter::handle).collect(),

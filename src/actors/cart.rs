@@ -340,6 +340,17 @@ fn write(
     Ok(ticket)
 }
 
+/// The retention of a cart that settled (checked out or expired): its row goes once
+/// `cart.settled_retention_hours` have passed.
+fn settled_cart_ops(context: &CartContext, cart: &Cart) -> Vec<Op> {
+    let due_ms = context
+        .services
+        .clock
+        .now_ms()
+        .saturating_add(context.limits.settled_retention_ms);
+    vec![Op::Put(keys::expiring(due_ms, &keys::cart(&cart.id)), Vec::new())]
+}
+
 fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
     DomainEvent::Cart { cart: cart.id, event }
 }
@@ -637,8 +648,16 @@ fn place(
             },
         },
     ];
+    let settled = settled_cart_ops(context, &cart);
     let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
-    match write(context, &cart, order_row, events, &reply, idempotency) {
+    match write(
+        context,
+        &cart,
+        [order_row, settled].concat(),
+        events,
+        &reply,
+        idempotency,
+    ) {
         Ok(written) => {
             context.orders.start(order);
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "placed").increment(1);
@@ -685,7 +704,7 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
     cart.status = CartStatus::Expired;
     let events = vec![cart_event(&cart, CartEvent::Expired)];
     let reply: CartReply = Ok(CartOutcome::Cart(empty_view(&cart)));
-    match write(&context, &cart, Vec::new(), events, &reply, None) {
+    match write(&context, &cart, settled_cart_ops(&context, &cart), events, &reply, None) {
         Ok(written) => {
             metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
             context.closed();

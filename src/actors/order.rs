@@ -417,6 +417,9 @@ async fn change(
     let mut events = Vec::new();
     if reply.is_ok() {
         ops.push(Op::Put(keys::order(&order.id), codec::encode(&order)));
+        if order.status().is_settled() && !order.owes_stock() {
+            ops.push(settled_order_op(&context, &order, now_ms));
+        }
         events.push(DomainEvent::Order {
             order: order.id,
             event: OrderEvent::StatusChanged {
@@ -453,6 +456,13 @@ async fn change(
     (order, reply, ticket.max(returned))
 }
 
+/// The retention of an order that settled (delivered, or its stock went back): its row goes
+/// once `order.settled_retention_hours` have passed.
+fn settled_order_op(context: &OrderContext, order: &Order, now_ms: u64) -> Op {
+    let due_ms = now_ms.saturating_add(context.limits.settled_retention_ms);
+    Op::Put(keys::expiring(due_ms, &keys::order(&order.id)), Vec::new())
+}
+
 /// Returns every line's committed units to its SKU, then records that the stock is back.
 async fn return_stock(context: Arc<OrderContext>, mut order: Order) -> (Order, OrderReply, Ticket) {
     let deps = context.services.clone();
@@ -476,7 +486,10 @@ async fn return_stock(context: Arc<OrderContext>, mut order: Order) -> (Order, O
     }
     let now_ms = deps.clock.now_ms();
     order.stock_returned = true;
-    let ops = vec![Op::Put(keys::order(&order.id), codec::encode(&order))];
+    let ops = vec![
+        Op::Put(keys::order(&order.id), codec::encode(&order)),
+        settled_order_op(&context, &order, now_ms),
+    ];
     let events = vec![DomainEvent::Order {
         order: order.id,
         event: OrderEvent::StockReturned,

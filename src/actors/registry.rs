@@ -48,6 +48,8 @@ pub struct CartLimits {
     pub idle_stop_ms: u64,
     /// Most carts open at once.
     pub max_open: usize,
+    /// How long a checked-out or expired cart's row is kept.
+    pub settled_retention_ms: u64,
 }
 
 /// Settings of orders, from configuration.
@@ -59,6 +61,8 @@ pub struct OrderLimits {
     pub idle_stop_ms: u64,
     /// When set, paid orders move on by themselves after a delay in this range (ms).
     pub simulator_step_delay_ms: Option<(u64, u64)>,
+    /// How long a settled order's row is kept.
+    pub settled_retention_ms: u64,
 }
 
 /// The arbiters actors run on, and which one an id lives on.

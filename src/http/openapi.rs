@@ -88,7 +88,10 @@ pub struct Unavailable(ErrorBody);
 
 /// This client asked too often; retry after `Retry-After`.
 #[derive(IntoResponses)]
-#[response(status = 429, description = "Too many requests from this client; retry after Retry-After")]
+#[response(
+    status = 429,
+    description = "Too many requests from this client; retry after Retry-After"
+)]
 #[allow(dead_code)]
 pub struct TooManyRequests(ErrorBody);
 

@@ -157,20 +157,24 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     if let Some(orphan) = holds.next_sku()? {
         bail!("hold rows exist for SKU {orphan}, which has no SKU row");
     }
+    // Only live carts and orders are kept: settled ones (most of them) are read a page at a
+    // time and dropped, so recovery's memory follows what is live, not what was ever written.
     let mut carts = Vec::new();
-    for (key, value) in scan_all(store, keys::CART)? {
-        let cart: Cart = codec::decode(&key, &value)?;
+    for_each_row(store, keys::CART, |key, value| {
+        let cart: Cart = codec::decode(key, value)?;
         if matches!(cart.status, CartStatus::Open | CartStatus::CheckingOut(_)) {
             carts.push(cart);
         }
-    }
+        Ok(())
+    })?;
     let mut orders = Vec::new();
-    for (key, value) in scan_all(store, keys::ORDER)? {
-        let order: Order = codec::decode(&key, &value)?;
+    for_each_row(store, keys::ORDER, |key, value| {
+        let order: Order = codec::decode(key, value)?;
         if !order.status().is_settled() || order.owes_stock() {
             orders.push(order);
         }
-    }
+        Ok(())
+    })?;
     Ok(Recovered {
         skus,
         carts,
@@ -180,17 +184,23 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     })
 }
 
-/// Every row under one prefix, read in bounded pages.
-fn scan_all(store: &StateView, prefix: u8) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut rows = Vec::new();
+/// Hands every row under one prefix to `visit`, reading bounded pages: one page in memory at
+/// a time.
+fn for_each_row(
+    store: &StateView,
+    prefix: u8,
+    mut visit: impl FnMut(&[u8], &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = store.scan(&[prefix], after.as_deref(), PAGE_ROWS)?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
-        rows.extend(page);
+        for (key, value) in &page {
+            visit(key, value)?;
+        }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Walks the hold rows in key order (grouped by SKU), one page at a time.

@@ -4,6 +4,8 @@
 
 use super::writer::Change;
 use super::{codec, keys, Op, StateView, StoreError, Writer};
+use crate::domain::cart::{Cart, CartStatus};
+use crate::domain::order::Order;
 use crate::domain::sku::{Reservation, ReservationState};
 use crate::metrics as names;
 
@@ -54,16 +56,25 @@ pub fn due_deletes(store: &StateView, now_ms: u64) -> Result<Vec<Op>, StoreError
 /// Whether retention may delete `target`, and the value it may delete: only while the row
 /// still holds that value. Committed and returned reservations are records of sales and are
 /// kept; a released id may have been held again (cart lines reuse their id), and the
-/// conditional delete keeps the newer record.
+/// conditional delete keeps the newer record. Carts and orders go only once settled.
 fn may_delete(store: &StateView, target: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     let Some(bytes) = store.get(target)? else {
         return Ok(None);
     };
-    if target.first() == Some(&keys::RESERVATION) {
-        let record: Reservation = codec::decode(target, &bytes)?;
-        if !matches!(record.state, ReservationState::Released | ReservationState::Expired) {
-            return Ok(None);
+    let settled = match target.first() {
+        Some(&keys::RESERVATION) => {
+            let record: Reservation = codec::decode(target, &bytes)?;
+            matches!(record.state, ReservationState::Released | ReservationState::Expired)
         }
-    }
-    Ok(Some(bytes))
+        Some(&keys::CART) => {
+            let cart: Cart = codec::decode(target, &bytes)?;
+            matches!(cart.status, CartStatus::CheckedOut(_) | CartStatus::Expired)
+        }
+        Some(&keys::ORDER) => {
+            let order: Order = codec::decode(target, &bytes)?;
+            order.status().is_settled() && !order.owes_stock()
+        }
+        _ => true,
+    };
+    Ok(settled.then_some(bytes))
 }

@@ -868,3 +868,74 @@ async fn anonymous_carts_are_bounded_per_client_and_in_all() {
         "its place was freed"
     );
 }
+
+#[actix_web::test]
+async fn settled_carts_and_orders_leave_the_store_after_their_retention_and_live_ones_stay() {
+    use stockroom::domain::clock::ManualClock;
+    use stockroom::domain::{CartId, Clock, OrderId, SystemClock};
+    use stockroom::persistence::keys;
+
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.cart.settled_retention_hours = 24;
+        settings.order.settled_retention_hours = 48;
+        settings.order.payment_timeout_seconds = 7 * 24 * 3600;
+    })
+    .await;
+    app.create_sku("tray", 10).await;
+    let (delivered_cart, delivered) = order_of_one(&app, "tray").await;
+    let paid = app
+        .as_cart(&delivered_cart, Method::POST, &format!("/v1/orders/{delivered}/pay"))
+        .json(&json!({"payment_ref": "psp-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    for status in ["packed", "shipped", "delivered"] {
+        let moved = app
+            .admin(Method::POST, &format!("/v1/orders/{delivered}/status"))
+            .json(&json!({"status": status}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), StatusCode::OK, "{status}");
+    }
+    let (_, waiting) = order_of_one(&app, "tray").await;
+    let open = app.create_cart().await;
+
+    let engine = Arc::clone(app.state.engine().unwrap());
+    let stored = |key: Vec<u8>| engine.store.get(&key).unwrap().is_some();
+    let cart_key = |cart: &TestCart| keys::cart(&CartId::parse(&cart.id).unwrap());
+    let order_key = |id: &str| keys::order(&OrderId::parse(id).unwrap());
+    let sweep = || {
+        engine.sweep().unwrap();
+        engine.barrier()
+    };
+
+    clock.advance(25 * 3_600_000);
+    sweep().await.unwrap();
+    assert!(!stored(cart_key(&delivered_cart)), "a checked-out cart goes after 24 h");
+    assert!(stored(order_key(&delivered)), "its order is kept 48 h");
+    assert!(stored(cart_key(&open)), "an open cart stays");
+    assert!(stored(order_key(&waiting)), "an order not yet paid stays");
+
+    clock.advance(24 * 3_600_000);
+    sweep().await.unwrap();
+    assert!(!stored(order_key(&delivered)), "a delivered order goes after 48 h");
+    assert!(
+        stored(order_key(&waiting)),
+        "an order not yet settled stays, however old"
+    );
+}
+
+/// A new cart with one unit of `sku`, checked out: the cart and its order's id.
+async fn order_of_one(app: &TestApp, sku: &str) -> (TestCart, String) {
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, sku, 1).await.status(), StatusCode::OK);
+    let placed: Value = app.checkout(&cart).await.json().await.unwrap();
+    (cart, placed["order_id"].as_str().unwrap().to_owned())
+}

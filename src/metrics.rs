@@ -49,6 +49,8 @@ pub const EVENTS_WRITTEN_TOTAL: &str = "stockroom_events_written_total";
 pub const KAFKA_PUBLISHED_TOTAL: &str = "stockroom_kafka_events_published_total";
 /// Event deliveries that failed (and will be sent again), by `topic`.
 pub const KAFKA_FAILED_TOTAL: &str = "stockroom_kafka_events_failed_total";
+/// Topic checks the Kafka bridge made because deliveries stalled.
+pub const KAFKA_STALL_CHECKS_TOTAL: &str = "stockroom_kafka_stall_checks_total";
 /// Durable events not yet acknowledged by Kafka.
 pub const KAFKA_BACKLOG_EVENTS: &str = "stockroom_kafka_backlog_events";
 /// Time from an event's commit to the broker's acknowledgement.
@@ -154,6 +156,10 @@ fn describe() {
         "Event deliveries to Kafka that failed and will be sent again, by topic."
     );
     describe_gauge!(KAFKA_BACKLOG_EVENTS, "Durable events not yet acknowledged by Kafka.");
+    describe_counter!(
+        KAFKA_STALL_CHECKS_TOTAL,
+        "Topic checks the Kafka bridge made because deliveries stalled (a broker away or back empty)."
+    );
     describe_histogram!(
         KAFKA_DELIVERY_SECONDS,
         Unit::Seconds,

@@ -50,12 +50,18 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     config
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", "stockroom")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000");
+        .set("linger.ms", "5");
     for (key, value) in &settings.options {
         config.set(key, value.to_string());
     }
-    config.set("enable.idempotence", "true").set("acks", "all");
+    // Never time a message out locally: one that timed out is outside the idempotent
+    // producer's gapless order, so a later event of its key could arrive first. While the
+    // broker is away, events wait in the producer (and the log) instead; the bridge itself
+    // notices a stall and repairs what it can (see `watch_for_stall`).
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0");
     config
 }
 
@@ -120,7 +126,15 @@ pub struct KafkaBridge {
     failed_attempts: u32,
     /// A failure of the current attempt says the broker refuses the producer's identity.
     producer_refused: bool,
+    /// When the bridge last saw progress: an acknowledgement, or an empty window.
+    progress_ms: u64,
+    /// When the topics were last checked because of a stall.
+    stall_checked_ms: u64,
 }
+
+/// With events in flight and no acknowledgement for this long, the bridge checks the
+/// topics: a broker that came back empty has none, and the producer waits for them.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 
 /// Attempts in a row without progress after which the producer is replaced anyway.
 const ATTEMPTS_BEFORE_NEW_PRODUCER: u32 = 3;
@@ -189,6 +203,8 @@ impl KafkaBridge {
             backoff_ms,
             failed_attempts: 0,
             producer_refused: false,
+            progress_ms: 0,
+            stall_checked_ms: 0,
         };
         bridge.persist_position();
         tracing::info!(position = start, brokers = %bridge.settings.brokers, "Kafka bridge starting");
@@ -222,46 +238,68 @@ impl KafkaBridge {
         metrics::gauge!(names::KAFKA_BACKLOG_EVENTS).set(end.saturating_sub(self.delivered) as f64);
     }
 
-    /// Creates the topics that do not exist, then starts sending; on failure, tries again
-    /// after the backoff.
-    fn ensure_topics(&mut self, ctx: &mut Context<Self>) {
+    /// A request that creates the topics that do not exist; `Err` says why it could not.
+    fn create_topics(&self) -> impl std::future::Future<Output = Result<(), String>> + 'static {
         let admin: Result<AdminClient<DefaultClientContext>, KafkaError> = producer_config(&self.settings).create();
-        let admin = match admin {
-            Ok(admin) => admin,
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot create the Kafka admin client");
-                self.retry_later(ctx);
-                return;
-            }
-        };
         let replication_factor = self.settings.replication_factor;
         let partitions = self.settings.partitions;
         let names = self.topics.clone();
-        let request = async move {
+        async move {
+            let admin = admin.map_err(|error| format!("cannot create the Kafka admin client: {error}"))?;
             let topics: Vec<NewTopic<'_>> = names
                 .iter()
                 .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor)))
                 .collect();
             let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-            admin.create_topics(&topics, &options).await
-        };
-        ctx.spawn(request.into_actor(self).map(|result, bridge, ctx| {
-            let failure = match result {
-                Err(error) => Some(error.to_string()),
-                Ok(results) => results.into_iter().find_map(|result| match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
-                    Err((topic, code)) => Some(format!("{topic}: {code}")),
-                }),
-            };
-            match failure {
-                None => {
-                    bridge.topics_ready = true;
-                    bridge.pump(ctx);
-                }
-                Some(error) => {
-                    tracing::warn!(error = %error, "cannot create the Kafka topics; trying again");
-                    bridge.retry_later(ctx);
-                }
+            let results = admin
+                .create_topics(&topics, &options)
+                .await
+                .map_err(|error| error.to_string())?;
+            match results.into_iter().find_map(|result| match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => None,
+                Err((topic, code)) => Some(format!("{topic}: {code}")),
+            }) {
+                None => Ok(()),
+                Some(error) => Err(error),
+            }
+        }
+    }
+
+    /// Creates the topics that do not exist, then starts sending; on failure, tries again
+    /// after the backoff.
+    fn ensure_topics(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(self.create_topics().into_actor(self).map(|result, bridge, ctx| match result {
+            Ok(()) => {
+                bridge.topics_ready = true;
+                bridge.pump(ctx);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot create the Kafka topics; trying again");
+                bridge.retry_later(ctx);
+            }
+        }));
+    }
+
+    /// Every second: events in flight with no acknowledgement for [`STALL_CHECK`] mean the
+    /// broker is away, or back without the topics (an empty broker). The topics are created
+    /// again if missing, at most once per [`STALL_CHECK`]; the producer then delivers what it
+    /// holds, in order, or fails it at once (a broker that lost the producer's state fences
+    /// it), and the bridge starts over from the first event not acknowledged.
+    fn watch_for_stall(&mut self, ctx: &mut Context<Self>) {
+        let now_ms = self.clock.now_ms();
+        if self.in_flight == 0 || self.failing || self.stopping {
+            self.progress_ms = now_ms;
+            return;
+        }
+        let stall_ms = STALL_CHECK.as_millis() as u64;
+        if now_ms.saturating_sub(self.progress_ms) < stall_ms || now_ms.saturating_sub(self.stall_checked_ms) < stall_ms {
+            return;
+        }
+        self.stall_checked_ms = now_ms;
+        metrics::counter!(names::KAFKA_STALL_CHECKS_TOTAL).increment(1);
+        ctx.spawn(self.create_topics().into_actor(self).map(|result, _, _| {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "the Kafka topics could not be checked during a stall");
             }
         }));
     }
@@ -395,6 +433,7 @@ impl KafkaBridge {
             match report {
                 Ok(Ok(_)) => {
                     *slot = Slot::Acked;
+                    bridge.progress_ms = bridge.clock.now_ms();
                     let latency_ms = bridge.clock.now_ms().saturating_sub(time_ms);
                     metrics::counter!(names::KAFKA_PUBLISHED_TOTAL, "topic" => topic).increment(1);
                     metrics::histogram!(names::KAFKA_DELIVERY_SECONDS).record(latency_ms as f64 / 1000.0);
@@ -501,6 +540,7 @@ impl Actor for KafkaBridge {
                 bridge.report_backlog();
             },
         );
+        ctx.run_interval(Duration::from_secs(1), |bridge, ctx| bridge.watch_for_stall(ctx));
         self.ensure_topics(ctx);
     }
 }

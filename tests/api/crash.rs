@@ -8,7 +8,7 @@
 //! for every SKU, `available >= 0`, and sampled reservations are in the acknowledged state.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,8 +77,17 @@ impl ServerProcess {
             .spawn()
             .expect("the stockroom binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        // Drains the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});
+        // Drains the log so the child never blocks on a full pipe; with `TEST_SERVER_LOG=<file>`
+        // the log is appended there (for looking into a failure).
+        let mut copy = std::env::var_os("TEST_SERVER_LOG")
+            .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = copy.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        });
         let address = wait_for_address(&address_file, &mut child).await;
         let server = Self {
             child,

@@ -352,11 +352,3 @@ pub fn metric_value(page: &str, name: &str) -> Option<f64> {
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
-
-/// The sum of a labelled counter over all its labels.
-pub fn metric_sum(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

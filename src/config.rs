@@ -366,8 +366,12 @@ pub struct KafkaSettings {
     pub retry_backoff_max_ms: u64,
     /// How often the delivered position is written to the store.
     pub position_interval_ms: u64,
-    /// librdkafka producer properties, passed through (`linger.ms`, `message.timeout.ms`,
-    /// security settings). `enable.idempotence` and `acks` are always `true` and `all`.
+    /// Events not yet acknowledged by Kafka above which `stockroom_kafka_backlog_alert` is 1
+    /// and `/health` says so: the log keeps them, and the disk fills while they wait.
+    pub max_backlog_events: u64,
+    /// librdkafka producer properties, passed through (`linger.ms`, `socket.keepalive.enable`,
+    /// security settings). `enable.idempotence`, `acks` and `message.timeout.ms` are always
+    /// `true`, `all` and `0`.
     /// Nested tables are read as dotted names, so `STOCKROOM_KAFKA__OPTIONS__LINGER.MS`
     /// (which figment's `Env` nests at the dot) and `"linger.ms"` in TOML mean the same.
     #[serde(deserialize_with = "dotted_options")]
@@ -444,6 +448,7 @@ impl Default for KafkaSettings {
             retry_backoff_min_ms: 100,
             retry_backoff_max_ms: 5_000,
             position_interval_ms: 100,
+            max_backlog_events: 1_000_000,
             options: BTreeMap::new(),
         }
     }

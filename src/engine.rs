@@ -14,7 +14,7 @@ use anyhow::Context;
 use dashmap::DashMap;
 
 use crate::actors::feed::StockFeed;
-use crate::actors::kafka::{KafkaBridge, StopBridge};
+use crate::actors::kafka::{KafkaBridge, KafkaStatus, StopBridge};
 use crate::actors::registry::{CartLimits, OrderLimits};
 use crate::actors::turns::Turns;
 use crate::actors::{Registry, Services, SkuDeps};
@@ -72,6 +72,8 @@ pub struct Engine {
     /// The arbiters the actors run on, stopped and joined at shutdown.
     arbiters: std::sync::Mutex<Vec<Arbiter>>,
     /// The Kafka bridge, when enabled: retention keeps every event it has not delivered.
+    /// What the Kafka bridge shows of itself (with Kafka on).
+    pub kafka_status: Option<Arc<KafkaStatus>>,
     kafka: Option<Addr<KafkaBridge>>,
 }
 
@@ -222,12 +224,17 @@ impl Engine {
             metrics::gauge!(names::ORDERS, "status" => order.status().as_str()).increment(1.0);
             registry.orders.start(order);
         }
-        let kafka = if settings.kafka.enabled {
+        let kafka_status = settings
+            .kafka
+            .enabled
+            .then(|| Arc::new(KafkaStatus::new(settings.kafka.max_backlog_events)));
+        let kafka = if let Some(status) = &kafka_status {
             let bridge = KafkaBridge::new(
                 settings.kafka.clone(),
                 store.clone(),
                 Arc::clone(&writer),
                 Arc::clone(&clock),
+                Arc::clone(status),
             )?;
             // An arbiter of its own: it reads the store and encodes JSON, off the actors' threads.
             let arbiter = Arbiter::new();
@@ -272,6 +279,7 @@ impl Engine {
             cart_line_qty_max: settings.cart.max_qty_per_line,
             arbiters: std::sync::Mutex::new(arbiters),
             kafka,
+            kafka_status,
         }))
     }
 

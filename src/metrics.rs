@@ -51,6 +51,10 @@ pub const KAFKA_PUBLISHED_TOTAL: &str = "stockroom_kafka_events_published_total"
 pub const KAFKA_FAILED_TOTAL: &str = "stockroom_kafka_events_failed_total";
 /// Topic checks the Kafka bridge made because deliveries stalled.
 pub const KAFKA_STALL_CHECKS_TOTAL: &str = "stockroom_kafka_stall_checks_total";
+/// 1 while the Kafka backlog is over `kafka.max_backlog_events`.
+pub const KAFKA_BACKLOG_ALERT: &str = "stockroom_kafka_backlog_alert";
+/// Events the Kafka bridge could not publish and named in the dead-letter topic.
+pub const KAFKA_DEAD_LETTERED_TOTAL: &str = "stockroom_kafka_dead_lettered_total";
 /// Durable events not yet acknowledged by Kafka.
 pub const KAFKA_BACKLOG_EVENTS: &str = "stockroom_kafka_backlog_events";
 /// Time from an event's commit to the broker's acknowledgement.
@@ -156,6 +160,14 @@ fn describe() {
         "Event deliveries to Kafka that failed and will be sent again, by topic."
     );
     describe_gauge!(KAFKA_BACKLOG_EVENTS, "Durable events not yet acknowledged by Kafka.");
+    describe_gauge!(
+        KAFKA_BACKLOG_ALERT,
+        "1 while the Kafka backlog is over kafka.max_backlog_events (the log, on disk, keeps it)."
+    );
+    describe_counter!(
+        KAFKA_DEAD_LETTERED_TOTAL,
+        "Events the Kafka bridge could not publish (undecodable or missing from the log), named in the dead-letter topic."
+    );
     describe_counter!(
         KAFKA_STALL_CHECKS_TOTAL,
         "Topic checks the Kafka bridge made because deliveries stalled (a broker away or back empty)."

@@ -17,6 +17,7 @@
 //!   so a backlog only grows while the broker is away.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,42 @@ pub fn stored_position(store: &StateView) -> Result<Option<u64>, StoreError> {
         .transpose()
 }
 
+/// What the bridge shows of itself, for `/health`: read from any thread.
+#[derive(Debug, Default)]
+pub struct KafkaStatus {
+    /// Durable events not yet acknowledged.
+    backlog_events: AtomicU64,
+    /// Events that went to the dead-letter topic since start.
+    dead_lettered_events: AtomicU64,
+    /// Above this backlog the bridge raises its alert.
+    max_backlog_events: u64,
+}
+
+impl KafkaStatus {
+    /// A status that alerts above `max_backlog_events`.
+    pub fn new(max_backlog_events: u64) -> Self {
+        Self {
+            max_backlog_events,
+            ..Self::default()
+        }
+    }
+
+    /// Durable events not yet acknowledged.
+    pub fn backlog_events(&self) -> u64 {
+        self.backlog_events.load(Ordering::Relaxed)
+    }
+
+    /// Events that went to the dead-letter topic since start.
+    pub fn dead_lettered_events(&self) -> u64 {
+        self.dead_lettered_events.load(Ordering::Relaxed)
+    }
+
+    /// Whether the backlog is over `kafka.max_backlog_events`.
+    pub fn backlog_alert(&self) -> bool {
+        self.backlog_events() > self.max_backlog_events
+    }
+}
+
 /// The state of one event handed to the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -94,6 +131,10 @@ pub struct KafkaBridge {
     producer: FutureProducer,
     /// Topic names by [`TopicKind`], in [`TopicKind::ALL`] order.
     topics: [String; 3],
+    /// Where events that cannot be published go, with the reason.
+    dead_letter_topic: String,
+    /// What `/health` shows.
+    status: Arc<KafkaStatus>,
     /// Every event below this has been acknowledged.
     delivered: u64,
     /// The position last written to the store.
@@ -164,6 +205,7 @@ impl KafkaBridge {
         store: StateView,
         writer: Arc<Writer>,
         clock: Arc<dyn Clock>,
+        status: Arc<KafkaStatus>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let producer: FutureProducer = producer_config(&settings)
@@ -179,6 +221,7 @@ impl KafkaBridge {
                 .map_or(*events_end.borrow(), |(_, event)| event.seq),
         };
         let topics = TopicKind::ALL.map(|kind| kind.topic(&settings.topic_prefix));
+        let dead_letter_topic = format!("{}.deadletter", settings.topic_prefix);
         let backoff_ms = settings.retry_backoff_min_ms;
         let mut bridge = Self {
             settings,
@@ -187,6 +230,8 @@ impl KafkaBridge {
             clock,
             producer,
             topics,
+            dead_letter_topic,
+            status,
             delivered: start,
             persisted: 0,
             next_send: start,
@@ -235,7 +280,10 @@ impl KafkaBridge {
 
     fn report_backlog(&self) {
         let end = *self.events_end.borrow();
-        metrics::gauge!(names::KAFKA_BACKLOG_EVENTS).set(end.saturating_sub(self.delivered) as f64);
+        let backlog = end.saturating_sub(self.delivered);
+        self.status.backlog_events.store(backlog, Ordering::Relaxed);
+        metrics::gauge!(names::KAFKA_BACKLOG_EVENTS).set(backlog as f64);
+        metrics::gauge!(names::KAFKA_BACKLOG_ALERT).set(if self.status.backlog_alert() { 1.0 } else { 0.0 });
     }
 
     /// A request that creates the topics that do not exist; `Err` says why it could not.
@@ -243,7 +291,8 @@ impl KafkaBridge {
         let admin: Result<AdminClient<DefaultClientContext>, KafkaError> = producer_config(&self.settings).create();
         let replication_factor = self.settings.replication_factor;
         let partitions = self.settings.partitions;
-        let names = self.topics.clone();
+        let mut names = self.topics.to_vec();
+        names.push(self.dead_letter_topic.clone());
         async move {
             let admin = admin.map_err(|error| format!("cannot create the Kafka admin client: {error}"))?;
             let topics: Vec<NewTopic<'_>> = names
@@ -268,16 +317,20 @@ impl KafkaBridge {
     /// Creates the topics that do not exist, then starts sending; on failure, tries again
     /// after the backoff.
     fn ensure_topics(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(self.create_topics().into_actor(self).map(|result, bridge, ctx| match result {
-            Ok(()) => {
-                bridge.topics_ready = true;
-                bridge.pump(ctx);
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot create the Kafka topics; trying again");
-                bridge.retry_later(ctx);
-            }
-        }));
+        ctx.spawn(
+            self.create_topics()
+                .into_actor(self)
+                .map(|result, bridge, ctx| match result {
+                    Ok(()) => {
+                        bridge.topics_ready = true;
+                        bridge.pump(ctx);
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot create the Kafka topics; trying again");
+                        bridge.retry_later(ctx);
+                    }
+                }),
+        );
     }
 
     /// Every second: events in flight with no acknowledgement for [`STALL_CHECK`] mean the
@@ -292,7 +345,8 @@ impl KafkaBridge {
             return;
         }
         let stall_ms = STALL_CHECK.as_millis() as u64;
-        if now_ms.saturating_sub(self.progress_ms) < stall_ms || now_ms.saturating_sub(self.stall_checked_ms) < stall_ms {
+        if now_ms.saturating_sub(self.progress_ms) < stall_ms || now_ms.saturating_sub(self.stall_checked_ms) < stall_ms
+        {
             return;
         }
         self.stall_checked_ms = now_ms;
@@ -338,8 +392,23 @@ impl KafkaBridge {
                     self.schedule_pump(ctx, Duration::from_millis(self.settings.retry_backoff_max_ms));
                     return;
                 }
-                Err(error @ ReadEventsError::Undecodable { .. }) => {
-                    tracing::error!(error = %error, "an event in the log cannot be read; the bridge stops here");
+                Err(ReadEventsError::Undecodable { position, reason }) => {
+                    // Its events cannot be published: they go to the dead-letter topic as a
+                    // range, with the reason, and the bridge goes on after them.
+                    if !self.window.is_empty() {
+                        // Once what is in flight is reported, the window starts here.
+                        return;
+                    }
+                    let end_seq = match self.first_seq_after(position) {
+                        Ok(end_seq) => end_seq.min(end),
+                        Err(error) => {
+                            tracing::error!(error = %error, "reading the event log failed; trying again");
+                            self.schedule_pump(ctx, Duration::from_millis(self.settings.retry_backoff_max_ms));
+                            return;
+                        }
+                    };
+                    let reason = format!("log record {position} cannot be decoded: {reason}");
+                    self.dead_letter(self.next_send, end_seq.max(self.next_send + 1), position, reason, ctx);
                     return;
                 }
             };
@@ -351,22 +420,32 @@ impl KafkaBridge {
                     return;
                 }
                 if record.seq != self.next_send {
-                    if !self.window.is_empty() || record.seq < self.next_send {
-                        tracing::error!(
-                            expected = self.next_send,
-                            found = record.seq,
-                            "the event log is out of order; the bridge stops here"
-                        );
+                    if !self.window.is_empty() {
+                        // Settled once what is in flight is reported (the window then starts
+                        // here and the gap is handled below).
                         return;
                     }
-                    // Removed by retention before the bridge ran: nothing to do but say so.
-                    tracing::warn!(
-                        from = self.next_send,
-                        to = record.seq,
-                        "events missing from the log were never published"
-                    );
-                    self.delivered = record.seq;
-                    self.next_send = record.seq;
+                    if self.delivered == self.persisted && self.persisted == self.next_send && self.never_sent() {
+                        // Removed by retention before the bridge first ran: nothing to do but
+                        // say so.
+                        tracing::warn!(
+                            from = self.next_send,
+                            to = record.seq,
+                            "events missing from the log were never published"
+                        );
+                        self.delivered = record.seq;
+                        self.next_send = record.seq;
+                    } else {
+                        // Events the bridge needs are not in the log: named in the dead-letter
+                        // topic, and the bridge goes on after them.
+                        let reason = format!(
+                            "events {} to {} are missing from the log",
+                            self.next_send,
+                            record.seq - 1
+                        );
+                        self.dead_letter(self.next_send, record.seq, position, reason, ctx);
+                        return;
+                    }
                 }
                 self.cursor = position;
                 if !self.send(record, position, ctx) {
@@ -375,6 +454,92 @@ impl KafkaBridge {
             }
             self.cursor = cursor;
         }
+    }
+
+    /// Whether this bridge has sent nothing since it started.
+    fn never_sent(&self) -> bool {
+        self.delivered_cursor == 0 && self.window.is_empty()
+    }
+
+    /// The first event sequence of the first decodable record after `position` (the events
+    /// end when there is none).
+    fn first_seq_after(&self, position: u64) -> Result<u64, StoreError> {
+        let log: &dyn Log = self.store.storage.as_ref();
+        let mut next = position + 1;
+        loop {
+            let records = log.read(next, 64)?;
+            let Some((last, _)) = records.last() else {
+                return Ok(*self.events_end.borrow());
+            };
+            next = last + 1;
+            for (at, bytes) in &records {
+                if let Ok(record) = crate::persistence::log::decode_record(*at, bytes) {
+                    if let Some(first) = record.events.first() {
+                        return Ok(first.seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes, to the dead-letter topic, that events `first..end` cannot be published and
+    /// why; once acknowledged, they count as delivered and the bridge goes on from `end`,
+    /// reading the log after `position`.
+    fn dead_letter(&mut self, first: u64, end: u64, position: u64, reason: String, ctx: &mut Context<Self>) {
+        tracing::error!(first, end, reason = %reason, "events cannot be published; they go to the dead-letter topic");
+        let payload = serde_json::json!({
+            "first_seq": first,
+            "end_seq": end,
+            "log_position": position,
+            "reason": reason,
+            "time": crate::domain::clock::rfc3339(self.clock.now_ms()),
+        })
+        .to_string();
+        let key = format!("{first}-{end}");
+        let topic = self.dead_letter_topic.clone();
+        let sent = self
+            .producer
+            .send_result(FutureRecord::to(&topic).key(key.as_bytes()).payload(&payload));
+        let delivery = match sent {
+            Ok(delivery) => delivery,
+            Err((error, _)) => {
+                tracing::warn!(error = %error, "the dead-letter record could not be sent; trying again");
+                self.schedule_pump(ctx, Duration::from_millis(self.settings.retry_backoff_max_ms));
+                return;
+            }
+        };
+        let count = end - first;
+        for _ in first..end {
+            self.window.push_back(Slot::InFlight);
+            self.window_positions.push_back(position + 1);
+        }
+        self.in_flight += usize::try_from(count).unwrap_or(usize::MAX);
+        self.next_send = end;
+        self.cursor = position + 1;
+        ctx.spawn(delivery.into_actor(self).map(move |report, bridge, ctx| {
+            let slot = match report {
+                Ok(Ok(_)) => {
+                    bridge.status.dead_lettered_events.fetch_add(count, Ordering::Relaxed);
+                    metrics::counter!(names::KAFKA_DEAD_LETTERED_TOTAL).increment(count);
+                    Slot::Acked
+                }
+                _ => {
+                    bridge.failing = true;
+                    Slot::Failed
+                }
+            };
+            for seq in first..end {
+                if let Some(index) = seq.checked_sub(bridge.delivered).and_then(|i| usize::try_from(i).ok()) {
+                    if let Some(entry) = bridge.window.get_mut(index) {
+                        *entry = slot;
+                    }
+                }
+            }
+            bridge.in_flight = bridge
+                .in_flight
+                .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+            bridge.after_report(ctx);
+        }));
     }
 
     /// Hands one event to the producer; `false` when it could not take it now.

@@ -7,8 +7,21 @@ use super::AppState;
 
 /// `GET /health`: 200 while the process serves.
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health_health", responses((status = 200, description = "The process serves", body = crate::http::openapi::Status)))]
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    // With Kafka on, what an operator needs at a glance: the backlog, whether it is over its
+    // alert, and how many events went to the dead-letter topic.
+    let kafka = state.engine.get().and_then(|engine| engine.kafka_status.as_ref());
+    match kafka {
+        None => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Some(kafka) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "kafka": {
+                "backlog_events": kafka.backlog_events(),
+                "backlog_alert": kafka.backlog_alert(),
+                "dead_lettered_events": kafka.dead_lettered_events(),
+            },
+        })),
+    }
 }
 
 /// `GET /ready`: 200 once recovery has finished, 503 before.

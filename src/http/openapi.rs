@@ -123,6 +123,20 @@ pub struct CreatedCart {
 pub struct Status {
     /// `ok`, `ready` or `recovering`.
     status: String,
+    /// `/health` with Kafka on: the bridge's backlog, its alert, and dead-lettered events.
+    kafka: Option<KafkaHealth>,
+}
+
+/// The Kafka bridge as `/health` shows it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct KafkaHealth {
+    /// Durable events not yet acknowledged by Kafka.
+    backlog_events: u64,
+    /// Whether the backlog is over `kafka.max_backlog_events`.
+    backlog_alert: bool,
+    /// Events that went to the dead-letter topic since start.
+    dead_lettered_events: u64,
 }
 
 /// The bearer schemes: the admin token, and cart tokens (`<cart id>.<secret>`).

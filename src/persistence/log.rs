@@ -144,10 +144,17 @@ pub fn read_events(
             return Ok((events, next));
         }
         for (position, bytes) in records {
-            let record = decode_record(position, &bytes).map_err(|error| ReadEventsError::Undecodable {
-                position,
-                reason: error.to_string(),
-            })?;
+            let record = match decode_record(position, &bytes) {
+                Ok(record) => record,
+                // What was read before it is returned first; the next read starts here.
+                Err(_) if !events.is_empty() => return Ok((events, position)),
+                Err(error) => {
+                    return Err(ReadEventsError::Undecodable {
+                        position,
+                        reason: error.to_string(),
+                    })
+                }
+            };
             for event in record.events.into_iter().filter(|event| event.seq >= from_seq) {
                 if events.len() == limit {
                     // This record is read again next time, from the first event not taken.

@@ -14,7 +14,9 @@ use tempfile::TempDir;
 
 use crate::crash::ServerProcess;
 use crate::helpers::{TestApp, ADMIN_TOKEN};
-use crate::kafka_support::{check_against_log, copies, event_log, metric_value, Broker, Reader, PARTITIONS};
+use crate::kafka_support::{
+    check_against_log, copies, event_log, metric_value, read_dead_letters, Broker, Reader, PARTITIONS,
+};
 
 const SOURCE: &str = "/stockroom-test";
 
@@ -432,4 +434,95 @@ async fn retention_keeps_every_event_kafka_has_not_acknowledged() {
     );
     assert!(trimmed.last().unwrap().seq >= end - 1, "the newest events stay");
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_undecodable_log_record_goes_to_the_dead_letter_topic_and_the_events_after_it_are_published() {
+    use stockroom::persistence::log::decode_record;
+    use stockroom::persistence::Log;
+
+    let mut broker = Broker::start();
+    let dir = TempDir::new().unwrap();
+    let client = reqwest::Client::new();
+    let env = kafka_env(&broker, "damaged");
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    create_skus(&client, &server.base).await;
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
+    // With the broker away, six reservations wait in the log, one record each.
+    broker.stop();
+    for _ in 0..6 {
+        let reserved = client
+            .post(format!("{}/v1/skus/k0/reservations", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"qty": 1, "ttl_seconds": 600}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reserved.status(), StatusCode::CREATED);
+    }
+    assert!(server.terminate(), "a clean stop checkpoints everything");
+
+    // The third of those records rots on disk: checkpointed, so recovery never reads it, but
+    // the bridge must.
+    let store_dir = dir.path().join("data").join("store");
+    let (damaged_position, damaged_seqs, after) = {
+        let store = SledStore::open(&store_dir, 16 << 20).expect("the store opens");
+        let log: &dyn Log = &store;
+        let records: Vec<(u64, Vec<u64>)> = log
+            .read(0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|(position, bytes)| {
+                let record = decode_record(position, &bytes).unwrap();
+                (
+                    position,
+                    record.events.iter().map(|event| event.seq).collect::<Vec<u64>>(),
+                )
+            })
+            .filter(|(_, seqs)| !seqs.is_empty())
+            .collect();
+        let damaged = records.len() - 4;
+        let (position, seqs) = records[damaged].clone();
+        let after: Vec<u64> = records[damaged + 1..]
+            .iter()
+            .flat_map(|(_, seqs)| seqs.clone())
+            .collect();
+        log.append(vec![(position, b"rotten bytes, not a record".to_vec())])
+            .unwrap();
+        log.sync().unwrap();
+        (position, seqs, after)
+    };
+
+    broker.restart();
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
+    let health: Value = client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["kafka"]["dead_lettered_events"],
+        damaged_seqs.len() as u64,
+        "{health}"
+    );
+    assert!(server.terminate());
+
+    let letters = read_dead_letters(&broker.address(), "damaged", 1, Duration::from_secs(60));
+    let letter = &letters[0];
+    assert_eq!(letter["log_position"], damaged_position, "{letter}");
+    assert_eq!(letter["first_seq"], damaged_seqs[0], "{letter}");
+    assert_eq!(letter["end_seq"], damaged_seqs.last().unwrap() + 1, "{letter}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("cannot be decoded"),
+        "{letter}"
+    );
+    // Every event after the damaged record was published (the broker came back empty, so
+    // only those are there).
+    assert_eq!(after.len(), 3, "three reservations after the damaged one");
+    let reader = Reader::start(&broker.address(), "damaged");
+    reader.wait_for(after.iter().copied(), Duration::from_secs(60)).await;
 }

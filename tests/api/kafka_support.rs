@@ -352,3 +352,34 @@ pub fn metric_value(page: &str, name: &str) -> Option<f64> {
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// The records of `<prefix>.deadletter` as JSON, read from the beginning until `count` are in;
+/// panics after `timeout`.
+pub fn read_dead_letters(brokers: &str, prefix: &str, count: usize, timeout: Duration) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("stockroom-test-deadletter-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions
+            .add_partition_offset(&format!("{prefix}.deadletter"), partition, Offset::Beginning)
+            .expect("a partition offset");
+    }
+    consumer.assign(&partitions).expect("assigned");
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} dead letters read",
+            records.len()
+        );
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            records.push(serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON"));
+        }
+    }
+    records
+}

@@ -329,6 +329,43 @@ async fn an_outage_longer_than_any_producer_timeout_loses_nothing_and_the_backlo
 }
 
 #[actix_web::test]
+async fn a_broker_killed_under_load_and_back_with_its_data_gets_every_event_in_order() {
+    let data = TempDir::new().unwrap();
+    let mut broker = Broker::start_keeping_data(data.path());
+    let dir = TempDir::new().unwrap();
+    let client = reqwest::Client::new();
+    let env = kafka_env(&broker, "kept");
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    create_skus(&client, &server.base).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(server.base.clone(), Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGKILL: the broker keeps what it committed, and the producer state it had.
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.restart();
+    let returned = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let requests = load.await.unwrap();
+    assert!(requests > 100, "the server served throughout: {requests}");
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(120)).await;
+    println!(
+        "a broker back with its data: the backlog drained {} ms after its return",
+        returned.elapsed().as_millis()
+    );
+    assert!(server.terminate(), "a clean stop");
+
+    // Everything is in Kafka, read from the beginning: what was there before the kill and
+    // what came after.
+    let log = stored_log(dir.path());
+    let (first, end) = (log[0].seq, log.last().unwrap().seq);
+    let reader = Reader::start(&broker.address(), "kept");
+    reader.wait_for(first..=end, Duration::from_secs(60)).await;
+    check_against_log(&reader.finish(), &log, "kept", SOURCE);
+}
+
+#[actix_web::test]
 async fn publishing_resumes_from_the_stored_position_after_a_kill() {
     let broker = Broker::start();
     let dir = TempDir::new().unwrap();

@@ -53,6 +53,9 @@ pub struct Broker {
     child: Option<Child>,
     /// Its port.
     pub port: u16,
+    /// With a directory, the broker keeps its data there (tansu's SQLite engine) across
+    /// restarts; without, in memory (a restart is empty).
+    data: Option<PathBuf>,
 }
 
 impl Broker {
@@ -62,7 +65,26 @@ impl Broker {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let mut broker = Self { child: None, port };
+        let mut broker = Self {
+            child: None,
+            port,
+            data: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Starts a broker that keeps its data in `dir` across restarts.
+    pub fn start_keeping_data(dir: &std::path::Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut broker = Self {
+            child: None,
+            port,
+            data: Some(dir.to_owned()),
+        };
         broker.restart();
         broker
     }
@@ -72,11 +94,18 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker again on its port (empty: its storage is in memory).
+    /// Starts the broker again on its port: empty with its storage in memory, or with what it
+    /// kept in its data directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the broker is already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        // The SQLite engine's file is relative to the working directory.
+        let (storage, dir) = match &self.data {
+            Some(dir) => ("sqlite://tansu.db", dir.clone()),
+            None => ("memory://tansu/", std::env::temp_dir()),
+        };
         let child = Command::new(tansu_binary())
+            .current_dir(dir)
             .args([
                 "broker",
                 "--listener-url",
@@ -84,7 +113,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

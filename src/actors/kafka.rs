@@ -180,6 +180,20 @@ const STALL_CHECK: Duration = Duration::from_secs(2);
 /// Attempts in a row without progress after which the producer is replaced anyway.
 const ATTEMPTS_BEFORE_NEW_PRODUCER: u32 = 3;
 
+/// Errors that no retry gets past for this event: it is too large or invalid.
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
 /// Errors that say the broker no longer accepts this producer's id or epoch (for example a
 /// restarted broker that lost its producer state): only a new producer gets past them.
 fn refuses_producer(error: &KafkaError) -> bool {
@@ -408,7 +422,8 @@ impl KafkaBridge {
                         }
                     };
                     let reason = format!("log record {position} cannot be decoded: {reason}");
-                    self.dead_letter(self.next_send, end_seq.max(self.next_send + 1), position, reason, ctx);
+                    let range = (self.next_send, end_seq.max(self.next_send + 1));
+                    self.dead_letter(range.0, range.1, (position, position + 1), reason, ctx);
                     return;
                 }
             };
@@ -443,7 +458,8 @@ impl KafkaBridge {
                             self.next_send,
                             record.seq - 1
                         );
-                        self.dead_letter(self.next_send, record.seq, position, reason, ctx);
+                        // The record at `position` holds `record.seq`: read on from it.
+                        self.dead_letter(self.next_send, record.seq, (position, position), reason, ctx);
                         return;
                     }
                 }
@@ -483,9 +499,16 @@ impl KafkaBridge {
     }
 
     /// Publishes, to the dead-letter topic, that events `first..end` cannot be published and
-    /// why; once acknowledged, they count as delivered and the bridge goes on from `end`,
-    /// reading the log after `position`.
-    fn dead_letter(&mut self, first: u64, end: u64, position: u64, reason: String, ctx: &mut Context<Self>) {
+    /// why (`position`: the log record they are, or were to be, in); once acknowledged, they
+    /// count as delivered and the bridge goes on from `end`, reading the log from `resume`.
+    fn dead_letter(
+        &mut self,
+        first: u64,
+        end: u64,
+        (position, resume): (u64, u64),
+        reason: String,
+        ctx: &mut Context<Self>,
+    ) {
         tracing::error!(first, end, reason = %reason, "events cannot be published; they go to the dead-letter topic");
         let payload = serde_json::json!({
             "first_seq": first,
@@ -511,11 +534,11 @@ impl KafkaBridge {
         let count = end - first;
         for _ in first..end {
             self.window.push_back(Slot::InFlight);
-            self.window_positions.push_back(position + 1);
+            self.window_positions.push_back(resume);
         }
         self.in_flight += usize::try_from(count).unwrap_or(usize::MAX);
         self.next_send = end;
-        self.cursor = position + 1;
+        self.cursor = resume;
         ctx.spawn(delivery.into_actor(self).map(move |report, bridge, ctx| {
             let slot = match report {
                 Ok(Ok(_)) => {
@@ -540,6 +563,54 @@ impl KafkaBridge {
                 .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
             bridge.after_report(ctx);
         }));
+    }
+
+    /// Names event `seq`, already in the window (in flight), in the dead-letter topic; its slot
+    /// is settled by that record's report.
+    fn dead_letter_in_flight(&mut self, seq: u64, reason: String, ctx: &mut Context<Self>) {
+        tracing::error!(seq, reason = %reason, "an event cannot be published; it goes to the dead-letter topic");
+        let payload = serde_json::json!({
+            "first_seq": seq,
+            "end_seq": seq + 1,
+            "reason": reason,
+            "time": crate::domain::clock::rfc3339(self.clock.now_ms()),
+        })
+        .to_string();
+        let key = format!("{seq}-{}", seq + 1);
+        let topic = self.dead_letter_topic.clone();
+        let settle = move |bridge: &mut KafkaBridge, slot: Slot, ctx: &mut Context<KafkaBridge>| {
+            if slot == Slot::Acked {
+                bridge.status.dead_lettered_events.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(names::KAFKA_DEAD_LETTERED_TOTAL).increment(1);
+            } else {
+                bridge.failing = true;
+            }
+            if let Some(entry) = seq
+                .checked_sub(bridge.delivered)
+                .and_then(|index| usize::try_from(index).ok())
+                .and_then(|index| bridge.window.get_mut(index))
+            {
+                *entry = slot;
+            }
+            bridge.in_flight -= 1;
+            bridge.after_report(ctx);
+        };
+        match self
+            .producer
+            .send_result(FutureRecord::to(&topic).key(key.as_bytes()).payload(&payload))
+        {
+            Ok(delivery) => {
+                ctx.spawn(delivery.into_actor(self).map(move |report, bridge, ctx| {
+                    let slot = if matches!(report, Ok(Ok(_))) {
+                        Slot::Acked
+                    } else {
+                        Slot::Failed
+                    };
+                    settle(bridge, slot, ctx);
+                }));
+            }
+            Err(_) => settle(self, Slot::Failed, ctx),
+        }
     }
 
     /// Hands one event to the producer; `false` when it could not take it now.
@@ -567,6 +638,13 @@ impl KafkaBridge {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 self.schedule_pump(ctx, Duration::from_millis(10));
                 false
+            }
+            Err((error, _)) if is_permanent(&error) => {
+                // It will never be taken (too large, invalid): named in the dead-letter topic
+                // instead, and the bridge goes on.
+                let reason = format!("the producer refused event {}: {error}", record.seq);
+                self.dead_letter(record.seq, record.seq + 1, (position, position), reason, ctx);
+                true
             }
             Err((error, _)) => {
                 tracing::warn!(error = %error, seq = record.seq, "the producer refused an event");
@@ -602,6 +680,12 @@ impl KafkaBridge {
                     let latency_ms = bridge.clock.now_ms().saturating_sub(time_ms);
                     metrics::counter!(names::KAFKA_PUBLISHED_TOTAL, "topic" => topic).increment(1);
                     metrics::histogram!(names::KAFKA_DELIVERY_SECONDS).record(latency_ms as f64 / 1000.0);
+                }
+                Ok(Err((error, _))) if is_permanent(&error) => {
+                    // Refused for good by the broker: the slot waits for its dead letter.
+                    let reason = format!("the broker refused event {seq}: {error}");
+                    bridge.dead_letter_in_flight(seq, reason, ctx);
+                    return;
                 }
                 Ok(Err((error, _))) => {
                     *slot = Slot::Failed;

@@ -563,3 +563,74 @@ async fn an_undecodable_log_record_goes_to_the_dead_letter_topic_and_the_events_
     let reader = Reader::start(&broker.address(), "damaged");
     reader.wait_for(after.iter().copied(), Duration::from_secs(60)).await;
 }
+
+#[actix_web::test]
+async fn an_event_the_producer_refuses_goes_to_the_dead_letter_topic_and_the_rest_are_published() {
+    let broker = Broker::start();
+    let dir = TempDir::new().unwrap();
+    let client = reqwest::Client::new();
+    let mut env = kafka_env(&broker, "refused");
+    // librdkafka's smallest message size: a SKU with a long name no longer fits.
+    env.push((
+        "STOCKROOM_KAFKA__OPTIONS__message.max.bytes".to_owned(),
+        "1000".to_owned(),
+    ));
+    let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
+    let put = |sku: &str, name: String| {
+        client
+            .put(format!("{}/v1/skus/{sku}", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": name, "price_minor": 100, "currency": "EUR", "on_hand": 10}))
+            .send()
+    };
+    assert_eq!(
+        put("plain", "Plain".to_owned()).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put("huge", "😀".repeat(200)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    for _ in 0..2 {
+        let reserved = client
+            .post(format!("{}/v1/skus/plain/reservations", server.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"qty": 1, "ttl_seconds": 600}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reserved.status(), StatusCode::CREATED);
+    }
+    wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
+    let health: Value = client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["kafka"]["dead_lettered_events"], 1, "{health}");
+    assert!(server.terminate());
+
+    let log = stored_log(dir.path());
+    let huge = log
+        .iter()
+        .find(|record| record.event.subject() == "huge")
+        .expect("the huge SKU's event is in the log")
+        .seq;
+    let letters = read_dead_letters(&broker.address(), "refused", 1, Duration::from_secs(60));
+    assert_eq!(letters[0]["first_seq"], huge, "{}", letters[0]);
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("refused"),
+        "{}",
+        letters[0]
+    );
+    let rest: Vec<u64> = log.iter().map(|record| record.seq).filter(|seq| *seq != huge).collect();
+    let reader = Reader::start(&broker.address(), "refused");
+    reader.wait_for(rest.iter().copied(), Duration::from_secs(60)).await;
+    assert!(
+        !reader.seqs().contains(&huge),
+        "the refused event is only in the dead-letter topic"
+    );
+}

@@ -857,3 +857,32 @@ fn wait_for_reports(bridge: &mut KafkaBridge, deadline: tokio::time::Instant) ->
             .then(move |(), bridge, _| wait_for_reports(bridge, deadline)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaOption;
+
+    #[test]
+    fn the_producer_never_times_a_message_out_locally_whatever_the_options_say() {
+        // A message that timed out locally is outside the idempotent producer's gapless
+        // order: a later event of its key could be delivered before it is sent again.
+        let mut settings = KafkaSettings::default();
+        settings
+            .options
+            .insert("message.timeout.ms".to_owned(), KafkaOption::Int(5_000));
+        settings
+            .options
+            .insert("enable.idempotence".to_owned(), KafkaOption::Bool(false));
+        settings.options.insert("linger.ms".to_owned(), KafkaOption::Int(20));
+        let config = producer_config(&settings);
+        assert_eq!(config.get("message.timeout.ms"), Some("0"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("linger.ms"), Some("20"), "other options pass through");
+        assert_eq!(
+            producer_config(&KafkaSettings::default()).get("message.timeout.ms"),
+            Some("0")
+        );
+    }
+}

@@ -323,9 +323,9 @@ async fn a_short_outage_under_load_loses_nothing_and_the_backlog_drains() {
 
 #[actix_web::test]
 async fn an_outage_longer_than_any_producer_timeout_loses_nothing_and_the_backlog_drains() {
-    // Longer than librdkafka's default message timeout (300 s) is too long for a test; the
-    // bridge sets no timeout of its own, so 40 s outlasts every timeout it would meet.
-    an_empty_broker_back_after(Duration::from_secs(40), "long").await;
+    // Messages never time out locally (message.timeout.ms = 0); 65 s outlasts every other
+    // timeout the producer has on (socket.timeout.ms, the longest, is 60 s).
+    an_empty_broker_back_after(Duration::from_secs(65), "long").await;
 }
 
 #[actix_web::test]

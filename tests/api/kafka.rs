@@ -488,14 +488,7 @@ async fn an_undecodable_log_record_goes_to_the_dead_letter_topic_and_the_events_
     // With the broker away, six reservations wait in the log, one record each.
     broker.stop();
     for _ in 0..6 {
-        let reserved = client
-            .post(format!("{}/v1/skus/k0/reservations", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"qty": 1, "ttl_seconds": 600}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reserved.status(), StatusCode::CREATED);
+        reserve_one(&client, &server.base, "k0").await;
     }
     assert!(server.terminate(), "a clean stop checkpoints everything");
 
@@ -533,14 +526,7 @@ async fn an_undecodable_log_record_goes_to_the_dead_letter_topic_and_the_events_
     broker.restart();
     let server = ServerProcess::start_with(dir.path(), &client, &as_pairs(&env)).await;
     wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
-    let health: Value = client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&client, &format!("{}/health", server.base)).await;
     assert_eq!(
         health["kafka"]["dead_lettered_events"],
         damaged_seqs.len() as u64,
@@ -592,24 +578,10 @@ async fn an_event_the_producer_refuses_goes_to_the_dead_letter_topic_and_the_res
         StatusCode::CREATED
     );
     for _ in 0..2 {
-        let reserved = client
-            .post(format!("{}/v1/skus/plain/reservations", server.base))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"qty": 1, "ttl_seconds": 600}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reserved.status(), StatusCode::CREATED);
+        reserve_one(&client, &server.base, "plain").await;
     }
     wait_for_empty_backlog(&client, &server.base, Duration::from_secs(60)).await;
-    let health: Value = client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&client, &format!("{}/health", server.base)).await;
     assert_eq!(health["kafka"]["dead_lettered_events"], 1, "{health}");
     assert!(server.terminate());
 
@@ -633,4 +605,21 @@ async fn an_event_the_producer_refuses_goes_to_the_dead_letter_topic_and_the_res
         !reader.seqs().contains(&huge),
         "the refused event is only in the dead-letter topic"
     );
+}
+
+/// Holds one unit of `sku` on the server at `base`.
+async fn reserve_one(client: &reqwest::Client, base: &str, sku: &str) {
+    let reserved = client
+        .post(format!("{base}/v1/skus/{sku}/reservations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"qty": 1, "ttl_seconds": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reserved.status(), StatusCode::CREATED);
+}
+
+/// `GET url` as JSON.
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }

@@ -59,23 +59,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on a free port.
+    /// Starts a broker on a free port, with its data in memory.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut broker = Self {
-            child: None,
-            port,
-            data: None,
-        };
-        broker.restart();
-        broker
+        Self::start_on(None)
     }
 
     /// Starts a broker that keeps its data in `dir` across restarts.
     pub fn start_keeping_data(dir: &std::path::Path) -> Self {
+        Self::start_on(Some(dir.to_owned()))
+    }
+
+    fn start_on(data: Option<PathBuf>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -83,7 +77,7 @@ impl Broker {
         let mut broker = Self {
             child: None,
             port,
-            data: Some(dir.to_owned()),
+            data,
         };
         broker.restart();
         broker

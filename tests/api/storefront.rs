@@ -83,22 +83,7 @@ async fn a_shopper_fills_a_cart_checks_out_pays_and_the_order_is_delivered() {
     assert_eq!(closed.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(&closed.json().await.unwrap()), "cart_closed");
 
-    let paid = app
-        .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
-        .json(&json!({"payment_ref": "psp-123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), StatusCode::OK);
-    for status in ["packed", "shipped", "delivered"] {
-        let moved = app
-            .admin(Method::POST, &format!("/v1/orders/{order_id}/status"))
-            .json(&json!({ "status": status }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(moved.status(), StatusCode::OK, "to {status}");
-    }
+    pay_and_deliver(&app, &cart, order_id).await;
     let delivered: Value = app.get_as(&cart, &format!("/v1/orders/{order_id}")).await;
     let history: Vec<(u64, &str)> = delivered["history"]
         .as_array()
@@ -588,15 +573,9 @@ async fn one_checkout_key_sent_five_times_at_once_makes_one_order() {
 
 #[actix_web::test]
 async fn a_settled_order_leaves_memory_when_idle_and_comes_back_when_asked_for() {
-    use stockroom::domain::clock::ManualClock;
-    use stockroom::domain::{Clock, SystemClock};
     // Idleness is measured on a clock the test moves: the order cannot be idle before the
     // test says so, however slow the machine.
-    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
-    let options = Options {
-        clock: clock.clone(),
-        ..Options::default()
-    };
+    let (clock, options) = with_manual_clock();
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.order.idle_stop_seconds = 1;
     })
@@ -811,14 +790,7 @@ async fn a_line_whose_cart_write_is_refused_leaves_no_trace_in_the_cart() {
 
 #[actix_web::test]
 async fn anonymous_carts_are_bounded_per_client_and_in_all() {
-    use stockroom::domain::clock::ManualClock;
-    use stockroom::domain::{Clock, SystemClock};
-
-    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
-    let options = Options {
-        clock: clock.clone(),
-        ..Options::default()
-    };
+    let (clock, options) = with_manual_clock();
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.cart.create_per_minute_per_client = 3;
         settings.cart.max_open = 4;
@@ -871,15 +843,10 @@ async fn anonymous_carts_are_bounded_per_client_and_in_all() {
 
 #[actix_web::test]
 async fn settled_carts_and_orders_leave_the_store_after_their_retention_and_live_ones_stay() {
-    use stockroom::domain::clock::ManualClock;
-    use stockroom::domain::{CartId, Clock, OrderId, SystemClock};
+    use stockroom::domain::{CartId, OrderId};
     use stockroom::persistence::keys;
 
-    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
-    let options = Options {
-        clock: clock.clone(),
-        ..Options::default()
-    };
+    let (clock, options) = with_manual_clock();
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.cart.settled_retention_hours = 24;
         settings.order.settled_retention_hours = 48;
@@ -888,22 +855,7 @@ async fn settled_carts_and_orders_leave_the_store_after_their_retention_and_live
     .await;
     app.create_sku("tray", 10).await;
     let (delivered_cart, delivered) = order_of_one(&app, "tray").await;
-    let paid = app
-        .as_cart(&delivered_cart, Method::POST, &format!("/v1/orders/{delivered}/pay"))
-        .json(&json!({"payment_ref": "psp-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paid.status(), StatusCode::OK);
-    for status in ["packed", "shipped", "delivered"] {
-        let moved = app
-            .admin(Method::POST, &format!("/v1/orders/{delivered}/status"))
-            .json(&json!({"status": status}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(moved.status(), StatusCode::OK, "{status}");
-    }
+    pay_and_deliver(&app, &delivered_cart, &delivered).await;
     let (_, waiting) = order_of_one(&app, "tray").await;
     let open = app.create_cart().await;
 
@@ -938,4 +890,35 @@ async fn order_of_one(app: &TestApp, sku: &str) -> (TestCart, String) {
     assert_eq!(app.set_line(&cart, sku, 1).await.status(), StatusCode::OK);
     let placed: Value = app.checkout(&cart).await.json().await.unwrap();
     (cart, placed["order_id"].as_str().unwrap().to_owned())
+}
+
+/// Server options with a clock the test moves, and that clock.
+fn with_manual_clock() -> (Arc<stockroom::domain::clock::ManualClock>, Options) {
+    use stockroom::domain::{Clock, SystemClock};
+    let clock = Arc::new(stockroom::domain::clock::ManualClock::new(SystemClock.now_ms()));
+    let options = Options {
+        clock: clock.clone(),
+        ..Options::default()
+    };
+    (clock, options)
+}
+
+/// Pays an order with its cart's token, then moves it to packed, shipped and delivered.
+async fn pay_and_deliver(app: &TestApp, cart: &TestCart, order_id: &str) {
+    let paid = app
+        .as_cart(cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
+        .json(&json!({"payment_ref": "psp-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    for status in ["packed", "shipped", "delivered"] {
+        let moved = app
+            .admin(Method::POST, &format!("/v1/orders/{order_id}/status"))
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), StatusCode::OK, "to {status}");
+    }
 }

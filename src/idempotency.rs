@@ -62,6 +62,33 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
+impl IdempotencyKey {
+    /// For a request without credentials, where keys share one scope: the key must be
+    /// unguessable, at least 122 bits of randomness (a UUID, or 22 or more base64url
+    /// characters), or a guessed key would replay another client's answer. `400
+    /// weak_idempotency_key` otherwise; no key is fine.
+    pub fn require_strong(&self) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(key) if !is_strong_key(key) => Err(ApiError::bad_request(
+                "weak_idempotency_key",
+                "an Idempotency-Key sent without credentials must be a UUID or 22 or more base64url characters",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A UUID (`8-4-4-4-12` hex digits), or 22 or more base64url characters.
+fn is_strong_key(key: &str) -> bool {
+    let uuid = key.len() == 36
+        && key.char_indices().all(|(at, c)| match at {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    let base64url = key.len() >= 22 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    uuid || base64url
+}
+
 /// SHA-256 of a request's method, path and canonical body.
 pub type Fingerprint = [u8; 32];
 
@@ -211,5 +238,29 @@ impl<R> IdempotencyDraft<R> {
             Op::Put(key, codec::encode(&record)),
         ];
         (ops, self.in_flight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_keys_need_122_bits_of_randomness() {
+        for strong in [
+            "0192f1a2-7c3b-7d4e-8f5a-6b7c8d9e0f1a",
+            "Zk9yZXZlci1hbmQtYWx3YXlz",
+            "abcdefghijklmnopqrstuv",
+        ] {
+            assert!(is_strong_key(strong), "{strong}");
+        }
+        for weak in [
+            "cart-1",
+            "order-1001",
+            "abcdefghijklmnopqrstu",
+            "not a uuid at all, spaces here",
+        ] {
+            assert!(!is_strong_key(weak), "{weak}");
+        }
     }
 }

@@ -33,6 +33,7 @@ pub async fn create(
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
+    key.require_strong()?;
     let engine = state.engine()?;
     // Anyone may create a cart: each client address at a bounded rate, and all of them to a
     // bounded number of open carts.

@@ -922,3 +922,29 @@ async fn pay_and_deliver(app: &TestApp, cart: &TestCart, order_id: &str) {
         assert_eq!(moved.status(), StatusCode::OK, "to {status}");
     }
 }
+
+#[actix_web::test]
+async fn an_anonymous_cart_key_must_be_unguessable_and_a_strong_one_replays() {
+    let app = TestApp::spawn().await;
+    let create = |key: &'static str| {
+        app.client
+            .post(app.url("/v1/carts"))
+            .header("Idempotency-Key", key)
+            .json(&json!({}))
+            .send()
+    };
+    // A guessable key would replay another shopper's cart token.
+    let weak = create("cart-1").await.unwrap();
+    assert_eq!(weak.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&weak.json().await.unwrap()), "weak_idempotency_key");
+    let key = "4f0c9a51-5d6e-4b7a-9c3d-2e1f0a9b8c7d";
+    let first: Value = create(key).await.unwrap().json().await.unwrap();
+    let again = create(key).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        (&again["cart_id"], &again["cart_token"]),
+        (&first["cart_id"], &first["cart_token"])
+    );
+}

@@ -80,6 +80,27 @@ pub struct HttpSettings {
     /// file once it is bound (replaced atomically): how a script or test that starts the
     /// server on port 0 learns its port.
     pub address_file: Option<PathBuf>,
+    /// CORS for browser clients on other origins.
+    pub cors: CorsSettings,
+}
+
+/// CORS (`[http.cors]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins (`https://shop.example`) whose browser pages may call the API; none by default.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
+    pub max_age_seconds: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_seconds: 600,
+        }
+    }
 }
 
 impl Default for HttpSettings {
@@ -96,6 +117,7 @@ impl Default for HttpSettings {
             keep_alive_seconds: 30,
             socket_send_buffer_bytes: 0,
             address_file: None,
+            cors: CorsSettings::default(),
         }
     }
 }

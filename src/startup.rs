@@ -81,7 +81,15 @@ impl Application {
 
         let http = &settings.http;
         let app_state = state.clone();
-        let server = HttpServer::new(move || App::new().app_data(app_state.clone()).wrap_fn(admit).configure(routes));
+        let cors = settings.http.cors.clone();
+        // CORS outermost: a preflight is answered before admission or routing.
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap_fn(admit)
+                .wrap(crate::http::cors::Cors::new(&cors))
+                .configure(routes)
+        });
         // Before listen(): the listener's service takes the connect hook when it is built.
         let send_buffer_bytes = http.socket_send_buffer_bytes;
         let connections = ConnectionCount::new(http.max_connections);

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod auth;
 pub mod carts;
 pub mod command;
+pub mod cors;
 pub mod error;
 pub mod health;
 pub mod openapi;

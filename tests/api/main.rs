@@ -2,6 +2,7 @@
 //! One test binary (fast to link); one module per area. The crash tests run the real binary.
 
 mod bad_input;
+mod cors;
 mod crash;
 mod crash_checkout;
 mod crash_scale;

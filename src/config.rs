@@ -26,6 +26,8 @@ pub struct Settings {
     pub writer: WriterSettings,
     /// Actor placement and mailboxes.
     pub actors: ActorSettings,
+    /// The catalog as the public sees it.
+    pub catalog: CatalogSettings,
     /// Reservation limits.
     pub reservation: ReservationSettings,
     /// Carts.
@@ -187,6 +189,23 @@ impl Default for ActorSettings {
         Self {
             arbiters: 0,
             mailbox_capacity_messages: 8192,
+        }
+    }
+}
+
+/// The catalog as the public sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// `Cache-Control` of SKU reads. The default, `no-cache`, lets a client or a CDN keep a
+    /// SKU and ask with its `ETag` whether it changed (`304` when not).
+    pub cache_control: String,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            cache_control: "no-cache".to_owned(),
         }
     }
 }

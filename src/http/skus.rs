@@ -77,7 +77,7 @@ pub async fn upsert(
 
 /// `GET /v1/skus/{sku}`: the SKU's counters.
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_get", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'")),
-    responses((status = 200, description = "The SKU", body = crate::http::views::SkuBody), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
+    responses((status = 200, description = "The SKU, with its ETag", body = crate::http::views::SkuBody), (status = 304, description = "Unchanged since the ETag in If-None-Match"), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
 pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
@@ -85,7 +85,38 @@ pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<Htt
     let view = ask_durable(engine, &mailbox, |reply, slot| GetSku { reply, slot })
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(SkuBody::from(&view)))
+    Ok(cacheable(
+        &request,
+        &state.settings.catalog.cache_control,
+        super::views::to_json(&SkuBody::from(&view)),
+    ))
+}
+
+/// A `200` JSON answer with an `ETag` (a digest of the body) and `Cache-Control`; `304` with
+/// no body when the request's `If-None-Match` names that `ETag`, so a client or a CDN keeps
+/// what it has until the SKU changes.
+fn cacheable(request: &HttpRequest, cache_control: &str, body: Vec<u8>) -> HttpResponse {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&body);
+    let etag = format!("\"{}\"", hex::encode(&digest[..12]));
+    let unchanged = request
+        .headers()
+        .get(actix_web::http::header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let mut response = if unchanged {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((actix_web::http::header::ETAG, etag))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, cache_control.to_owned()));
+    if unchanged {
+        response.finish()
+    } else {
+        response.content_type("application/json").body(body)
+    }
 }
 
 /// Query of `GET /v1/skus`.

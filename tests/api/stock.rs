@@ -273,3 +273,31 @@ async fn metrics_report_requests_reservations_and_writer_batches() {
         .unwrap();
     assert_eq!(health, json!({"status": "ok"}));
 }
+
+#[actix_web::test]
+async fn a_sku_read_carries_an_etag_and_an_unchanged_sku_answers_304() {
+    let app = TestApp::spawn().await;
+    app.create_sku("cached", 10).await;
+    let read = |etag: Option<&str>| {
+        let mut request = app.client.get(app.url("/v1/skus/cached"));
+        if let Some(etag) = etag {
+            request = request.header("If-None-Match", etag);
+        }
+        request.send()
+    };
+    let first = read(None).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+
+    let unchanged = read(Some(&etag)).await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(unchanged.headers()["etag"], etag.as_str());
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+
+    assert_eq!(app.reserve("cached", 1, 600).await.status(), StatusCode::CREATED);
+    let changed = read(Some(&etag)).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK, "a change gives a new ETag");
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+    assert_eq!(changed.json::<Value>().await.unwrap()["available"], 9);
+}

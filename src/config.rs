@@ -84,6 +84,9 @@ pub struct HttpSettings {
     pub address_file: Option<PathBuf>,
     /// CORS for browser clients on other origins.
     pub cors: CorsSettings,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client,
+    /// for per-client limits; none by default (the peer address is the client).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// CORS (`[http.cors]`).
@@ -120,6 +123,7 @@ impl Default for HttpSettings {
             socket_send_buffer_bytes: 0,
             address_file: None,
             cors: CorsSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -252,8 +256,8 @@ pub struct CartSettings {
     /// cart, so this bounds the memory anonymous clients can take).
     pub max_open: usize,
     /// Carts one client address may create per minute (a burst of as many, then one every
-    /// `60 / n` s); beyond it `429 too_many_requests` with `Retry-After`. 0: no limit (behind
-    /// a proxy every client has the proxy's address: limit there instead).
+    /// `60 / n` s); beyond it `429 too_many_requests` with `Retry-After`. 0: no limit. Behind a
+    /// reverse proxy, list it in `http.trusted_proxies`.
     pub create_per_minute_per_client: u32,
     /// How long a checked-out or expired cart is kept (then its row is deleted).
     pub settled_retention_hours: u64,
@@ -676,6 +680,9 @@ impl Settings {
                 "auth.admin_token must be at least 16 printable characters without spaces",
             ),
         ];
+        if let Err(entry) = crate::http::rate::TrustedProxies::parse(&self.http.trusted_proxies) {
+            bail!("http.trusted_proxies: {entry:?} is not an address or a CIDR range");
+        }
         for (ok, message) in checks {
             if !ok {
                 bail!("{message}");

@@ -49,6 +49,8 @@ pub struct RequestLimits {
 pub struct Engine {
     /// Anonymous cart creation, per client address.
     pub cart_creation: crate::http::rate::RateLimiter,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::http::rate::TrustedProxies,
     /// Actors by SKU, cart and order; holds by reservation.
     pub registry: Arc<Registry>,
     /// The group-commit writer.
@@ -271,6 +273,8 @@ impl Engine {
                 idempotency_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
             },
             cart_creation: crate::http::rate::RateLimiter::new(settings.cart.create_per_minute_per_client),
+            trusted_proxies: crate::http::rate::TrustedProxies::parse(&settings.http.trusted_proxies)
+                .map_err(|entry| anyhow::anyhow!("http.trusted_proxies: bad entry {entry:?}"))?,
             turns: Turns::new(
                 settings.writer.sku_share,
                 Duration::from_millis(settings.writer.max_queue_delay_ms),

@@ -37,8 +37,13 @@ pub async fn create(
     let engine = state.engine()?;
     // Anyone may create a cart: each client address at a bounded rate, and all of them to a
     // bounded number of open carts.
-    if let Some(client) = request.peer_addr() {
-        if let Err(retry_after_seconds) = engine.cart_creation.take(client.ip(), engine.clock.now_ms()) {
+    if let Some(peer) = request.peer_addr() {
+        let forwarded_for = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        let client = engine.trusted_proxies.client(peer.ip(), forwarded_for);
+        if let Err(retry_after_seconds) = engine.cart_creation.take(client, engine.clock.now_ms()) {
             metrics::counter!(names::LIMIT_REFUSALS_TOTAL, "limit" => "cart_creation_rate").increment(1);
             return Err(ApiError::TooManyRequests { retry_after_seconds });
         }

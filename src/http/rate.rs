@@ -78,6 +78,82 @@ impl RateLimiter {
     }
 }
 
+/// Proxies whose `X-Forwarded-For` is believed (`http.trusted_proxies`): addresses or CIDR
+/// ranges.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses `entries` (`10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`); `Err` names a bad one.
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|entry| {
+                let (address, prefix) = match entry.split_once('/') {
+                    Some((address, prefix)) => (address, Some(prefix)),
+                    None => (entry.as_str(), None),
+                };
+                let address: IpAddr = address.trim().parse().map_err(|_| entry.clone())?;
+                let bits = if address.is_ipv4() { 32 } else { 128 };
+                let prefix = match prefix {
+                    None => bits,
+                    Some(prefix) => prefix
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|p| *p <= bits)
+                        .ok_or_else(|| entry.clone())?,
+                };
+                Ok((address, prefix))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Self)
+    }
+
+    /// Whether `address` is one of the proxies.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.0
+            .iter()
+            .any(|(network, prefix)| within(address, *network, *prefix))
+    }
+
+    /// The client behind a request from `peer`: the rightmost address of `forwarded_for` that
+    /// is not a trusted proxy, when `peer` is one; else `peer` itself (a header from anyone
+    /// else is not believed).
+    pub fn client(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let Some(forwarded_for) = forwarded_for else {
+            return peer;
+        };
+        let hops: Vec<IpAddr> = forwarded_for
+            .split(',')
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        hops.iter()
+            .rev()
+            .find(|hop| !self.contains(**hop))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer)
+    }
+}
+
+fn within(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    let (address, network, bits) = match (address, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(u32::from(a)), u128::from(u32::from(n)), 32u32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128u32),
+        _ => return false,
+    };
+    let prefix = u32::from(prefix);
+    if prefix == 0 {
+        return true;
+    }
+    let shift = bits - prefix;
+    (address >> shift) == (network >> shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +182,29 @@ mod tests {
             assert_eq!(limiter.take(client(1), 620_000), Ok(()));
         }
         assert!(limiter.take(client(1), 620_000).is_err());
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_a_trusted_proxy_did_not_add() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".to_owned(), "192.168.1.1".to_owned()]).unwrap();
+        let (edge, inner) = (IpAddr::from([10, 1, 2, 3]), IpAddr::from([192, 168, 1, 1]));
+        assert_eq!(
+            proxies.client(edge, Some("203.0.113.9, 198.51.100.7, 192.168.1.1")),
+            IpAddr::from([198, 51, 100, 7]),
+            "the leftmost entries are the client's to forge"
+        );
+        assert_eq!(
+            proxies.client(inner, Some("203.0.113.9")),
+            IpAddr::from([203, 0, 113, 9])
+        );
+        assert_eq!(
+            proxies.client(IpAddr::from([203, 0, 113, 50]), Some("1.2.3.4")),
+            IpAddr::from([203, 0, 113, 50]),
+            "a client that is not a proxy cannot name another address"
+        );
+        assert_eq!(proxies.client(edge, None), edge);
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".to_owned()]).is_err());
+        assert!(TrustedProxies::parse(&["not an address".to_owned()]).is_err());
     }
 
     #[test]

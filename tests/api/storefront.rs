@@ -948,3 +948,30 @@ async fn an_anonymous_cart_key_must_be_unguessable_and_a_strong_one_replays() {
         (&first["cart_id"], &first["cart_token"])
     );
 }
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cart_limit() {
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.cart.create_per_minute_per_client = 1;
+        settings.http.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    })
+    .await;
+    let create = |forwarded_for: &str| {
+        app.client
+            .post(app.url("/v1/carts"))
+            .header("X-Forwarded-For", forwarded_for)
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(create("203.0.113.5").await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(
+        create("203.0.113.5").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same shopper, behind the proxy"
+    );
+    assert_eq!(
+        create("198.51.100.1, 203.0.113.6").await.unwrap().status(),
+        StatusCode::CREATED,
+        "another shopper: the rightmost address the proxy added"
+    );
+}

@@ -185,7 +185,8 @@ async fn shop(
     let mut n = 0;
     let mut step = |op: Op| {
         n += 1;
-        (format!("{prefix}-{n}"), op)
+        // Unguessable, as keys sent without credentials (creating a cart) must be.
+        (format!("{prefix}-{n}-{}", uuid::Uuid::now_v7().simple()), op)
     };
     let run = |key: String, op: Op| async move {
         pending.lock().unwrap().insert(key.clone(), op.clone());

@@ -376,11 +376,19 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let (cart, order) = placed_order(&app, "bell").await;
     let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "snapshot");
-    // Not reading means not answering the server's pings.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Not reading means not answering the server's pings: wait (polling, not sleeping a fixed
+    // time) until the server reports an idle close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.metric("stockroom_ws_server_closes_total{reason=\"idle\"}").await <= idle_closes_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never closed the silent client"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Reading now finds the close frame (1001), or, when the client's automatic pong to a
     // buffered ping hits the already closed socket first, a broken connection.
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match socket.next().await {
                 Some(Ok(Message::Close(frame))) => break frame.map(|frame| frame.code),

@@ -82,12 +82,16 @@ impl Application {
         let http = &settings.http;
         let app_state = state.clone();
         let cors = settings.http.cors.clone();
-        // CORS outermost: a preflight is answered before admission or routing.
+        // CORS outermost: a preflight is answered before admission or routing. With no
+        // allowed origin (the default) it is not in the request path at all.
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .wrap_fn(admit)
-                .wrap(crate::http::cors::Cors::new(&cors))
+                .wrap(actix_web::middleware::Condition::new(
+                    !cors.allowed_origins.is_empty(),
+                    crate::http::cors::Cors::new(&cors),
+                ))
                 .configure(routes)
         });
         // Before listen(): the listener's service takes the connect hook when it is built.

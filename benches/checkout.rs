@@ -65,7 +65,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
         let sku = skus[(start + line * 37) % skus.len()].clone();
         let acked = mailbox
             .ask(|reply, slot| SetCartLine {
-                access: Access::Admin,
+                access: Access::Staff,
                 sku,
                 qty: 1,
                 idempotency: None,
@@ -80,7 +80,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
     }
     let acked = mailbox
         .ask(|reply, slot| CheckoutCart {
-            access: Access::Admin,
+            access: Access::Staff,
             idempotency: None,
             reply,
             slot,

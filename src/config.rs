@@ -204,14 +204,35 @@ pub struct CatalogSettings {
     /// `Cache-Control` of SKU reads. The default, `no-cache`, lets a client or a CDN keep a
     /// SKU and ask with its `ETag` whether it changed (`304` when not).
     pub cache_control: String,
+    /// How much stock a public read shows: `exact` (every counter), `available` (only what
+    /// can be bought) or `level` (`in_stock` / `low` / `out`). The admin and credentials
+    /// with the `inventory` or `read` role always see every counter.
+    pub public_stock: PublicStock,
+    /// At or below this many available units, `level` shows `low` (above 0) instead of
+    /// `in_stock`.
+    pub low_stock_level: u64,
 }
 
 impl Default for CatalogSettings {
     fn default() -> Self {
         Self {
             cache_control: "no-cache".to_owned(),
+            public_stock: PublicStock::Available,
+            low_stock_level: 5,
         }
     }
+}
+
+/// How much stock a public SKU read shows (`catalog.public_stock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicStock {
+    /// `on_hand`, `reserved` and `available`.
+    Exact,
+    /// `available` only.
+    Available,
+    /// `stock_level`: `in_stock`, `low` or `out`.
+    Level,
 }
 
 /// Reservation limits.

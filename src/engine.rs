@@ -19,6 +19,7 @@ use crate::actors::registry::{CartLimits, OrderLimits};
 use crate::actors::turns::Turns;
 use crate::actors::{Registry, Services, SkuDeps};
 use crate::config::Settings;
+use crate::credentials::Credentials;
 use crate::domain::sku::SkuLimits;
 use crate::domain::Clock;
 use crate::idempotency::IdempotencyGate;
@@ -47,6 +48,10 @@ pub struct RequestLimits {
 
 /// The running core of the server.
 pub struct Engine {
+    /// The named API credentials.
+    pub credentials: Credentials,
+    /// Unused WebSocket tickets.
+    pub ws_tickets: crate::http::tickets::WsTickets,
     /// Anonymous cart creation, per client address.
     pub cart_creation: crate::http::rate::RateLimiter,
     /// Proxies whose `X-Forwarded-For` names the client.
@@ -90,6 +95,7 @@ struct Opened {
     memtable: Arc<Memtable>,
     replayed: Replayed,
     recovered: Recovered,
+    credentials: Credentials,
 }
 
 impl Engine {
@@ -108,6 +114,7 @@ impl Engine {
             memtable,
             replayed,
             recovered,
+            credentials,
         } = actix_web::rt::task::spawn_blocking(move || -> anyhow::Result<Opened> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let sled = SledStore::open(&dir, cache_capacity_bytes)
@@ -120,11 +127,13 @@ impl Engine {
             let memtable = Arc::new(memtable);
             let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
             let recovered = recover(&view).context("recovering state from the store")?;
+            let credentials = Credentials::load(&view).context("loading the credentials")?;
             Ok(Opened {
                 storage,
                 memtable,
                 replayed,
                 recovered,
+                credentials,
             })
         })
         .await
@@ -260,6 +269,8 @@ impl Engine {
             "recovered"
         );
         Ok(Arc::new(Self {
+            credentials,
+            ws_tickets: crate::http::tickets::WsTickets::default(),
             registry,
             idempotency: IdempotencyGate::new(store.clone()),
             writer,

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod actors;
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod engine;
 pub mod events;

@@ -34,6 +34,8 @@ pub enum OrderFailure {
     Rejected(OrderRejection),
     /// A queue was full; retry.
     Overloaded,
+    /// The move is legal, but not for these credentials (a shopper cancelling a paid order).
+    Forbidden,
 }
 
 /// The answer to an order request.
@@ -231,7 +233,8 @@ impl OrderActor {
             actor.simulated_step = None;
             if actor.order.status().can_move_to(next) {
                 actor.run(ctx, None, move |context, order| {
-                    change(context, order, Change::Request(OrderAction::SetStatus(next)), None)
+                    let action = OrderAction::SetStatus(next);
+                    change(context, order, Change::Request { action, shopper: false }, None)
                 });
             }
         }));
@@ -369,15 +372,17 @@ impl Handler<ChangeOrder> for OrderActor {
             });
             return;
         }
+        let shopper = access.is_cart_token();
         self.run(ctx, Some(reply), move |context, order| {
-            change(context, order, Change::Request(action), idempotency)
+            change(context, order, Change::Request { action, shopper }, idempotency)
         });
     }
 }
 
-/// A change asked for by a client, or the payment timeout.
+/// A change asked for by a client (a shopper with a cart token, or staff), or the payment
+/// timeout.
 enum Change {
-    Request(OrderAction),
+    Request { action: OrderAction, shopper: bool },
     Expire,
 }
 
@@ -391,27 +396,42 @@ async fn change(
     let now_ms = deps.clock.now_ms();
     let from = order.status();
     let to = match &change {
-        Change::Request(OrderAction::Pay { .. }) => OrderStatus::Paid,
-        Change::Request(OrderAction::Cancel) => OrderStatus::Cancelled,
-        Change::Request(OrderAction::SetStatus(status)) => *status,
+        Change::Request {
+            action: OrderAction::Pay { .. },
+            ..
+        } => OrderStatus::Paid,
+        Change::Request {
+            action: OrderAction::Cancel,
+            ..
+        } => OrderStatus::Cancelled,
+        Change::Request {
+            action: OrderAction::SetStatus(status),
+            ..
+        } => *status,
         Change::Expire => OrderStatus::Expired,
     };
+    let shopper = matches!(change, Change::Request { shopper: true, .. });
     let server_only = matches!(to, OrderStatus::Placed | OrderStatus::Expired) && !matches!(change, Change::Expire);
     let due = matches!(change, Change::Expire) && now_ms < order.payment_due_ms;
     let previous = order.clone();
-    let moved = if server_only || due {
-        Err(OrderRejection::InvalidTransition { from, to })
+    let reply: OrderReply = if server_only || due {
+        Err(OrderFailure::Rejected(OrderRejection::InvalidTransition { from, to }))
+    } else if shopper && from.can_move_to(to) && !from.shopper_may_move_to(to) {
+        Err(OrderFailure::Forbidden)
     } else {
-        order.move_to(to, now_ms)
-    };
-    let reply: OrderReply = match moved {
-        Ok(()) => {
-            if let Change::Request(OrderAction::Pay { payment_ref }) = &change {
-                order.payment_ref = Some(payment_ref.clone());
+        match order.move_to(to, now_ms) {
+            Ok(()) => {
+                if let Change::Request {
+                    action: OrderAction::Pay { payment_ref },
+                    ..
+                } = &change
+                {
+                    order.payment_ref = Some(payment_ref.clone());
+                }
+                Ok(order.clone())
             }
-            Ok(order.clone())
+            Err(rejection) => Err(OrderFailure::Rejected(rejection)),
         }
-        Err(rejection) => Err(OrderFailure::Rejected(rejection)),
     };
     let mut ops = Vec::new();
     let mut events = Vec::new();

@@ -246,7 +246,7 @@ impl OrderDirectory {
         };
         let acked = mailbox
             .ask(|reply, slot| super::order::GetOrder {
-                access: super::Access::Admin,
+                access: super::Access::Staff,
                 reply,
                 slot,
             })?

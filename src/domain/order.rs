@@ -72,6 +72,12 @@ impl OrderStatus {
         )
     }
 
+    /// Whether the shopper (the cart token) may make the legal move `self -> to`: only
+    /// cancelling an order not yet paid. Paying and every later move are the shop's.
+    pub fn shopper_may_move_to(self, to: OrderStatus) -> bool {
+        self == OrderStatus::Placed && to == OrderStatus::Cancelled
+    }
+
     /// The lower-case name used in the API.
     pub fn as_str(self) -> &'static str {
         match self {

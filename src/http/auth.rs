@@ -1,123 +1,199 @@
-//! Who is calling: the admin token or a cart token, read from `Authorization: Bearer` (or a
-//! WebSocket's `token` query parameter), compared in constant time, and refused with 401 or
-//! 403. Cart tokens are minted here too; only the hash of their secret is stored.
+//! Who is calling, and whether the route lets them.
+//!
+//! Every route declares one [`Rule`] in [`ROUTES`]; [`admit`] runs before its handler. The
+//! caller is read from `Authorization: Bearer` (on a WebSocket upgrade also from `?ticket=` or
+//! `?token=`): the admin token (compared in constant time), a named credential (`sr_...`,
+//! looked up by the hash of the token), or a cart token (`<cart id>.<secret>`, whose hash
+//! the cart and its orders check). Unknown tokens get `401`, valid ones without the right
+//! `403`; another cart's token finds nothing (`404`, from the cart or order).
 
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
+use std::rc::Rc;
 
-use actix_web::dev::Payload;
-use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::body::EitherBody;
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::access::{constant_time_eq, Access};
+use crate::access::{constant_time_eq, Access, Caller, Refusal, Role, Rule};
 use crate::actors::cart::{CartFailure, GetCart};
 use crate::domain::CartId;
 use crate::engine::Engine;
 
-/// Idempotency keys sent with the admin token share this scope.
-pub const ADMIN_SCOPE: &str = "admin";
+use Role::{Fulfilment, Inventory, Payments, Read};
 
-/// The admin credential: `Authorization: Bearer <admin token>`. A valid cart token gets
-/// `403 forbidden`; anything else `401 unauthorized`.
-pub struct Admin;
-
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let credential = credential(request);
-        let state = request.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            match credential? {
-                Credential::Admin => Ok(Admin),
-                Credential::Cart { cart, hash } => {
-                    let valid = match state.as_ref().and_then(|state| state.engine.get()) {
-                        Some(engine) => token_is_valid(engine, cart, hash).await,
-                        None => false,
-                    };
-                    Err(if valid {
-                        ApiError::Forbidden
-                    } else {
-                        ApiError::Unauthorized
-                    })
-                }
-            }
-        })
-    }
-}
-
-/// Who is calling: the admin, or the holder of a cart token (`<cart id>.<secret>`).
+/// One route and who may call it.
 #[derive(Debug, Clone, Copy)]
-pub enum Credential {
-    /// The admin token.
-    Admin,
-    /// A cart token: the cart it names and the hash of its secret (checked by the cart).
-    Cart {
-        /// The cart the token names.
-        cart: CartId,
-        /// SHA-256 of the token's secret.
-        hash: [u8; 32],
-    },
+pub struct RouteRule {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path pattern, exactly as registered.
+    pub path: &'static str,
+    /// Who may call it.
+    pub rule: Rule,
 }
 
-impl Credential {
-    /// What the actors check.
-    pub fn access(&self) -> Access {
-        match self {
-            Credential::Admin => Access::Admin,
-            Credential::Cart { hash, .. } => Access::Token(*hash),
-        }
-    }
+const fn route(method: &'static str, path: &'static str, rule: Rule) -> RouteRule {
+    RouteRule { method, path, rule }
+}
 
-    /// The scope of idempotency keys sent with this credential.
-    pub fn scope(&self) -> String {
-        match self {
-            Credential::Admin => ADMIN_SCOPE.to_owned(),
-            Credential::Cart { cart, .. } => format!("cart:{cart}"),
+/// Every route of the API and its rule: the one place access is declared. A route missing
+/// here answers `405` to every caller, and the access matrix test fails.
+pub const ROUTES: &[RouteRule] = &[
+    route("GET", "/health", Rule::Public),
+    route("GET", "/ready", Rule::Public),
+    route("GET", "/metrics", Rule::Public),
+    route("GET", "/openapi.json", Rule::Public),
+    route("GET", "/v1/skus", Rule::Public),
+    route("GET", "/v1/skus/{sku}", Rule::Public),
+    route("PUT", "/v1/skus/{sku}", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/skus/{sku}/restock", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/skus/{sku}/adjust", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/skus/{sku}/reservations", Rule::Roles(&[Inventory])),
+    route("GET", "/v1/reservations/{id}", Rule::Roles(&[Inventory, Read])),
+    route("DELETE", "/v1/reservations/{id}", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/reservations/{id}/commit", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/carts", Rule::Public),
+    route("GET", "/v1/carts/{id}", Rule::Owner(&[Read])),
+    route("PUT", "/v1/carts/{id}/items/{sku}", Rule::Owner(&[])),
+    route("DELETE", "/v1/carts/{id}/items/{sku}", Rule::Owner(&[])),
+    route("POST", "/v1/carts/{id}/checkout", Rule::Owner(&[])),
+    route("GET", "/v1/orders/{id}", Rule::Owner(&[Read, Fulfilment, Payments])),
+    route("POST", "/v1/orders/{id}/pay", Rule::Roles(&[Payments])),
+    route("POST", "/v1/orders/{id}/cancel", Rule::Owner(&[Fulfilment])),
+    route("POST", "/v1/orders/{id}/status", Rule::Roles(&[Fulfilment])),
+    route("GET", "/v1/ws/orders/{id}", Rule::Owner(&[Read, Fulfilment])),
+    route("GET", "/v1/ws/stock", Rule::Public),
+    route("POST", "/v1/ws/tickets", Rule::Owner(&[Read, Fulfilment])),
+    route("POST", "/v1/credentials", Rule::Admin),
+    route("GET", "/v1/credentials", Rule::Admin),
+    route("DELETE", "/v1/credentials/{name}", Rule::Admin),
+];
+
+/// The rules of the routes under one path, by method.
+pub fn rules_of(path: &str) -> Vec<(Method, Rule)> {
+    ROUTES
+        .iter()
+        .filter(|entry| entry.path == path)
+        .map(|entry| {
+            // expect: the table above names only standard methods.
+            let method = Method::from_bytes(entry.method.as_bytes()).expect("a standard method");
+            (method, entry.rule)
+        })
+        .collect()
+}
+
+/// Whether `request`'s caller may call a route with `rule`: the caller (kept in the request
+/// for the handler), or the refusal to answer with.
+pub async fn admit(request: &HttpRequest, rule: Rule) -> Result<Caller, ApiError> {
+    let caller = caller_of(request)?;
+    match rule.admits(&caller) {
+        Ok(()) => {
+            request.extensions_mut().insert(caller.clone());
+            Ok(caller)
         }
+        Err(Refusal::Unauthenticated) => Err(ApiError::Unauthorized),
+        Err(Refusal::Forbidden) => match caller {
+            // A cart token that does not open its cart is no credential at all.
+            Caller::Cart { cart, hash } => {
+                let valid = match app_state(request)?.engine.get() {
+                    Some(engine) => token_is_valid(engine, cart, hash).await,
+                    None => false,
+                };
+                Err(if valid {
+                    ApiError::Forbidden
+                } else {
+                    ApiError::Unauthorized
+                })
+            }
+            _ => Err(ApiError::Forbidden),
+        },
     }
 }
 
-impl FromRequest for Credential {
+/// The caller of a request the route admitted (see [`admit`]).
+impl FromRequest for Caller {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(credential(request))
+        std::future::ready(
+            request
+                .extensions()
+                .get::<Caller>()
+                .cloned()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route without an access rule"))),
+        )
     }
 }
 
-fn credential(request: &HttpRequest) -> Result<Credential, ApiError> {
-    let state = request
+fn app_state(request: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    request
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-    credential_from(state, bearer_token(request)?)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))
 }
 
-/// The credential a token stands for: the admin token, or a well-formed cart token.
-pub fn credential_from(state: &AppState, token: &str) -> Result<Credential, ApiError> {
+/// Who sent `request`: the `Authorization` header; on a WebSocket upgrade without one, the
+/// `ticket` or `token` query parameter (browsers cannot set headers on a WebSocket).
+fn caller_of(request: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = app_state(request)?;
+    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+        let text = value.to_str().map_err(|_| ApiError::Unauthorized)?;
+        return resolve(state, bearer(text)?);
+    }
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let query = web::Query::<QueryCredential>::from_query(request.query_string())
+            .map_err(|error| ApiError::bad_request("invalid_query", error.to_string()))?;
+        if let Some(ticket) = &query.ticket {
+            let engine = state.engine()?;
+            return engine
+                .ws_tickets
+                .redeem(ticket, super::path_param(request, "id"), engine.clock.now_ms())
+                .ok_or(ApiError::Unauthorized);
+        }
+        if let Some(token) = &query.token {
+            return resolve(state, token);
+        }
+    }
+    Ok(Caller::Anonymous)
+}
+
+/// Credentials a WebSocket upgrade may carry in its query.
+#[derive(Debug, serde::Deserialize)]
+struct QueryCredential {
+    ticket: Option<String>,
+    token: Option<String>,
+}
+
+/// The token of an `Authorization: Bearer <token>` value; 401 when malformed.
+fn bearer(value: &str) -> Result<&str, ApiError> {
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(token)
+}
+
+/// The caller a token stands for: the admin token, a named credential, or a well-formed cart
+/// token; `401` for anything else (a revoked credential included).
+fn resolve(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
-        return Ok(Credential::Admin);
+        return Ok(Caller::Admin);
+    }
+    if token.starts_with(crate::credentials::TOKEN_PREFIX) {
+        return state.engine()?.credentials.resolve(token).ok_or(ApiError::Unauthorized);
     }
     parse_cart_token(token).ok_or(ApiError::Unauthorized)
-}
-
-/// The credential of a request: the `token` query parameter if given (browsers cannot set
-/// headers on a WebSocket), else the `Authorization` header.
-pub fn credential_or_query(request: &HttpRequest, query_token: Option<&str>) -> Result<Credential, ApiError> {
-    match query_token {
-        Some(token) => {
-            let state = request
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            credential_from(state, token)
-        }
-        None => credential(request),
-    }
 }
 
 /// Length of a cart token's secret, in bytes (hex-encoded in the token).
@@ -131,34 +207,19 @@ pub fn new_cart_token(cart: CartId) -> (String, [u8; 32]) {
     (format!("{cart}.{}", hex::encode(secret)), Sha256::digest(secret).into())
 }
 
-fn parse_cart_token(token: &str) -> Option<Credential> {
+fn parse_cart_token(token: &str) -> Option<Caller> {
     let (cart, secret) = token.split_once('.')?;
     let cart = CartId::parse(cart).ok()?;
     let secret = hex::decode(secret)
         .ok()
         .filter(|secret| secret.len() == CART_SECRET_BYTES)?;
-    Some(Credential::Cart {
+    Some(Caller::Cart {
         cart,
         hash: Sha256::digest(&secret).into(),
     })
 }
 
-/// The token of an `Authorization: Bearer` header; 401 when missing or malformed.
-pub fn bearer_token(request: &HttpRequest) -> Result<&str, ApiError> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized)?;
-    let text = value.to_str().map_err(|_| ApiError::Unauthorized)?;
-    let (scheme, token) = text.split_once(' ').ok_or(ApiError::Unauthorized)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(ApiError::Unauthorized);
-    }
-    Ok(token)
-}
-
-/// Whether a cart token is valid (for telling 403 from 401 on admin routes).
+/// Whether a cart token is valid (for telling 403 from 401 on routes that need a role).
 pub async fn token_is_valid(engine: &Engine, cart: CartId, hash: [u8; 32]) -> bool {
     let Ok(Some(mailbox)) = engine.registry.cart(&cart) else {
         return false;
@@ -173,4 +234,111 @@ pub async fn token_is_valid(engine: &Engine, cart: CartId, hash: [u8; 32]) -> bo
     answer
         .await
         .is_ok_and(|acked| !matches!(acked.value, Err(CartFailure::NotFound)))
+}
+
+/// The access check of one resource: each request is admitted by the rule its method
+/// declares in [`ROUTES`] before it reaches the handler; a method without a rule gets `405`.
+pub struct Admit {
+    rules: Rc<[(Method, Rule)]>,
+}
+
+impl Admit {
+    /// The check of the routes under `path`.
+    pub fn new(path: &str) -> Self {
+        Self {
+            rules: rules_of(path).into(),
+        }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Admit
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = AdmitService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(AdmitService {
+            service: Rc::new(service),
+            rules: Rc::clone(&self.rules),
+        }))
+    }
+}
+
+/// [`Admit`] around one resource.
+pub struct AdmitService<S> {
+    service: Rc<S>,
+    rules: Rc<[(Method, Rule)]>,
+}
+
+impl<S, B> Service<ServiceRequest> for AdmitService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let rule = self
+            .rules
+            .iter()
+            .find(|(method, _)| method == request.method())
+            .map(|(_, rule)| *rule);
+        let service = Rc::clone(&self.service);
+        let (http_request, payload) = request.into_parts();
+        Box::pin(async move {
+            let admitted = match rule {
+                Some(rule) => admit(&http_request, rule).await,
+                None => Err(ApiError::MethodNotAllowed),
+            };
+            match admitted {
+                Ok(_) => service
+                    .call(ServiceRequest::from_parts(http_request, payload))
+                    .await
+                    .map(ServiceResponse::map_into_left_body),
+                Err(error) => {
+                    use actix_web::ResponseError;
+                    let response = error.error_response();
+                    Ok(ServiceResponse::new(http_request, response).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_declared_once() {
+        let mut seen = std::collections::HashSet::new();
+        for entry in ROUTES {
+            assert!(
+                seen.insert((entry.method, entry.path)),
+                "{} {} twice",
+                entry.method,
+                entry.path
+            );
+            assert!(!rules_of(entry.path).is_empty());
+        }
+    }
+
+    #[test]
+    fn bearer_values_need_the_scheme_and_a_token() {
+        assert_eq!(bearer("Bearer abc").ok(), Some("abc"));
+        assert_eq!(bearer("bearer  abc ").ok(), Some("abc"));
+        assert!(bearer("Basic abc").is_err());
+        assert!(bearer("Bearer ").is_err());
+        assert!(bearer("abc").is_err());
+    }
 }

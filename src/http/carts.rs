@@ -3,12 +3,13 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::{new_cart_token, Credential};
+use super::auth::new_cart_token;
 use super::command::{durable, idempotent, sku_turn, Keyed};
 use super::error::ApiError;
 use super::request::{JsonBody, NoFields};
 use super::views::{render_cart, render_checkout, to_json};
 use super::{path_param, AppState};
+use crate::access::Caller;
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
 use crate::actors::{persist, Mailbox};
 use crate::domain::cart::Cart;
@@ -20,20 +21,19 @@ use crate::idempotency::IdempotencyKey;
 use crate::metrics as names;
 use crate::persistence::{codec, keys, Op};
 
-/// Idempotency keys sent without credentials (creating a cart) share this scope: such keys
-/// must be unguessable, as the stored answer holds the new cart's token.
-const ANONYMOUS_SCOPE: &str = "anonymous";
-
 /// `POST /v1/carts`: a new cart and its token (shown once; only its hash is stored).
 #[utoipa::path(post, path = "/v1/carts", tag = "carts", operation_id = "carts_create", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
     responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::TooManyRequests, crate::http::openapi::Unavailable))]
 pub async fn create(
     state: web::Data<AppState>,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
-    key.require_strong()?;
+    if caller == Caller::Anonymous {
+        key.require_strong()?;
+    }
     let engine = state.engine()?;
     // Anyone may create a cart: each client address at a bounded rate, and all of them to a
     // bounded number of open carts.
@@ -48,7 +48,8 @@ pub async fn create(
             return Err(ApiError::TooManyRequests { retry_after_seconds });
         }
     }
-    let keyed = Keyed::new(&key, ANONYMOUS_SCOPE, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     idempotent(engine, keyed, render_created, |draft| async move {
         if !engine.registry.carts.try_open() {
             metrics::counter!(names::LIMIT_REFUSALS_TOTAL, "limit" => "open_carts").increment(1);
@@ -106,11 +107,11 @@ fn render_created(created: &Created) -> (u16, Vec<u8>) {
 /// nothing (404, never 403: an id's existence is not revealed).
 fn cart_mailbox(
     engine: &Engine,
-    credential: &Credential,
+    caller: &Caller,
     request: &HttpRequest,
 ) -> Result<(CartId, Mailbox<CartActor>), ApiError> {
     let id = CartId::parse(path_param(request, "id")).map_err(|_| ApiError::NotFound)?;
-    if matches!(credential, Credential::Cart { cart, .. } if *cart != id) {
+    if matches!(caller, Caller::Cart { cart, .. } if *cart != id) {
         return Err(ApiError::NotFound);
     }
     let mailbox = engine.registry.cart(&id)?.ok_or(ApiError::NotFound)?;
@@ -143,15 +144,11 @@ where
 
 /// `GET /v1/carts/{id}`: the cart with its lines, priced now.
 #[utoipa::path(get, path = "/v1/carts/{id}", tag = "carts", operation_id = "carts_get", params(("id" = String, Path, description = "Cart id (UUID)")),
-    responses(crate::http::openapi::InvalidId, (status = 200, description = "The cart", body = crate::http::views::CartBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
-pub async fn get(
-    state: web::Data<AppState>,
-    credential: Credential,
-    request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The cart", body = crate::http::views::CartBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
+pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
-    let access = credential.access();
+    let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
+    let access = caller.access();
     let (reply, ticket) = ask_cart(engine, id, &mailbox, |reply, slot| GetCart { access, reply, slot }).await?;
     durable(engine, ticket).await?;
     let (status, body) = render_cart(&reply?);
@@ -167,56 +164,45 @@ pub struct SetLineRequest {
 
 /// `PUT /v1/carts/{id}/items/{sku}`: sets the line's quantity; the stock is held for the cart.
 #[utoipa::path(put, path = "/v1/carts/{id}/items/{sku}", tag = "carts", operation_id = "carts_set_line", params(("id" = String, Path, description = "Cart id (UUID)"), ("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = SetLineRequest,
-    responses((status = 200, description = "The cart; the line's stock is held", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "The cart; the line's stock is held", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
 pub async fn set_line(
     state: web::Data<AppState>,
-    credential: Credential,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<SetLineRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     if u64::try_from(body.value.qty).is_ok_and(|qty| qty > engine.cart_line_qty_max) {
         // One cart may not hoard a SKU.
         metrics::counter!(crate::metrics::LIMIT_REFUSALS_TOTAL, "limit" => "cart_line_qty").increment(1);
     }
     let qty = Quantity::parse(body.value.qty, engine.cart_line_qty_max)?.get();
-    change_line(
-        engine,
-        credential,
-        id,
-        mailbox,
-        &request,
-        key,
-        &body.canonical,
-        sku,
-        qty,
-    )
-    .await
+    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, qty).await
 }
 
 /// `DELETE /v1/carts/{id}/items/{sku}`: removes the line; its stock is released.
 #[utoipa::path(delete, path = "/v1/carts/{id}/items/{sku}", tag = "carts", operation_id = "carts_remove_line", params(("id" = String, Path, description = "Cart id (UUID)"), ("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "The cart; the stock is released", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "The cart; the stock is released", body = crate::http::views::CartBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
 pub async fn remove_line(
     state: web::Data<AppState>,
-    credential: Credential,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
+    let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
-    change_line(engine, credential, id, mailbox, &request, key, &body.canonical, sku, 0).await
+    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, 0).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn change_line(
     engine: &Engine,
-    credential: Credential,
+    caller: Caller,
     id: CartId,
     mailbox: Mailbox<CartActor>,
     request: &HttpRequest,
@@ -225,9 +211,9 @@ async fn change_line(
     sku: SkuId,
     qty: u64,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = credential.scope();
+    let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, request, canonical_body);
-    let access = credential.access();
+    let access = caller.access();
     // The line holds stock at the SKU: it takes its turn there like a reservation.
     let _turn = match engine.registry.sku(&sku) {
         Some(_) => Some(sku_turn(engine, &sku).await?),
@@ -250,19 +236,19 @@ async fn change_line(
 /// `POST /v1/carts/{id}/checkout`: commits every line and places the order (201), or fails
 /// as a whole (409) with nothing ordered.
 #[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts", operation_id = "carts_checkout", params(("id" = String, Path, description = "Cart id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 201, description = "Order placed", body = crate::http::views::OrderBody), (status = 200, description = "Checked out before: its order", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+    responses((status = 201, description = "Order placed", body = crate::http::views::OrderBody), (status = 200, description = "Checked out before: its order", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
 pub async fn checkout(
     state: web::Data<AppState>,
-    credential: Credential,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let (id, mailbox) = cart_mailbox(engine, &credential, &request)?;
-    let scope = credential.scope();
+    let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
+    let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
-    let access = credential.access();
+    let access = caller.access();
     idempotent(engine, keyed, render_checkout, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {
             access,

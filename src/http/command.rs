@@ -43,11 +43,6 @@ impl<'a> Keyed<'a> {
             fingerprint: crate::idempotency::fingerprint(request, canonical_body),
         }
     }
-
-    /// A request sent with the admin token.
-    pub fn admin(key: &'a IdempotencyKey, request: &HttpRequest, canonical_body: &[u8]) -> Self {
-        Self::new(key, super::auth::ADMIN_SCOPE, request, canonical_body)
-    }
 }
 
 /// Sends `command` to a SKU actor, waits until its change is durable, and answers with

@@ -286,6 +286,7 @@ impl From<OrderFailure> for ApiError {
         match failure {
             OrderFailure::NotFound => ApiError::NotFound,
             OrderFailure::Overloaded => ApiError::Overloaded,
+            OrderFailure::Forbidden => ApiError::Forbidden,
             OrderFailure::Rejected(rejection) => match rejection {
                 OrderRejection::InvalidTransition { from, to } => {
                     let mut details = Map::new();

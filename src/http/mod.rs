@@ -9,6 +9,7 @@ pub mod auth;
 pub mod carts;
 pub mod command;
 pub mod cors;
+pub mod credentials;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -17,6 +18,7 @@ pub mod rate;
 pub mod request;
 pub mod reservations;
 pub mod skus;
+pub mod tickets;
 pub mod views;
 pub mod ws;
 
@@ -94,6 +96,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/orders/{id}/status").route(web::post().to(orders::set_status)))
         .service(resource("/v1/ws/orders/{id}").route(web::get().to(ws::track_order)))
         .service(resource("/v1/ws/stock").route(web::get().to(ws::stock)))
+        .service(resource("/v1/ws/tickets").route(web::post().to(tickets::create)))
+        .service(
+            resource("/v1/credentials")
+                .route(web::post().to(credentials::create))
+                .route(web::get().to(credentials::list)),
+        )
+        .service(resource("/v1/credentials/{name}").route(web::delete().to(credentials::revoke)))
         .default_service(web::to(unmatched));
 }
 
@@ -115,6 +124,8 @@ fn resource(
     let handles: Arc<RequestMetrics> = Arc::default();
     web::resource(route)
         .default_service(web::to(error::method_not_allowed))
+        // Who may call it (`auth::ROUTES`), checked before the handler; refusals are counted.
+        .wrap(auth::Admit::new(route))
         .wrap_fn(move |request, service| {
             let started = Instant::now();
             let method = request.method().clone();

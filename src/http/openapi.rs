@@ -54,7 +54,8 @@ pub enum AuthErrors {
     /// No or wrong credentials.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// A cart token on an admin route.
+    /// Valid credentials without the right to this route (a cart token or a credential
+    /// without the route's role).
     #[response(status = 403)]
     Forbidden(ErrorBody),
 }
@@ -105,6 +106,14 @@ pub struct SkuList {
     next: Option<String>,
 }
 
+/// Every named credential.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CredentialList {
+    /// The credentials, by name (never their tokens).
+    items: Vec<crate::http::credentials::CredentialBody>,
+}
+
 /// A new cart.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -139,7 +148,8 @@ pub struct KafkaHealth {
     dead_lettered_events: u64,
 }
 
-/// The bearer schemes: the admin token, and cart tokens (`<cart id>.<secret>`).
+/// The bearer schemes: the admin token, named credentials (`sr_...`, with roles), and cart
+/// tokens (`<cart id>.<secret>`).
 struct Security;
 
 impl Modify for Security {
@@ -147,6 +157,7 @@ impl Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("admin", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         components.add_security_scheme("cart", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("credential", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }
 
@@ -178,6 +189,10 @@ impl Modify for Security {
         crate::http::orders::set_status,
         crate::http::ws::track_order,
         crate::http::ws::stock,
+        crate::http::tickets::create,
+        crate::http::credentials::create,
+        crate::http::credentials::list,
+        crate::http::credentials::revoke,
     ),
     modifiers(&Security)
 )]

@@ -1,14 +1,15 @@
-//! Order routes: `/v1/orders...` (the token of the cart the order came from, or admin).
+//! Order routes: `/v1/orders...` (the token of the cart the order came from, the admin, or a
+//! credential with a role the route names; see `auth::ROUTES`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::{Admin, Credential};
 use super::command::{durable, idempotent, Keyed};
 use super::error::ApiError;
 use super::request::{JsonBody, NoFields};
 use super::views::render_order;
 use super::{json_response, path_param, AppState};
+use crate::access::Caller;
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
 use crate::actors::Mailbox;
 use crate::domain::order::OrderStatus;
@@ -32,15 +33,11 @@ fn standing(reply: OrderReply) -> Result<OrderReply, ApiError> {
 
 /// `GET /v1/orders/{id}`: the order with its history.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", operation_id = "orders_get", params(("id" = String, Path, description = "Order id (UUID)")),
-    responses(crate::http::openapi::InvalidId, (status = 200, description = "The order", body = crate::http::views::OrderBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
-pub async fn get(
-    state: web::Data<AppState>,
-    credential: Credential,
-    request: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The order", body = crate::http::views::OrderBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
+pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let (id, mailbox) = order_mailbox(engine, &request)?;
-    let access = credential.access();
+    let access = caller.access();
     let answer = mailbox
         .ask(|reply, slot| GetOrder { access, reply, slot })?
         .await
@@ -55,16 +52,16 @@ pub async fn get(
 
 async fn change(
     engine: &Engine,
-    credential: Credential,
+    caller: Caller,
     request: &HttpRequest,
     key: &IdempotencyKey,
     canonical_body: &[u8],
     action: OrderAction,
 ) -> Result<HttpResponse, ApiError> {
     let (id, mailbox) = order_mailbox(engine, request)?;
-    let scope = credential.scope();
+    let scope = caller.scope();
     let keyed = Keyed::new(key, &scope, request, canonical_body);
-    let access = credential.access();
+    let access = caller.access();
     idempotent(engine, keyed, render_order, |idempotency| async move {
         let answer = mailbox
             .ask(|reply, slot| ChangeOrder {
@@ -91,12 +88,12 @@ pub struct PayRequest {
     payment_ref: String,
 }
 
-/// `POST /v1/orders/{id}/pay`: `placed -> paid`.
+/// `POST /v1/orders/{id}/pay` (admin, payments; never the cart token): `placed -> paid`.
 #[utoipa::path(post, path = "/v1/orders/{id}/pay", tag = "orders", operation_id = "orders_pay", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = PayRequest,
-    responses((status = 200, description = "Paid", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "Paid", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn pay(
     state: web::Data<AppState>,
-    credential: Credential,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<PayRequest>,
@@ -106,21 +103,21 @@ pub async fn pay(
     let action = OrderAction::Pay {
         payment_ref: payment_ref.as_str().to_owned(),
     };
-    change(engine, credential, &request, &key, &body.canonical, action).await
+    change(engine, caller, &request, &key, &body.canonical, action).await
 }
 
 /// `POST /v1/orders/{id}/cancel`: `placed | paid -> cancelled`; the stock goes back.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", operation_id = "orders_cancel", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 200, description = "Cancelled; the stock goes back", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+    responses((status = 200, description = "Cancelled; the stock goes back", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
 pub async fn cancel(
     state: web::Data<AppState>,
-    credential: Credential,
+    caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    change(engine, credential, &request, &key, &body.canonical, OrderAction::Cancel).await
+    change(engine, caller, &request, &key, &body.canonical, OrderAction::Cancel).await
 }
 
 /// Body of `POST /v1/orders/{id}/status`.
@@ -130,11 +127,11 @@ pub struct StatusRequest {
     status: String,
 }
 
-/// `POST /v1/orders/{id}/status` (admin): moves the order along its legal moves.
+/// `POST /v1/orders/{id}/status` (admin, fulfilment): moves the order along its legal moves.
 #[utoipa::path(post, path = "/v1/orders/{id}/status", tag = "orders", operation_id = "orders_set_status", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = StatusRequest,
-    responses((status = 200, description = "Moved", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 200, description = "Moved", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn set_status(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -154,5 +151,5 @@ pub async fn set_status(
         OrderStatus::Cancelled => OrderAction::Cancel,
         other => OrderAction::SetStatus(other),
     };
-    change(engine, Credential::Admin, &request, &key, &body.canonical, action).await
+    change(engine, caller, &request, &key, &body.canonical, action).await
 }

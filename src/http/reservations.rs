@@ -3,12 +3,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::Admin;
 use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
 use super::request::{JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
 use super::{path_param, AppState};
+use crate::access::Caller;
 use crate::actors::sku::GetReservation;
 use crate::domain::sku::{Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
@@ -27,9 +27,9 @@ pub struct ReserveRequest {
 
 /// `POST /v1/skus/{sku}/reservations`: holds units until `expires_at`.
 #[utoipa::path(post, path = "/v1/skus/{sku}/reservations", tag = "reservations", operation_id = "reservations_create", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = ReserveRequest,
-    responses((status = 201, description = "Held", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 201, description = "Held", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn create(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -57,14 +57,15 @@ pub async fn create(
         qty,
         ttl_ms: ttl_seconds * 1000,
     };
-    let keyed = Keyed::admin(&key, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     execute_sku_command(engine, &sku, &mailbox, command, keyed, render_reserved).await
 }
 
 /// `GET /v1/reservations/{id}`: a reservation, held or settled.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "reservations_get", params(("id" = String, Path, description = "Reservation id (UUID)")),
-    responses(crate::http::openapi::InvalidId, (status = 200, description = "The reservation", body = crate::http::views::ReservationBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("admin" = [])))]
-pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    responses(crate::http::openapi::InvalidId, (status = 200, description = "The reservation", body = crate::http::views::ReservationBody), crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let id = ReservationId::parse(path_param(&request, "id"))?;
     if let Some(mailbox) = engine.registry.holder_of(&id).and_then(|sku| engine.registry.sku(&sku)) {
@@ -79,32 +80,32 @@ pub async fn get(_admin: Admin, state: web::Data<AppState>, request: HttpRequest
 
 /// `DELETE /v1/reservations/{id}`: releases a held reservation (idempotent).
 #[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "reservations_release", params(("id" = String, Path, description = "Reservation id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "Released", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 200, description = "Released", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn release(
-    admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
-    settle(admin, state, request, key, body, |id| SkuCommand::Release { id }).await
+    settle(caller, state, request, key, body, |id| SkuCommand::Release { id }).await
 }
 
 /// `POST /v1/reservations/{id}/commit`: the held units leave `on_hand`.
 #[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations", operation_id = "reservations_commit", params(("id" = String, Path, description = "Reservation id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")),
-    responses((status = 200, description = "Committed", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 200, description = "Committed", body = crate::http::views::ReservationBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn commit(
-    admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
-    settle(admin, state, request, key, body, |id| SkuCommand::Commit { id }).await
+    settle(caller, state, request, key, body, |id| SkuCommand::Commit { id }).await
 }
 
 async fn settle(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -118,7 +119,8 @@ async fn settle(
         None => settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?.sku,
     };
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed::admin(&key, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     execute_sku_command(engine, &sku, &mailbox, command(id), keyed, render_reservation).await
 }
 

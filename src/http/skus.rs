@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::auth::Admin;
 use super::command::{ask_durable, execute_sku_command, read_durable, Keyed};
 use super::error::ApiError;
 use super::request::JsonBody;
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
 use super::{path_param, AppState};
+use crate::access::{Caller, Role};
 use crate::actors::sku::GetSku;
+use crate::config::CatalogSettings;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
 use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
@@ -32,9 +33,9 @@ pub struct UpsertSkuRequest {
 
 /// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
 #[utoipa::path(put, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_upsert", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = UpsertSkuRequest,
-    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn upsert(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -63,7 +64,8 @@ pub async fn upsert(
         })
         .transpose()?;
     let mailbox = engine.registry.sku_or_start(&sku);
-    let keyed = Keyed::admin(&key, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,
@@ -78,18 +80,29 @@ pub async fn upsert(
 /// `GET /v1/skus/{sku}`: the SKU's counters.
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_get", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'")),
     responses((status = 200, description = "The SKU, with its ETag", body = crate::http::views::SkuBody), (status = 304, description = "Unchanged since the ETag in If-None-Match"), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
-pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let view = ask_durable(engine, &mailbox, |reply, slot| GetSku { reply, slot })
         .await?
         .ok_or(ApiError::NotFound)?;
+    let catalog = &state.settings.catalog;
     Ok(cacheable(
         &request,
-        &state.settings.catalog.cache_control,
-        super::views::to_json(&SkuBody::from(&view)),
+        &catalog.cache_control,
+        super::views::to_json(&shown(&caller, catalog, &view)),
     ))
+}
+
+/// The SKU as `caller` may see it: every counter for the admin and the `inventory` and `read`
+/// roles, what `catalog.public_stock` allows for anyone else.
+fn shown<'a>(caller: &Caller, catalog: &CatalogSettings, view: &'a SkuView) -> SkuBody<'a> {
+    if caller.has_role(Role::Inventory) || caller.has_role(Role::Read) {
+        SkuBody::from(view)
+    } else {
+        SkuBody::public(view, catalog.public_stock, catalog.low_stock_level)
+    }
 }
 
 /// A `200` JSON answer with an `ETag` (a digest of the body) and `Cache-Control`; `304` with
@@ -111,7 +124,9 @@ fn cacheable(request: &HttpRequest, cache_control: &str, body: Vec<u8>) -> HttpR
     };
     response
         .insert_header((actix_web::http::header::ETAG, etag))
-        .insert_header((actix_web::http::header::CACHE_CONTROL, cache_control.to_owned()));
+        .insert_header((actix_web::http::header::CACHE_CONTROL, cache_control.to_owned()))
+        // Staff see more counters than the public: a cache keeps the two apart.
+        .insert_header((actix_web::http::header::VARY, "Authorization"));
     if unchanged {
         response.finish()
     } else {
@@ -138,7 +153,11 @@ const LIST_LIMIT_MAX: usize = 1000;
 #[utoipa::path(get, path = "/v1/skus", tag = "skus", operation_id = "skus_list",
     params(("ids" = Option<String>, Query, description = "Comma-separated SKU ids (at most 100)"), ("after" = Option<String>, Query, description = "Page after this SKU id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000")),
     responses((status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::Unavailable))]
-pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let query = query.into_inner();
     if query.ids.is_some() && (query.after.is_some() || query.limit.is_some()) {
@@ -210,7 +229,8 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
         Ok((views, next))
     })
     .await?;
-    let items: Vec<SkuBody<'_>> = views.iter().map(SkuBody::from).collect();
+    let catalog = &state.settings.catalog;
+    let items: Vec<SkuBody<'_>> = views.iter().map(|view| shown(&caller, catalog, view)).collect();
     let body = serde_json::json!({ "items": items, "next": next });
     Ok(HttpResponse::Ok().content_type("application/json").body(to_json(&body)))
 }
@@ -224,9 +244,9 @@ pub struct RestockRequest {
 
 /// `POST /v1/skus/{sku}/restock`: adds received units.
 #[utoipa::path(post, path = "/v1/skus/{sku}/restock", tag = "skus", operation_id = "skus_restock", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = RestockRequest,
-    responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn restock(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -236,7 +256,8 @@ pub async fn restock(
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed::admin(&key, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     execute_sku_command(engine, &sku, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
 }
 
@@ -250,9 +271,9 @@ pub struct AdjustRequest {
 
 /// `POST /v1/skus/{sku}/adjust`: corrects `on_hand`; may not take `available` below zero.
 #[utoipa::path(post, path = "/v1/skus/{sku}/adjust", tag = "skus", operation_id = "skus_adjust", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = AdjustRequest,
-    responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = [])))]
+    responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn adjust(
-    _admin: Admin,
+    caller: Caller,
     state: web::Data<AppState>,
     request: HttpRequest,
     key: IdempotencyKey,
@@ -263,7 +284,8 @@ pub async fn adjust(
     let delta = StockDelta::parse(body.value.delta)?;
     let reason = Name::parse(&body.value.reason, "reason", "invalid_reason")?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed::admin(&key, &request, &body.canonical);
+    let scope = caller.scope();
+    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,

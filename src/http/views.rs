@@ -8,13 +8,15 @@ use super::error_parts;
 use crate::actors::cart::{CartOutcome, CartReply, CartView};
 use crate::actors::order::OrderReply;
 use crate::actors::{SkuAnswer, SkuOutcome};
+use crate::config::PublicStock;
 use crate::domain::cart::CartStatus;
 use crate::domain::clock::rfc3339;
 use crate::domain::order::{Order, OrderStatus};
 use crate::domain::sku::{Reservation, ReservationState, SkuView};
 use crate::domain::Currency;
 
-/// The SKU body: `available = on_hand - reserved`.
+/// The SKU body: `available = on_hand - reserved`. A public read shows the counters
+/// `catalog.public_stock` allows ([`SkuBody::public`]); staff see them all.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SkuBody<'a> {
     /// The SKU id.
@@ -25,24 +27,58 @@ pub struct SkuBody<'a> {
     pub price_minor: u64,
     /// ISO-4217 code.
     pub currency: &'a str,
-    /// Units in stock.
-    pub on_hand: u64,
-    /// Units held by reservations.
-    pub reserved: u64,
-    /// Units a reservation can take.
-    pub available: u64,
+    /// Units in stock (staff, or `public_stock = "exact"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_hand: Option<u64>,
+    /// Units held by reservations (staff, or `public_stock = "exact"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<u64>,
+    /// Units a reservation can take (all but `public_stock = "level"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<u64>,
+    /// `in_stock`, `low` or `out` (only with `public_stock = "level"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub stock_level: Option<&'static str>,
+}
+
+impl<'a> SkuBody<'a> {
+    /// The SKU as the public may see it.
+    pub fn public(view: &'a SkuView, shown: PublicStock, low_stock_level: u64) -> Self {
+        let mut body = SkuBody::from(view);
+        match shown {
+            PublicStock::Exact => {}
+            PublicStock::Available => {
+                body.on_hand = None;
+                body.reserved = None;
+            }
+            PublicStock::Level => {
+                body.on_hand = None;
+                body.reserved = None;
+                body.available = None;
+                body.stock_level = Some(match view.available {
+                    0 => "out",
+                    units if units <= low_stock_level => "low",
+                    _ => "in_stock",
+                });
+            }
+        }
+        body
+    }
 }
 
 impl<'a> From<&'a SkuView> for SkuBody<'a> {
+    /// Every counter (what staff see).
     fn from(view: &'a SkuView) -> Self {
         SkuBody {
             sku: view.sku.as_str(),
             name: view.product.name.as_str(),
             price_minor: view.product.price_minor,
             currency: view.product.currency.as_str(),
-            on_hand: view.on_hand,
-            reserved: view.reserved,
-            available: view.available,
+            on_hand: Some(view.on_hand),
+            reserved: Some(view.reserved),
+            available: Some(view.available),
+            stock_level: None,
         }
     }
 }

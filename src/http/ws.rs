@@ -21,10 +21,10 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::auth::credential_or_query;
 use super::error::ApiError;
 use super::views::{to_json, OrderBody};
 use super::{path_param, AppState};
+use crate::access::Caller;
 use crate::actors::feed::StockUpdate;
 use crate::actors::order::{TrackFailure, TrackOrder};
 use crate::actors::sku::GetSku;
@@ -34,10 +34,10 @@ use crate::domain::{OrderId, SkuId};
 use crate::metrics as names;
 use crate::persistence::Ticket;
 
-/// Query of `/v1/ws/orders/{id}`.
+/// Query of `/v1/ws/orders/{id}` (the credentials in it, `ticket` or `token`, are read by
+/// the access check).
 #[derive(Debug, Deserialize)]
 pub struct TrackQuery {
-    token: Option<String>,
     after: Option<u64>,
 }
 
@@ -64,19 +64,21 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// `GET /v1/ws/orders/{id}?token=<cart token>&after=<seq>`: live tracking of one order.
+/// `GET /v1/ws/orders/{id}?ticket=<ticket>&after=<seq>`: live tracking of one order. The
+/// credentials come from the `Authorization` header, a single-use `ticket` from
+/// `POST /v1/ws/tickets`, or (less safe: the URL may be logged) the `token` itself.
 #[utoipa::path(get, path = "/v1/ws/orders/{id}", tag = "websocket", operation_id = "ws_track_order",
-    params(("id" = String, Path, description = "Order id (UUID)"), ("token" = Option<String>, Query, description = "The cart token (or the Authorization header)"), ("after" = Option<u64>, Query, description = "Resume after this history seq")),
+    params(("id" = String, Path, description = "Order id (UUID)"), ("ticket" = Option<String>, Query, description = "A single-use ticket from POST /v1/ws/tickets"), ("token" = Option<String>, Query, description = "The cart token or a credential (less safe than a ticket: URLs end up in logs)"), ("after" = Option<u64>, Query, description = "Resume after this history seq")),
     responses((status = 101, description = "Upgraded: a snapshot, then one status message per change"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 401, description = "No or wrong credentials", body = crate::http::openapi::ErrorBody), (status = 404, description = "Not found", body = crate::http::openapi::ErrorBody), (status = 429, description = "Too many connections to this order", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
 pub async fn track_order(
     state: web::Data<AppState>,
+    caller: Caller,
     request: HttpRequest,
     query: web::Query<TrackQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let limits = &state.settings.websocket;
-    let credential = credential_or_query(&request, query.token.as_deref())?;
     let id = OrderId::parse(path_param(&request, "id")).map_err(|_| ApiError::NotFound)?;
     let mailbox = engine.registry.order(&id)?.ok_or(ApiError::NotFound)?;
     let slot = ConnectionSlot::acquire(&state.ws_open, limits.max_connections).ok_or(ApiError::Overloaded)?;
@@ -84,7 +86,7 @@ pub async fn track_order(
     let kicked = Arc::new(AtomicBool::new(false));
     let answer = mailbox
         .ask(|reply, mailbox_slot| TrackOrder {
-            access: credential.access(),
+            access: caller.access(),
             sender,
             kicked: Arc::clone(&kicked),
             per_order_max: limits.max_connections_per_order,

@@ -12,6 +12,7 @@
 //! | `o`    | order id (16 B)                         | [`Order`](crate::domain::order::Order) |
 //! | `p`    | consumer name (`kafka`)                 | u64: the next event it has not yet delivered |
 //! | `k`    | `checkpoint`                            | [`CheckpointMark`](super::checkpoint::CheckpointMark) |
+//! | `a`    | credential name                         | [`CredentialRow`](crate::credentials::CredentialRow) |
 //!
 //! These are the state rows, in sled's default tree. The write-ahead log is a tree of its
 //! own (see [`super::log`]).
@@ -43,6 +44,17 @@ pub const POSITION: u8 = b'p';
 
 /// Prefix of the checkpoint mark.
 pub const CHECKPOINT: u8 = b'k';
+
+/// Prefix of named API credentials.
+pub const CREDENTIAL: u8 = b'a';
+
+/// Key of a named credential.
+pub fn credential(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(CREDENTIAL);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
 
 /// Key of the checkpoint mark: the log position the state rows cover.
 pub fn checkpoint() -> Vec<u8> {

@@ -314,6 +314,7 @@ pub async fn read_skus(client: &reqwest::Client, base: &str, skus: &[String]) ->
     for batch in skus.chunks(100) {
         let body: Value = client
             .get(format!("{base}/v1/skus?ids={}", batch.join(",")))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

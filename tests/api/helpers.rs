@@ -124,6 +124,24 @@ impl TestApp {
         self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
     }
 
+    /// A request with any bearer token.
+    pub fn with_token(&self, token: &str, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    /// Creates a named credential with `roles` and returns its token; panics unless 201.
+    pub async fn credential(&self, name: &str, roles: &[&str]) -> String {
+        let response = self
+            .admin(Method::POST, "/v1/credentials")
+            .json(&json!({ "name": name, "roles": roles }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "creating credential {name}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().expect("the token is shown once").to_owned()
+    }
+
     /// Creates a SKU with `on_hand` units; panics unless 201.
     pub async fn create_sku(&self, sku: &str, on_hand: u64) -> Value {
         let response = self
@@ -145,11 +163,10 @@ impl TestApp {
             .unwrap()
     }
 
-    /// The SKU body; panics unless 200.
+    /// The SKU body with every counter (as staff read it); panics unless 200.
     pub async fn sku(&self, sku: &str) -> Value {
         let response = self
-            .client
-            .get(self.url(&format!("/v1/skus/{sku}")))
+            .admin(Method::GET, &format!("/v1/skus/{sku}"))
             .send()
             .await
             .unwrap();

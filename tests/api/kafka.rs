@@ -97,6 +97,8 @@ async fn every_change_of_a_mixed_workload_arrives_on_its_topic_as_a_cloud_event(
     }
     // Carts and orders: one paid, one cancelled after payment, one left placed; an open cart.
     let mut order_ids = Vec::new();
+    let psp = app.credential("psp", &["payments"]).await;
+    let warehouse = app.credential("warehouse", &["fulfilment"]).await;
     for n in 0..3 {
         let cart = app.create_cart().await;
         assert_eq!(app.set_line(&cart, "mug", 2).await.status(), StatusCode::OK);
@@ -105,7 +107,7 @@ async fn every_change_of_a_mixed_workload_arrives_on_its_topic_as_a_cloud_event(
         let order_id = order["order_id"].as_str().unwrap().to_owned();
         if n < 2 {
             let paid = app
-                .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/pay"))
+                .with_token(&psp, Method::POST, &format!("/v1/orders/{order_id}/pay"))
                 .json(&json!({"payment_ref": format!("pay-{n}")}))
                 .send()
                 .await
@@ -114,7 +116,7 @@ async fn every_change_of_a_mixed_workload_arrives_on_its_topic_as_a_cloud_event(
         }
         if n == 1 {
             let cancelled = app
-                .as_cart(&cart, Method::POST, &format!("/v1/orders/{order_id}/cancel"))
+                .with_token(&warehouse, Method::POST, &format!("/v1/orders/{order_id}/cancel"))
                 .json(&json!({}))
                 .send()
                 .await

@@ -83,6 +83,7 @@ async fn sigterm_finishes_in_flight_work_makes_it_durable_and_exits_zero() {
     let server = ServerProcess::start(dir.path(), &client).await;
     let body: Value = client
         .get(format!("{}/v1/skus/calm", server.base))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

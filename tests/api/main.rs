@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on port 0 with a fresh data directory, driven over HTTP.
 //! One test binary (fast to link); one module per area. The crash tests run the real binary.
 
+mod access;
 mod bad_input;
 mod cors;
 mod crash;

@@ -45,10 +45,10 @@ async fn next_json(socket: &mut Socket) -> Value {
     }
 }
 
-async fn move_order(app: &TestApp, cart: &TestCart, order: &str, step: &str) {
+async fn move_order(app: &TestApp, order: &str, step: &str) {
     let response = match step {
         "paid" => {
-            app.as_cart(cart, Method::POST, &format!("/v1/orders/{order}/pay"))
+            app.admin(Method::POST, &format!("/v1/orders/{order}/pay"))
                 .json(&json!({"payment_ref": "p"}))
                 .send()
                 .await
@@ -82,7 +82,7 @@ async fn tracking_sees_the_snapshot_then_every_change_in_order_and_a_resume_gets
         (Some(order.as_str()), Some("placed"))
     );
 
-    move_order(&app, &cart, &order, "paid").await;
+    move_order(&app, &order, "paid").await;
     let paid = next_json(&mut socket).await;
     assert_eq!(
         (paid["type"].as_str(), paid["seq"].as_u64(), paid["status"].as_str()),
@@ -90,8 +90,8 @@ async fn tracking_sees_the_snapshot_then_every_change_in_order_and_a_resume_gets
     );
     // The client drops off; the order moves on without it.
     drop(socket);
-    move_order(&app, &cart, &order, "packed").await;
-    move_order(&app, &cart, &order, "shipped").await;
+    move_order(&app, &order, "packed").await;
+    move_order(&app, &order, "shipped").await;
 
     let mut resumed = connect(&app, &order, &cart.token, Some(2)).await.unwrap();
     let missed: Vec<(u64, String)> = {
@@ -110,7 +110,7 @@ async fn tracking_sees_the_snapshot_then_every_change_in_order_and_a_resume_gets
         [(3, "packed".to_owned()), (4, "shipped".to_owned())],
         "exactly the changes it missed, in order"
     );
-    move_order(&app, &cart, &order, "delivered").await;
+    move_order(&app, &order, "delivered").await;
     let live = next_json(&mut resumed).await;
     assert_eq!(
         (live["seq"].as_u64(), live["status"].as_str()),
@@ -205,7 +205,7 @@ async fn a_thousand_tracking_connections_each_receive_their_update() {
         socket
     }))
     .await;
-    join_all(orders.iter().map(|(cart, order)| move_order(app, cart, order, "paid"))).await;
+    join_all(orders.iter().map(|(_, order)| move_order(app, order, "paid"))).await;
     let updates = join_all(sockets.iter_mut().map(next_json)).await;
     assert!(
         updates
@@ -293,7 +293,7 @@ async fn with_the_simulator_on_a_paid_order_moves_on_to_delivered_by_itself() {
     let (cart, order) = placed_order(&app, "sled").await;
     let mut socket = connect(&app, &order, &cart.token, None).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "snapshot");
-    move_order(&app, &cart, &order, "paid").await;
+    move_order(&app, &order, "paid").await;
     let mut seen = Vec::new();
     while seen.last().map(String::as_str) != Some("delivered") {
         let message = next_json(&mut socket).await;

@@ -7,7 +7,7 @@ import http from 'k6/http';
 import { check, fail } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { ADMIN_TOKEN, BASE_URL, RUN, adminHeaders, checkout, createCart, getSku, json, putSku, retrying,
+import { ADMIN_TOKEN, BASE_URL, RUN, adminHeaders, checkout, createCart, getSkuAsStaff, json, putSku, retrying,
   setLine } from './lib.js';
 
 const STOCK = parseInt(__ENV.STOCK || '100', 10);
@@ -55,7 +55,7 @@ export default function (data) {
 }
 
 export function teardown(data) {
-  const sku = json(getSku(data.sku));
+  const sku = json(getSkuAsStaff(data.sku));
   const problems = [];
   if (!sku) problems.push('the SKU cannot be read');
   else {

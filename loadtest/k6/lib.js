@@ -51,8 +51,36 @@ export function putSku(sku, onHand, priceMinor = 1299) {
   return response;
 }
 
+// A SKU as the public sees it (catalog.public_stock: by default `available`, no on_hand).
 export function getSku(sku) {
   return http.get(`${BASE_URL}/v1/skus/${sku}`, { tags: { name: 'GET /v1/skus/{sku}' } });
+}
+
+// A SKU with every counter, as staff read it.
+export function getSkuAsStaff(sku) {
+  return http.get(`${BASE_URL}/v1/skus/${sku}`, { headers: adminHeaders(), tags: { name: 'GET /v1/skus/{sku} (staff)' } });
+}
+
+// Creates a credential with the `payments` role (as the payment service would hold) and
+// returns its token: shoppers' cart tokens may not pay. Call it from setup().
+export function paymentsCredential() {
+  const response = http.post(`${BASE_URL}/v1/credentials`, JSON.stringify({ name: `k6-psp-${RUN}`, roles: ['payments'] }), {
+    headers: adminHeaders(),
+    tags: { name: 'POST /v1/credentials' },
+  });
+  check(response, { 'payments credential created': (r) => r.status === 201 });
+  return (json(response) || {}).token;
+}
+
+// A single-use WebSocket ticket to track one order, for a cart's token (keeps the token
+// itself out of the URL).
+export function wsTicket(cart, orderId) {
+  const response = http.post(`${BASE_URL}/v1/ws/tickets`, JSON.stringify({ order_id: orderId }), {
+    headers: cartHeaders(cart.cart_token),
+    tags: { name: 'POST /v1/ws/tickets' },
+  });
+  check(response, { 'ticket issued': (r) => r.status === 201 });
+  return (json(response) || {}).ticket;
 }
 
 // A new cart: { cart_id, cart_token } or null.
@@ -81,9 +109,10 @@ export function checkout(cart, expected = [201]) {
   });
 }
 
-export function pay(cart, orderId) {
+// Pays an order with the payment service's credential (see paymentsCredential).
+export function pay(paymentsToken, orderId) {
   return http.post(`${BASE_URL}/v1/orders/${orderId}/pay`, JSON.stringify({ payment_ref: `k6-${orderId}` }), {
-    headers: cartHeaders(cart.cart_token),
+    headers: cartHeaders(paymentsToken),
     tags: { name: 'POST /v1/orders/{id}/pay' },
   });
 }

@@ -6,7 +6,7 @@ import { check, fail } from 'k6';
 import exec from 'k6/execution';
 import { Rate, Trend } from 'k6/metrics';
 import ws from 'k6/ws';
-import { ADMIN_TOKEN, RUN, WS_URL, checkout, createCart, json, pay, putSku, setLine, setStatus } from './lib.js';
+import { ADMIN_TOKEN, RUN, WS_URL, checkout, createCart, json, pay, paymentsCredential, putSku, setLine, setStatus, wsTicket } from './lib.js';
 
 const STEPS = ['paid', 'packed', 'shipped', 'delivered'];
 const inOrder = new Rate('tracking_all_statuses_in_order');
@@ -32,7 +32,7 @@ export function setup() {
   if (!ADMIN_TOKEN) fail('set ADMIN_TOKEN');
   const sku = `tracked-${RUN}`;
   putSku(sku, 1000000);
-  return { sku };
+  return { sku, psp: paymentsCredential() };
 }
 
 export default function (data) {
@@ -49,7 +49,7 @@ export default function (data) {
   let sentAt = 0;
   let timedOut = false;
   // k6/ws blocks this virtual user until the socket closes.
-  ws.connect(`${WS_URL}/v1/ws/orders/${orderId}?token=${cart.cart_token}`, null, (socket) => {
+  ws.connect(`${WS_URL}/v1/ws/orders/${orderId}?ticket=${wsTicket(cart, orderId)}`, null, (socket) => {
     // Makes the next move once the previous one was seen, so every status has its own message.
     const next = () => {
       if (step >= STEPS.length) {
@@ -59,7 +59,7 @@ export default function (data) {
       const status = STEPS[step];
       step += 1;
       sentAt = Date.now();
-      const response = status === 'paid' ? pay(cart, orderId) : setStatus(orderId, status);
+      const response = status === 'paid' ? pay(data.psp, orderId) : setStatus(orderId, status);
       check(response, { [`move to ${status}: 200`]: (r) => r.status === 200 });
     };
     socket.on('message', (text) => {

@@ -5,8 +5,8 @@
 import http from 'k6/http';
 import { check, fail, group, sleep } from 'k6';
 import ws from 'k6/ws';
-import { ADMIN_TOKEN, BASE_URL, RUN, WS_URL, cartHeaders, checkout, createCart, getSku, json, pay, putSku,
-  setLine } from './lib.js';
+import { ADMIN_TOKEN, BASE_URL, RUN, WS_URL, cartHeaders, checkout, createCart, getSku, json, pay, paymentsCredential,
+  putSku, setLine, wsTicket } from './lib.js';
 
 const CATALOG = parseInt(__ENV.CATALOG || '200', 10);
 
@@ -40,7 +40,7 @@ export function setup() {
     putSku(sku, 1000000, 500 + (n % 50) * 100);
     skus.push(sku);
   }
-  return { skus };
+  return { skus, psp: paymentsCredential() };
 }
 
 function pick(list) {
@@ -72,14 +72,14 @@ function fillCart(skus) {
   return cart;
 }
 
-function follow(cart, orderId) {
+function follow(cart, orderId, psp) {
   const statuses = [];
-  ws.connect(`${WS_URL}/v1/ws/orders/${orderId}?token=${cart.cart_token}`, null, (socket) => {
+  ws.connect(`${WS_URL}/v1/ws/orders/${orderId}?ticket=${wsTicket(cart, orderId)}`, null, (socket) => {
     socket.on('message', (text) => {
       const message = JSON.parse(text);
       statuses.push(message.type === 'snapshot' ? message.order.status : message.status);
       if (message.type === 'snapshot') {
-        check(pay(cart, orderId), { paid: (r) => r.status === 200 });
+        check(pay(psp, orderId), { paid: (r) => r.status === 200 });
       } else if (message.status === 'paid') {
         socket.close();
       }
@@ -121,6 +121,6 @@ export default function (data) {
     think();
     const order = checkout(cart);
     if (!check(order, { 'order placed': (r) => r.status === 201 })) return;
-    follow(cart, json(order).order_id);
+    follow(cart, json(order).order_id, data.psp);
   });
 }

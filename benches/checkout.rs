@@ -37,6 +37,7 @@ async fn reserve(engine: &Engine, sku: &SkuId) {
         .ask(|reply, slot| ExecuteSkuCommand {
             command,
             idempotency: None,
+            by: stockroom::access::by_system(),
             reply,
             slot,
         })
@@ -57,6 +58,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
         vec![Op::Put(keys::cart(&id), codec::encode(&cart))],
         Vec::new(),
         now_ms,
+        &stockroom::access::by_system(),
     )
     .expect("room");
     durable(engine, ticket).await;
@@ -69,6 +71,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
                 sku,
                 qty: 1,
                 idempotency: None,
+                by: stockroom::access::by_system(),
                 reply,
                 slot,
             })
@@ -82,6 +85,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
         .ask(|reply, slot| CheckoutCart {
             access: Access::Staff,
             idempotency: None,
+            by: stockroom::access::by_system(),
             reply,
             slot,
         })
@@ -172,6 +176,7 @@ fn main() {
                 .ask(|reply, slot| ExecuteSkuCommand {
                     command,
                     idempotency: None,
+                    by: stockroom::access::by_system(),
                     reply,
                     slot,
                 })

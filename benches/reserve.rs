@@ -67,6 +67,7 @@ async fn reserve_or(engine: &Engine, sku: &SkuId, command: SkuCommand) {
         .ask(|reply, slot| ExecuteSkuCommand {
             command,
             idempotency: None,
+            by: stockroom::access::by_system(),
             reply,
             slot,
         })

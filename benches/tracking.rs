@@ -51,6 +51,7 @@ async fn reservations_per_second(engine: &Engine, sku: &SkuId, duration: Duratio
                 .ask(|reply, slot| ExecuteSkuCommand {
                     command,
                     idempotency: None,
+                    by: stockroom::access::by_system(),
                     reply,
                     slot,
                 })

@@ -9,7 +9,7 @@
 //!   finds nothing: `404`, never `403`), and nothing that needs a role;
 //! - anyone may use the public routes.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,8 +73,23 @@ pub enum Caller {
     },
 }
 
-/// What the caller is recorded as (`by`) for a change made without a request.
+/// Who made a change, as recorded with its events (`by`): a credential's name, `admin`,
+/// `cart` (a cart token), `anonymous`, or `system` (the server on its own: expiries,
+/// timeouts, recovery).
+pub type By = Arc<str>;
+
+/// What the server records as `by` for a change made without a request.
 pub const BY_SYSTEM: &str = "system";
+
+static SYSTEM: LazyLock<By> = LazyLock::new(|| Arc::from(BY_SYSTEM));
+static ADMIN: LazyLock<By> = LazyLock::new(|| Arc::from("admin"));
+static CART: LazyLock<By> = LazyLock::new(|| Arc::from("cart"));
+static ANONYMOUS: LazyLock<By> = LazyLock::new(|| Arc::from("anonymous"));
+
+/// `by` of a change the server makes on its own.
+pub fn by_system() -> By {
+    Arc::clone(&SYSTEM)
+}
 
 impl Caller {
     /// Whether the caller holds `role` (the admin holds every role).
@@ -97,13 +112,13 @@ impl Caller {
     }
 
     /// The name recorded with the changes this caller makes (`by`).
-    pub fn by(&self) -> &str {
-        match self {
-            Caller::Anonymous => "anonymous",
-            Caller::Admin => "admin",
+    pub fn by(&self) -> By {
+        Arc::clone(match self {
+            Caller::Anonymous => &ANONYMOUS,
+            Caller::Admin => &ADMIN,
             Caller::Named { name, .. } => name,
-            Caller::Cart { .. } => "cart",
-        }
+            Caller::Cart { .. } => &CART,
+        })
     }
 
     /// The scope of the idempotency keys this caller sends: keys of different callers never

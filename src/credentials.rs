@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::access::{Caller, Role, BY_SYSTEM};
+use crate::access::{By, Caller, Role, BY_SYSTEM};
 use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
 
 /// Every credential token starts with this, so that it is told from a cart token at a glance
@@ -155,7 +155,7 @@ impl Credentials {
         writer: &Writer,
         name: &str,
         roles: &[String],
-        by: &str,
+        by: &By,
         now_ms: u64,
     ) -> Result<Created, CredentialError> {
         check_name(name)?;
@@ -169,13 +169,13 @@ impl Credentials {
             roles,
             token_hash,
             created_at_ms: now_ms,
-            created_by: by.to_owned(),
+            created_by: by.to_string(),
         };
         let ops = vec![Op::Put(keys::credential(name), codec::encode(&row))];
-        let ticket = crate::actors::persist(writer, ops, Vec::new(), now_ms).ok_or(CredentialError::Overloaded)?;
+        let ticket = crate::actors::persist(writer, ops, Vec::new(), now_ms, by).ok_or(CredentialError::Overloaded)?;
         let info = info(name, &row);
         self.write_table().insert(name.to_owned(), row);
-        tracing::info!(credential = name, by, roles = ?info.roles, "credential created");
+        tracing::info!(credential = name, by = &**by, roles = ?info.roles, "credential created");
         Ok(Created { token, info, ticket })
     }
 
@@ -186,7 +186,7 @@ impl Credentials {
         &self,
         writer: &Writer,
         name: &str,
-        by: &str,
+        by: &By,
         now_ms: u64,
     ) -> Result<(CredentialInfo, Ticket), CredentialError> {
         let _change = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -200,12 +200,12 @@ impl Credentials {
             row
         };
         let ops = vec![Op::Delete(keys::credential(name))];
-        let Some(ticket) = crate::actors::persist(writer, ops, Vec::new(), now_ms) else {
+        let Some(ticket) = crate::actors::persist(writer, ops, Vec::new(), now_ms, by) else {
             // Not revoked after all: the caller is told to retry.
             self.write_table().insert(name.to_owned(), row);
             return Err(CredentialError::Overloaded);
         };
-        tracing::info!(credential = name, by, "credential revoked");
+        tracing::info!(credential = name, by = &**by, "credential revoked");
         Ok((info(name, &row), ticket))
     }
 

@@ -50,9 +50,11 @@ impl TopicKind {
     }
 }
 
-/// The CloudEvent for one record of the log, as a JSON value.
+/// The CloudEvent for one record of the log, as a JSON value. Who made the change is the
+/// extension attribute `by` (a credential's name, `admin`, `cart`, `anonymous` or `system`;
+/// absent for events logged before it was recorded).
 pub fn cloud_event(record: &EventRecord, source: &str) -> Value {
-    json!({
+    let mut event = json!({
         "specversion": "1.0",
         "id": record.seq.to_string(),
         "source": source,
@@ -61,7 +63,11 @@ pub fn cloud_event(record: &EventRecord, source: &str) -> Value {
         "time": rfc3339(record.time_ms),
         "datacontenttype": "application/json",
         "data": data(&record.event),
-    })
+    });
+    if !record.by.is_empty() {
+        event["by"] = Value::from(&*record.by);
+    }
+    event
 }
 
 /// The CloudEvent for one record, serialized.
@@ -188,8 +194,10 @@ mod tests {
                     },
                 },
             },
+            by: std::sync::Arc::from("erp"),
         };
         let value: Value = serde_json::from_slice(&encode(&record, "/stockroom")).unwrap();
+        assert_eq!(value["by"], "erp");
         assert_eq!(value["specversion"], "1.0");
         assert_eq!(value["id"], "42");
         assert_eq!(value["source"], "/stockroom");

@@ -26,6 +26,7 @@ use super::registry::{CartContext, CartDirectory};
 use super::sku::{SkuFailure, SkuOutcome};
 use super::timer::DueTimer;
 use super::{persist, Access};
+use crate::access::{by_system, By};
 use crate::domain::cart::{
     price_lines, Cart, CartRejection, CartStatus, CheckoutEnd, CheckoutFailure, CheckoutStart, LineAtSku, LineChange,
     LineCommit,
@@ -104,6 +105,8 @@ pub struct SetCartLine {
     pub qty: u64,
     /// Store the answer under this idempotency key.
     pub idempotency: Option<IdempotencyDraft<CartReply>>,
+    /// Who asked (recorded with the events).
+    pub by: By,
     /// Where to answer.
     pub reply: Reply<CartReply>,
     /// This message's place in the bounded mailbox.
@@ -118,6 +121,8 @@ pub struct CheckoutCart {
     pub access: Access,
     /// Store the answer under this idempotency key.
     pub idempotency: Option<IdempotencyDraft<CartReply>>,
+    /// Who asked (recorded with the events).
+    pub by: By,
     /// Where to answer.
     pub reply: Reply<CartReply>,
     /// This message's place in the bounded mailbox.
@@ -192,9 +197,9 @@ impl CartActor {
             |actor| &mut actor.expiry_timer,
             |actor, ctx| match actor.cart.status {
                 CartStatus::Open => actor.run(ctx, None, expire),
-                CartStatus::CheckingOut(order) => {
-                    actor.run(ctx, None, move |context, cart| saga(context, cart, order, None))
-                }
+                CartStatus::CheckingOut(order) => actor.run(ctx, None, move |context, cart| {
+                    saga(context, cart, order, None, by_system())
+                }),
                 _ => {}
             },
         );
@@ -224,7 +229,9 @@ impl Actor for CartActor {
         ctx.set_mailbox_capacity(0);
         // A cart found mid-checkout resumes its saga; an open one arms (or runs) its expiry.
         if let CartStatus::CheckingOut(order) = self.cart.status {
-            self.run(ctx, None, move |context, cart| saga(context, cart, order, None));
+            self.run(ctx, None, move |context, cart| {
+                saga(context, cart, order, None, by_system())
+            });
         } else {
             self.after_change(ctx);
         }
@@ -275,11 +282,12 @@ impl Handler<SetCartLine> for CartActor {
             sku,
             qty,
             idempotency,
+            by,
             reply,
             slot: _slot,
         } = message;
         self.serve(ctx, access, reply, move |context, cart| {
-            set_line(context, cart, sku, qty, idempotency)
+            set_line(context, cart, sku, qty, idempotency, by)
         });
     }
 }
@@ -291,11 +299,12 @@ impl Handler<CheckoutCart> for CartActor {
         let CheckoutCart {
             access,
             idempotency,
+            by,
             reply,
             slot: _slot,
         } = message;
         self.serve(ctx, access, reply, move |context, cart| {
-            checkout(context, cart, idempotency)
+            checkout(context, cart, idempotency, by)
         });
     }
 }
@@ -322,6 +331,7 @@ fn write(
     events: Vec<DomainEvent>,
     reply: &CartReply,
     idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: &By,
 ) -> Result<Ticket, CartFailure> {
     let deps = &context.services;
     let now_ms = deps.clock.now_ms();
@@ -333,7 +343,7 @@ fn write(
         ops.extend(answer_ops);
         in_flight = Some(mark);
     }
-    let ticket = persist(&deps.writer, ops, events, now_ms).ok_or(CartFailure::Overloaded)?;
+    let ticket = persist(&deps.writer, ops, events, now_ms, by).ok_or(CartFailure::Overloaded)?;
     if let Some(mark) = in_flight {
         mark.release_when_durable(deps.writer.durability(), ticket);
     }
@@ -383,8 +393,9 @@ async fn set_line(
     sku: SkuId,
     qty: u64,
     idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: By,
 ) -> (Cart, CartReply, Ticket) {
-    let (reply, ticket) = set_line_steps(&context, &mut cart, &sku, qty, idempotency).await;
+    let (reply, ticket) = set_line_steps(&context, &mut cart, &sku, qty, idempotency, &by).await;
     (cart, reply, ticket)
 }
 
@@ -394,6 +405,7 @@ async fn set_line_steps(
     sku: &SkuId,
     qty: u64,
     idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: &By,
 ) -> (CartReply, Ticket) {
     let limits = context.limits;
     let now_ms = context.services.clock.now_ms();
@@ -438,7 +450,7 @@ async fn set_line_steps(
             let before = cart.clone();
             cart.join(sku, product.currency);
             let joined = Ok(CartOutcome::Cart(empty_view(cart)));
-            match write(context, cart, Vec::new(), Vec::new(), &joined, None) {
+            match write(context, cart, Vec::new(), Vec::new(), &joined, None, by) {
                 Ok(written) => ticket = written,
                 Err(failure) => {
                     // Not written, so not joined: the SKU and the currency it set go again.
@@ -455,7 +467,7 @@ async fn set_line_steps(
         qty,
         expires_ms,
     };
-    match context.skus.command(sku, set).await {
+    match context.skus.command(sku, set, by).await {
         Ok((Ok(Ok(_)), set)) => ticket = ticket.max(set),
         Ok((Ok(Err(rejection)), set)) => return (Err(CartFailure::Stock(rejection)), ticket.max(set)),
         Ok((Err(failure), set)) => return (Err(failure.into()), ticket.max(set)),
@@ -469,7 +481,7 @@ async fn set_line_steps(
         };
         // A SKU that could not extend (a full queue) fails the request: the cart's expiry
         // moves only when every line's hold moved with it.
-        match context.skus.command(other, extend).await {
+        match context.skus.command(other, extend, by).await {
             Ok((Ok(_), extended)) => ticket = ticket.max(extended),
             Ok((Err(failure), _)) => return (Err(failure.into()), ticket),
             Err(error) => return (Err(error.into()), ticket),
@@ -489,7 +501,7 @@ async fn set_line_steps(
         }
     };
     let events = vec![cart_event(cart, CartEvent::LineSet { sku: sku.clone(), qty })];
-    match write(context, cart, Vec::new(), events, &reply, idempotency) {
+    match write(context, cart, Vec::new(), events, &reply, idempotency, by) {
         Ok(written) => (reply, written),
         Err(failure) => {
             *cart = stored;
@@ -510,12 +522,13 @@ async fn checkout(
     context: Arc<CartContext>,
     mut cart: Cart,
     idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: By,
 ) -> (Cart, CartReply, Ticket) {
     let now_ms = context.services.clock.now_ms();
     let order = match cart.start_checkout(OrderId::generate(), now_ms) {
         Err(rejection) => return (cart, Err(CartFailure::Rejected(rejection)), 0),
         // A checkout that was interrupted (a full queue) is finished by this request.
-        Ok(CheckoutStart::Resume(order)) => return saga(context, cart, order, idempotency).await,
+        Ok(CheckoutStart::Resume(order)) => return saga(context, cart, order, idempotency, by).await,
         Ok(CheckoutStart::Done(order)) => {
             return match context.orders.snapshot(&order).await {
                 Ok(Some((order, ticket))) => (cart, Ok(CartOutcome::CheckedOutBefore(order)), ticket),
@@ -541,11 +554,12 @@ async fn checkout(
         started,
         &Ok(CartOutcome::Cart(empty_view(&cart))),
         None,
+        &by,
     ) {
         cart.status = previous;
         return (cart, Err(failure), 0);
     }
-    saga(context, cart, order, idempotency).await
+    saga(context, cart, order, idempotency, by).await
 }
 
 /// The checkout saga from `checking_out(order)`: commit every line, then place the order or
@@ -556,12 +570,13 @@ async fn saga(
     mut cart: Cart,
     order_id: OrderId,
     idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: By,
 ) -> (Cart, CartReply, Ticket) {
     let mut ticket = 0;
     let mut commits = Vec::with_capacity(cart.skus.len());
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
-        let commit = match context.skus.command(&sku, SkuCommand::Commit { id }).await {
+        let commit = match context.skus.command(&sku, SkuCommand::Commit { id }, &by).await {
             Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
                 ticket = ticket.max(done);
                 let (price_minor, currency) = match context.skus.line(&sku, id).await {
@@ -591,13 +606,13 @@ async fn saga(
     let now_ms = context.services.clock.now_ms();
     let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
     let (give_back, failure) = match cart.end_checkout(order_id, commits, now_ms, payment_timeout_ms) {
-        CheckoutEnd::Place(order) => return place(&context, cart, order, idempotency, ticket),
+        CheckoutEnd::Place(order) => return place(&context, cart, order, idempotency, ticket, &by),
         CheckoutEnd::Compensate { give_back, failure } => (give_back, failure),
     };
     for line in &give_back {
         match context
             .skus
-            .command(&line.sku, SkuCommand::Return { id: line.reservation })
+            .command(&line.sku, SkuCommand::Return { id: line.reservation }, &by)
             .await
         {
             Ok((Ok(_), done)) => ticket = ticket.max(done),
@@ -617,7 +632,7 @@ async fn saga(
     let previous = cart.clone();
     cart.reopen();
     let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus: failed_skus })];
-    match write(&context, &cart, Vec::new(), events, &reply, idempotency) {
+    match write(&context, &cart, Vec::new(), events, &reply, idempotency, &by) {
         Ok(written) => {
             metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);
             (cart, reply, written)
@@ -633,6 +648,7 @@ fn place(
     order: Order,
     idempotency: Option<IdempotencyDraft<CartReply>>,
     ticket: Ticket,
+    by: &By,
 ) -> (Cart, CartReply, Ticket) {
     let order_id = order.id;
     cart.status = CartStatus::CheckedOut(order_id);
@@ -657,6 +673,7 @@ fn place(
         events,
         &reply,
         idempotency,
+        by,
     ) {
         Ok(written) => {
             context.orders.start(order);
@@ -685,6 +702,7 @@ pub enum Expiry {
 
 /// Expires an open cart whose hold time passed: releases every line, then marks it expired.
 async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Ticket) {
+    let by = by_system();
     let now_ms = context.services.clock.now_ms();
     if !cart.is_due(now_ms) {
         return (cart, Expiry::NotDue, 0);
@@ -695,7 +713,7 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
             qty: 0,
             expires_ms: now_ms,
         };
-        match context.skus.command(&sku, release).await {
+        match context.skus.command(&sku, release, &by).await {
             Ok((Ok(_), _)) => {}
             Ok((Err(failure), _)) => return (cart, Expiry::Failed(failure.into()), 0),
             Err(error) => return (cart, Expiry::Failed(error.into()), 0),
@@ -704,7 +722,15 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
     cart.status = CartStatus::Expired;
     let events = vec![cart_event(&cart, CartEvent::Expired)];
     let reply: CartReply = Ok(CartOutcome::Cart(empty_view(&cart)));
-    match write(&context, &cart, settled_cart_ops(&context, &cart), events, &reply, None) {
+    match write(
+        &context,
+        &cart,
+        settled_cart_ops(&context, &cart),
+        events,
+        &reply,
+        None,
+        &by,
+    ) {
         Ok(written) => {
             metrics::counter!(names::CARTS_EXPIRED_TOTAL).increment(1);
             context.closed();

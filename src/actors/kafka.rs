@@ -286,6 +286,7 @@ impl KafkaBridge {
             ops: vec![Op::Put(keys::kafka_position(), codec::encode(&self.delivered))],
             events: Vec::new(),
             time_ms: self.clock.now_ms(),
+            by: crate::access::by_system(),
         });
         self.persisted = self.delivered;
         metrics::gauge!(names::KAFKA_POSITION).set(self.delivered as f64);

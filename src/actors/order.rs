@@ -18,6 +18,7 @@ use super::mailbox::{Acked, Reply};
 use super::registry::{OrderContext, OrderDirectory};
 use super::timer::DueTimer;
 use super::{persist, Access};
+use crate::access::{by_system, By};
 use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
 use crate::domain::sku::{SkuCommand, SkuRejection};
 use crate::domain::{DomainEvent, OrderEvent};
@@ -112,6 +113,8 @@ pub struct ChangeOrder {
     pub action: OrderAction,
     /// Store the answer under this idempotency key.
     pub idempotency: Option<IdempotencyDraft<OrderReply>>,
+    /// Who asked (recorded with the events).
+    pub by: By,
     /// Where to answer.
     pub reply: Reply<OrderReply>,
     /// This message's place in the bounded mailbox.
@@ -205,7 +208,7 @@ impl OrderActor {
             |actor| &mut actor.timer,
             |actor, ctx| {
                 if actor.order.owes_stock() {
-                    actor.run(ctx, None, return_stock);
+                    actor.run(ctx, None, |context, order| return_stock(context, order, by_system()));
                 } else if actor.order.status() == OrderStatus::Placed {
                     actor.run(ctx, None, |context, order| change(context, order, Change::Expire, None));
                 }
@@ -234,7 +237,17 @@ impl OrderActor {
             if actor.order.status().can_move_to(next) {
                 actor.run(ctx, None, move |context, order| {
                     let action = OrderAction::SetStatus(next);
-                    change(context, order, Change::Request { action, shopper: false }, None)
+                    let by = by_system();
+                    change(
+                        context,
+                        order,
+                        Change::Request {
+                            action,
+                            shopper: false,
+                            by,
+                        },
+                        None,
+                    )
                 });
             }
         }));
@@ -285,7 +298,7 @@ impl Actor for OrderActor {
         ctx.set_mailbox_capacity(0);
         self.touch();
         if self.order.owes_stock() {
-            self.run(ctx, None, return_stock);
+            self.run(ctx, None, |context, order| return_stock(context, order, by_system()));
         } else {
             self.arm_timer(ctx);
         }
@@ -362,6 +375,7 @@ impl Handler<ChangeOrder> for OrderActor {
             access,
             action,
             idempotency,
+            by,
             reply,
             slot: _slot,
         } = message;
@@ -374,7 +388,7 @@ impl Handler<ChangeOrder> for OrderActor {
         }
         let shopper = access.is_cart_token();
         self.run(ctx, Some(reply), move |context, order| {
-            change(context, order, Change::Request { action, shopper }, idempotency)
+            change(context, order, Change::Request { action, shopper, by }, idempotency)
         });
     }
 }
@@ -382,7 +396,7 @@ impl Handler<ChangeOrder> for OrderActor {
 /// A change asked for by a client (a shopper with a cart token, or staff), or the payment
 /// timeout.
 enum Change {
-    Request { action: OrderAction, shopper: bool },
+    Request { action: OrderAction, shopper: bool, by: By },
     Expire,
 }
 
@@ -411,6 +425,10 @@ async fn change(
         Change::Expire => OrderStatus::Expired,
     };
     let shopper = matches!(change, Change::Request { shopper: true, .. });
+    let by = match &change {
+        Change::Request { by, .. } => Arc::clone(by),
+        Change::Expire => by_system(),
+    };
     let server_only = matches!(to, OrderStatus::Placed | OrderStatus::Expired) && !matches!(change, Change::Expire);
     let due = matches!(change, Change::Expire) && now_ms < order.payment_due_ms;
     let previous = order.clone();
@@ -457,7 +475,7 @@ async fn change(
     if ops.is_empty() {
         return (order, reply, 0);
     }
-    let Some(ticket) = persist(&deps.writer, ops, events, now_ms) else {
+    let Some(ticket) = persist(&deps.writer, ops, events, now_ms, &by) else {
         return (previous, Err(OrderFailure::Overloaded), 0);
     };
     if let Some(mark) = in_flight {
@@ -471,7 +489,7 @@ async fn change(
         return (order, reply, ticket);
     }
     // The cancellation stands (it is written); the stock goes back now, or on a retry.
-    let (order, _, returned) = return_stock(context, order).await;
+    let (order, _, returned) = return_stock(context, order, by).await;
     let reply = reply.map(|_| order.clone());
     (order, reply, ticket.max(returned))
 }
@@ -484,13 +502,13 @@ fn settled_order_op(context: &OrderContext, order: &Order, now_ms: u64) -> Op {
 }
 
 /// Returns every line's committed units to its SKU, then records that the stock is back.
-async fn return_stock(context: Arc<OrderContext>, mut order: Order) -> (Order, OrderReply, Ticket) {
+async fn return_stock(context: Arc<OrderContext>, mut order: Order, by: By) -> (Order, OrderReply, Ticket) {
     let deps = context.services.clone();
     let mut ticket = 0;
     for line in &order.lines {
         match context
             .skus
-            .command(&line.sku, SkuCommand::Return { id: line.reservation })
+            .command(&line.sku, SkuCommand::Return { id: line.reservation }, &by)
             .await
         {
             Ok((Ok(Ok(_)), done)) => ticket = ticket.max(done),
@@ -514,7 +532,7 @@ async fn return_stock(context: Arc<OrderContext>, mut order: Order) -> (Order, O
         order: order.id,
         event: OrderEvent::StockReturned,
     }];
-    match persist(&deps.writer, ops, events, now_ms) {
+    match persist(&deps.writer, ops, events, now_ms, &by) {
         Some(written) => (order.clone(), Ok(order), ticket.max(written)),
         None => {
             order.stock_returned = false;

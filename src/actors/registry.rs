@@ -30,6 +30,7 @@ use super::mailbox::{AskError, Mailbox};
 use super::order::OrderActor;
 use super::services::Services;
 use super::sku::{ExecuteSkuCommand, GetLine, SkuActor, SkuDeps, SkuReply};
+use crate::access::By;
 use crate::domain::cart::Cart;
 use crate::domain::order::Order;
 use crate::domain::sku::{SkuCommand, SkuRejection, SkuState, SkuView};
@@ -157,7 +158,7 @@ impl SkuDirectory {
     /// Runs a command at a SKU and returns its answer with the ticket of its change
     /// (used by sagas, which wait for their own later write instead). `Err` when the SKU's
     /// actor is full or gone; an unknown SKU answers `SkuNotFound`.
-    pub async fn command(&self, sku: &SkuId, command: SkuCommand) -> Result<(SkuReply, Ticket), AskError> {
+    pub async fn command(&self, sku: &SkuId, command: SkuCommand, by: &By) -> Result<(SkuReply, Ticket), AskError> {
         let Some(mailbox) = self.get(sku) else {
             return Ok((Ok(Err(SkuRejection::SkuNotFound)), 0));
         };
@@ -165,6 +166,7 @@ impl SkuDirectory {
             .ask(|reply, slot| ExecuteSkuCommand {
                 command,
                 idempotency: None,
+                by: Arc::clone(by),
                 reply,
                 slot,
             })?

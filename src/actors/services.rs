@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access::By;
 use crate::domain::{Clock, DomainEvent};
 use crate::persistence::writer::Change;
 use crate::persistence::{Op, StateView, Ticket, Writer};
@@ -19,7 +20,12 @@ pub struct Services {
 }
 
 /// Submits rows and events as one change; `None` when the writer's queue is full.
-pub fn persist(writer: &Writer, ops: Vec<Op>, events: Vec<DomainEvent>, time_ms: u64) -> Option<Ticket> {
+pub fn persist(writer: &Writer, ops: Vec<Op>, events: Vec<DomainEvent>, time_ms: u64, by: &By) -> Option<Ticket> {
     let permit = writer.try_reserve()?;
-    Some(permit.submit(Change { ops, events, time_ms }))
+    Some(permit.submit(Change {
+        ops,
+        events,
+        time_ms,
+        by: Arc::clone(by),
+    }))
 }

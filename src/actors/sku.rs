@@ -21,6 +21,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use super::mailbox::{Acked, MailboxSlot, Reply};
+use crate::access::{by_system, By};
 pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
     execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
@@ -64,6 +65,8 @@ pub struct ExecuteSkuCommand {
     pub command: SkuCommand,
     /// Store the answer under this idempotency key, if any.
     pub idempotency: Option<IdempotencyDraft>,
+    /// Who asked (recorded with the events).
+    pub by: By,
     /// Where to answer.
     pub reply: Reply<SkuReply>,
     /// This message's place in the bounded mailbox.
@@ -170,7 +173,7 @@ impl SkuActor {
     }
 
     /// Runs one command and submits its change; returns the answer and the ticket to wait on.
-    fn execute(&mut self, command: &SkuCommand, idempotency: Option<IdempotencyDraft>) -> (SkuReply, Ticket) {
+    fn execute(&mut self, command: &SkuCommand, idempotency: Option<IdempotencyDraft>, by: By) -> (SkuReply, Ticket) {
         self.prune_recently_settled();
         let now_ms = self.deps.services.clock.now_ms();
         // A local handle: the permit borrows the writer while `self` is mutated.
@@ -237,6 +240,7 @@ impl SkuActor {
             ops,
             events: domain_events,
             time_ms: now_ms,
+            by,
         });
         self.last_ticket = ticket;
         if let Some(mark) = in_flight {
@@ -336,7 +340,7 @@ impl SkuActor {
     fn arm_expiry_timer(&mut self, ctx: &mut Context<Self>, at_ms: u64, delay: Duration) {
         let handle = ctx.run_later(delay, |actor, ctx| {
             actor.expiry_timer = None;
-            match actor.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None)) {
+            match actor.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None, by_system())) {
                 Some((Err(SkuFailure::Overloaded), _)) => {
                     let retry_at = actor.deps.services.clock.now_ms() + EXPIRY_RETRY.as_millis() as u64;
                     actor.arm_expiry_timer(ctx, retry_at, EXPIRY_RETRY);
@@ -480,7 +484,7 @@ impl Actor for SkuActor {
             .and_then(SkuState::next_expiry_ms)
             .is_some_and(|at| at <= now_ms);
         if due {
-            let expired = self.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None));
+            let expired = self.guarded(ctx, |actor| actor.execute(&SkuCommand::ExpireDue, None, by_system()));
             if let Some((Err(SkuFailure::Overloaded), _)) = expired {
                 self.arm_expiry_timer(ctx, now_ms + EXPIRY_RETRY.as_millis() as u64, EXPIRY_RETRY);
                 return;
@@ -508,10 +512,11 @@ impl Handler<ExecuteSkuCommand> for SkuActor {
         let ExecuteSkuCommand {
             command,
             idempotency,
+            by,
             reply,
             slot: _slot,
         } = message;
-        if let Some((value, ticket)) = self.guarded(ctx, |actor| actor.execute(&command, idempotency)) {
+        if let Some((value, ticket)) = self.guarded(ctx, |actor| actor.execute(&command, idempotency, by)) {
             // The requester may have gone away; the change stands either way.
             let _ = reply.send(Acked { value, ticket });
             self.schedule_expiry(ctx);
@@ -659,6 +664,7 @@ mod tests {
                 .ask(|reply, slot| ExecuteSkuCommand {
                     command,
                     idempotency: None,
+                    by: crate::access::by_system(),
                     reply,
                     slot,
                 })

@@ -64,4 +64,7 @@ pub struct EventRecord {
     pub time_ms: u64,
     /// What happened.
     pub event: DomainEvent,
+    /// Who made the change ([`By`](crate::access::By)); empty for events logged before it
+    /// was recorded.
+    pub by: std::sync::Arc<str>,
 }

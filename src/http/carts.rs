@@ -74,7 +74,7 @@ pub async fn create(
             cart: id,
             event: CartEvent::Created,
         }];
-        let Some(ticket) = persist(&engine.writer, ops, events, now_ms) else {
+        let Some(ticket) = persist(&engine.writer, ops, events, now_ms, &caller.by()) else {
             engine.registry.carts.not_opened();
             return Err(ApiError::Overloaded);
         };
@@ -214,6 +214,7 @@ async fn change_line(
     let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, request, canonical_body);
     let access = caller.access();
+    let by = caller.by();
     // The line holds stock at the SKU: it takes its turn there like a reservation.
     let _turn = match engine.registry.sku(&sku) {
         Some(_) => Some(sku_turn(engine, &sku).await?),
@@ -225,6 +226,7 @@ async fn change_line(
             sku,
             qty,
             idempotency,
+            by,
             reply,
             slot,
         })
@@ -253,6 +255,7 @@ pub async fn checkout(
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {
             access,
             idempotency,
+            by: caller.by(),
             reply,
             slot,
         })

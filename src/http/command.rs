@@ -45,7 +45,7 @@ impl<'a> Keyed<'a> {
     }
 }
 
-/// Sends `command` to a SKU actor, waits until its change is durable, and answers with
+/// Sends `command` (asked by `by`) to a SKU actor, waits until its change is durable, and answers with
 /// `render`. With an idempotency key, a repeat replays the stored answer.
 pub async fn execute_sku_command(
     engine: &Engine,
@@ -53,6 +53,7 @@ pub async fn execute_sku_command(
     mailbox: &Mailbox<SkuActor>,
     command: SkuCommand,
     keyed: Keyed<'_>,
+    by: crate::access::By,
     render: Render,
 ) -> Result<HttpResponse, ApiError> {
     let _turn = sku_turn(engine, sku).await?;
@@ -61,6 +62,7 @@ pub async fn execute_sku_command(
             .ask(|reply, slot| ExecuteSkuCommand {
                 command,
                 idempotency: draft,
+                by,
                 reply,
                 slot,
             })?

@@ -84,7 +84,7 @@ pub async fn create(
         &engine.writer,
         &body.value.name,
         &body.value.roles,
-        caller.by(),
+        &caller.by(),
         engine.clock.now_ms(),
     )?;
     durable(engine, created.ticket).await?;
@@ -123,7 +123,7 @@ pub async fn revoke(
     let (info, ticket) = engine.credentials.revoke(
         &engine.writer,
         path_param(&request, "name"),
-        caller.by(),
+        &caller.by(),
         engine.clock.now_ms(),
     )?;
     durable(engine, ticket).await?;

@@ -68,6 +68,7 @@ async fn change(
                 access,
                 action,
                 idempotency,
+                by: caller.by(),
                 reply,
                 slot,
             })?

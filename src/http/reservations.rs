@@ -59,7 +59,7 @@ pub async fn create(
     };
     let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
-    execute_sku_command(engine, &sku, &mailbox, command, keyed, render_reserved).await
+    execute_sku_command(engine, &sku, &mailbox, command, keyed, caller.by(), render_reserved).await
 }
 
 /// `GET /v1/reservations/{id}`: a reservation, held or settled.
@@ -121,7 +121,16 @@ async fn settle(
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
-    execute_sku_command(engine, &sku, &mailbox, command(id), keyed, render_reservation).await
+    execute_sku_command(
+        engine,
+        &sku,
+        &mailbox,
+        command(id),
+        keyed,
+        caller.by(),
+        render_reservation,
+    )
+    .await
 }
 
 /// A settled reservation from storage (which sees a reservation settled a moment ago), once

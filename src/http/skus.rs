@@ -72,6 +72,7 @@ pub async fn upsert(
         &mailbox,
         SkuCommand::Upsert { product, on_hand },
         keyed,
+        caller.by(),
         render_upsert,
     )
     .await
@@ -258,7 +259,16 @@ pub async fn restock(
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let scope = caller.scope();
     let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
-    execute_sku_command(engine, &sku, &mailbox, SkuCommand::Restock { qty }, keyed, render_sku).await
+    execute_sku_command(
+        engine,
+        &sku,
+        &mailbox,
+        SkuCommand::Restock { qty },
+        keyed,
+        caller.by(),
+        render_sku,
+    )
+    .await
 }
 
 /// Body of `POST /v1/skus/{sku}/adjust`.
@@ -292,6 +302,7 @@ pub async fn adjust(
         &mailbox,
         SkuCommand::Adjust { delta, reason },
         keyed,
+        caller.by(),
         render_sku,
     )
     .await

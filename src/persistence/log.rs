@@ -8,7 +8,9 @@
 //!
 //! # Record format
 //!
-//! `[FORMAT_VERSION] [bincode of WalRecord] [crc32 of everything before, little-endian]`.
+//! `[RECORD_VERSION] [bincode of WalRecord] [crc32 of everything before, little-endian]`.
+//! Version 2 records who made each change (`by` in every event); version 1 records, written
+//! before, are still read (their events have an empty `by`).
 //! Records are keyed by their position, a `u64` that grows by one per record. A group commit
 //! larger than [`RECORD_BYTES_TARGET`] is split into several records, all appended in one
 //! atomic call, so that no sled item (a record, or a leaf of about 16 records) goes over
@@ -28,9 +30,48 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::codec::FORMAT_VERSION;
 use super::{Op, StoreError};
-use crate::domain::EventRecord;
+use crate::domain::{DomainEvent, EventRecord};
+
+/// The version byte of the log records this build writes.
+pub const RECORD_VERSION: u8 = 2;
+
+/// The first record format: events without `by`.
+const RECORD_VERSION_1: u8 = 1;
+
+/// A record of format 1, as read.
+#[derive(Deserialize)]
+struct WalRecordV1 {
+    ops: Vec<Op>,
+    events: Vec<EventRecordV1>,
+}
+
+/// An event of a format 1 record.
+#[derive(Deserialize)]
+struct EventRecordV1 {
+    seq: u64,
+    time_ms: u64,
+    event: DomainEvent,
+}
+
+impl From<WalRecordV1> for WalRecord {
+    fn from(record: WalRecordV1) -> Self {
+        let unknown: std::sync::Arc<str> = std::sync::Arc::from("");
+        WalRecord {
+            ops: record.ops,
+            events: record
+                .events
+                .into_iter()
+                .map(|event| EventRecord {
+                    seq: event.seq,
+                    time_ms: event.time_ms,
+                    event: event.event,
+                    by: std::sync::Arc::clone(&unknown),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A group commit is split into records of about this many bytes (a record holds at least
 /// one whole change). Sled stores an item larger than a quarter of a segment (512 KiB) as a
@@ -81,7 +122,7 @@ fn options() -> impl Options {
 
 /// Encodes a record: version byte, body, checksum.
 pub fn encode_record(ops: &[Op], events: &[EventRecord]) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    let mut out = vec![RECORD_VERSION];
     // expect: encoding plain structs into a Vec cannot fail; a failure is a programming error.
     options()
         .serialize_into(&mut out, &WalRecordRef { ops, events })
@@ -106,7 +147,11 @@ pub fn decode_record(position: u64, bytes: &[u8]) -> Result<WalRecord, StoreErro
         return Err(corrupt("checksum mismatch (a torn or damaged record)".to_owned()));
     }
     match body.split_first() {
-        Some((&FORMAT_VERSION, rest)) => options().deserialize(rest).map_err(|error| corrupt(error.to_string())),
+        Some((&RECORD_VERSION, rest)) => options().deserialize(rest).map_err(|error| corrupt(error.to_string())),
+        Some((&RECORD_VERSION_1, rest)) => options()
+            .deserialize::<WalRecordV1>(rest)
+            .map(WalRecord::from)
+            .map_err(|error| corrupt(error.to_string())),
         Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
         None => Err(corrupt("empty record".to_owned())),
     }
@@ -200,5 +245,55 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[3] ^= 0x40;
         assert!(decode_record(1, &flipped).is_err(), "damaged");
+    }
+
+    #[test]
+    fn a_record_of_the_first_format_is_read_with_an_empty_by() {
+        use crate::domain::{CartEvent, CartId};
+        let event = DomainEvent::Cart {
+            cart: CartId::generate(),
+            event: CartEvent::Created,
+        };
+        // The first format, as the previous build wrote it: events without `by`.
+        #[derive(Serialize)]
+        struct OldEvent<'a> {
+            seq: u64,
+            time_ms: u64,
+            event: &'a DomainEvent,
+        }
+        #[derive(Serialize)]
+        struct OldRecord<'a> {
+            ops: &'a [Op],
+            events: Vec<OldEvent<'a>>,
+        }
+        let ops = vec![Op::Put(b"k".to_vec(), b"v".to_vec())];
+        let mut bytes = vec![RECORD_VERSION_1];
+        let old = OldRecord {
+            ops: &ops,
+            events: vec![OldEvent {
+                seq: 7,
+                time_ms: 9,
+                event: &event,
+            }],
+        };
+        options().serialize_into(&mut bytes, &old).unwrap();
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+
+        let record = decode_record(1, &bytes).unwrap();
+        assert_eq!(record.ops, ops);
+        assert_eq!((record.events[0].seq, record.events[0].time_ms), (7, 9));
+        assert_eq!(record.events[0].event, event);
+        assert_eq!(&*record.events[0].by, "");
+
+        let by: std::sync::Arc<str> = std::sync::Arc::from("erp");
+        let new = vec![EventRecord {
+            seq: 8,
+            time_ms: 10,
+            event,
+            by,
+        }];
+        let record = decode_record(2, &encode_record(&ops, &new)).unwrap();
+        assert_eq!(&*record.events[0].by, "erp");
     }
 }

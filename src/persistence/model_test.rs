@@ -154,6 +154,7 @@ fn submit(running: &Running, batch: &[(Vec<Op>, Vec<u64>)]) -> (Ticket, usize) {
             ops: ops.clone(),
             events: events.iter().map(|qty| event(*qty)).collect(),
             time_ms: 0,
+            by: crate::access::by_system(),
         });
     }
     (last, batch.len())

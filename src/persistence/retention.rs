@@ -28,6 +28,7 @@ pub fn sweep(store: &StateView, writer: &Writer, now_ms: u64) -> Result<usize, S
         ops,
         events: Vec::new(),
         time_ms: now_ms,
+        by: crate::access::by_system(),
     });
     metrics::counter!(names::RETENTION_DELETED_TOTAL).increment(deleted as u64);
     Ok(deleted)

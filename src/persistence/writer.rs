@@ -61,6 +61,8 @@ pub struct Change {
     pub events: Vec<DomainEvent>,
     /// When the change was decided (the events' time).
     pub time_ms: u64,
+    /// Who made it (recorded with its events).
+    pub by: crate::access::By,
 }
 
 /// The writer failed; nothing waiting on it will ever become durable.
@@ -322,6 +324,7 @@ impl WriterPermit<'_> {
                     seq: queue.next_event_seq,
                     time_ms: change.time_ms,
                     event,
+                    by: std::sync::Arc::clone(&change.by),
                 });
                 queue.next_event_seq += 1;
             }
@@ -723,6 +726,7 @@ mod tests {
             ops: vec![Op::Put(key.as_bytes().to_vec(), b"v".to_vec())],
             events: Vec::new(),
             time_ms: 0,
+            by: crate::access::by_system(),
         }
     }
 
@@ -810,6 +814,7 @@ mod tests {
             ops: Vec::new(),
             events: vec![event(1), event(2)],
             time_ms: 0,
+            by: crate::access::by_system(),
         });
         let log: &dyn Log = storage.as_ref();
         until("the events are in the log", || {
@@ -945,6 +950,7 @@ mod tests {
                 ops,
                 events: Vec::new(),
                 time_ms: 0,
+                by: crate::access::by_system(),
             })
         };
         write(vec![

@@ -520,3 +520,51 @@ async fn a_websocket_ticket_opens_its_order_once_within_30_seconds() {
     let token = &carts[1].token;
     assert!(connect(&app, &orders[1], &format!("token={token}")).await.is_ok());
 }
+
+#[actix_web::test]
+async fn every_event_records_who_made_its_change() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let with_clock = |clock: &Arc<ManualClock>| Options {
+        clock: Arc::clone(clock) as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), with_clock(&clock), |_| {}).await;
+    app.create_sku("nut", 10).await;
+    let erp = app.credential("erp", &["inventory"]).await;
+    let held = app
+        .with_token(&erp, Method::POST, "/v1/skus/nut/reservations")
+        .json(&json!({"qty": 2, "ttl_seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::CREATED);
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, "nut", 1).await.status(), StatusCode::OK);
+    // The hold lapses while the server is down: the server releases it at restart.
+    let dir = app.stop().await;
+    clock.advance(61_000);
+    let app = TestApp::spawn_with(dir, with_clock(&clock), |_| {}).await;
+    let engine = Arc::clone(app.state.engine().unwrap());
+    engine.barrier().await.unwrap();
+
+    let log = crate::kafka_support::event_log(engine.store.storage.as_ref());
+    let by = |kind: &str| -> Vec<String> {
+        log.iter()
+            .filter(|record| record.event.type_name() == kind)
+            .map(|record| record.by.to_string())
+            .collect()
+    };
+    assert_eq!(by("stockroom.sku.created"), ["admin"]);
+    assert_eq!(
+        by("stockroom.stock.reserved"),
+        ["erp", "cart"],
+        "the ERP's hold, then the cart line's"
+    );
+    assert_eq!(by("stockroom.cart.created"), ["anonymous"]);
+    assert_eq!(by("stockroom.cart.line_set"), ["cart"]);
+    assert_eq!(
+        by("stockroom.stock.expired"),
+        ["system"],
+        "the server let the hold lapse"
+    );
+}

@@ -176,6 +176,21 @@ async fn every_change_of_a_mixed_workload_arrives_on_its_topic_as_a_cloud_event(
     assert!(received
         .iter()
         .any(|record| record.event["type"] == "stockroom.cart.checked_out"));
+
+    // Every event names who made its change: the credential, the admin token, or the cart.
+    let by = |kind: &str, subject: &str| -> Vec<String> {
+        received
+            .iter()
+            .filter(|record| record.event["type"] == kind && record.event["subject"] == subject)
+            .map(|record| record.event["by"].as_str().expect("every event has by").to_owned())
+            .collect()
+    };
+    assert_eq!(by("stockroom.sku.created", "mug"), ["admin"]);
+    assert_eq!(by("stockroom.order.paid", &order_ids[0]), ["psp"]);
+    assert_eq!(by("stockroom.order.cancelled", &order_ids[1]), ["warehouse"]);
+    assert_eq!(by("stockroom.order.stock_returned", &order_ids[1]), ["warehouse"]);
+    assert_eq!(by("stockroom.order.placed", &order_ids[2]), ["cart"]);
+    assert!(received.iter().all(|record| record.event["by"].is_string()));
     app.stop().await;
 }
 

@@ -77,6 +77,7 @@ fn write_log(dir: &std::path::Path) -> Vec<u64> {
                     sku: sku.clone(),
                     event,
                 },
+                by: stockroom::access::by_system(),
             });
             seq += 1;
             change += 1;

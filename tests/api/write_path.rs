@@ -54,6 +54,7 @@ async fn a_read_waits_for_every_change_it_could_have_seen() {
             ops: vec![Op::Put(b"zz-probe".to_vec(), b"v".to_vec())],
             events: Vec::new(),
             time_ms: 0,
+            by: stockroom::access::by_system(),
         });
         // The append thread logs it in a moment; the read sees it from then on.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -213,6 +214,7 @@ async fn retention_never_deletes_a_newer_record_written_under_the_same_key() {
             ops,
             events: Vec::new(),
             time_ms: 0,
+            by: stockroom::access::by_system(),
         })
     };
     write(vec![Op::Put(key.clone(), codec::encode(&newer))]);

@@ -48,8 +48,7 @@ pub async fn create(
             return Err(ApiError::TooManyRequests { retry_after_seconds });
         }
     }
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     idempotent(engine, keyed, render_created, |draft| async move {
         if !engine.registry.carts.try_open() {
             metrics::counter!(names::LIMIT_REFUSALS_TOTAL, "limit" => "open_carts").increment(1);
@@ -211,8 +210,7 @@ async fn change_line(
     sku: SkuId,
     qty: u64,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, request, canonical_body);
+    let keyed = Keyed::new(&key, &caller, request, canonical_body);
     let access = caller.access();
     let by = caller.by();
     // The line holds stock at the SKU: it takes its turn there like a reservation.
@@ -248,8 +246,7 @@ pub async fn checkout(
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     let access = caller.access();
     idempotent(engine, keyed, render_checkout, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {

@@ -15,6 +15,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::json_response;
+use crate::access::Caller;
 use crate::actors::sku::{ExecuteSkuCommand, Render};
 use crate::actors::turns::Turn;
 use crate::actors::{Mailbox, SkuActor};
@@ -29,17 +30,17 @@ pub struct Keyed<'a> {
     /// The key, if the client sent one.
     pub key: &'a IdempotencyKey,
     /// Who sent it: keys are scoped to credentials.
-    pub scope: &'a str,
+    pub scope: String,
     /// Fingerprint of method, path and canonical body.
     pub fingerprint: [u8; 32],
 }
 
 impl<'a> Keyed<'a> {
-    /// A request with `key`, sent with credentials whose idempotency scope is `scope`.
-    pub fn new(key: &'a IdempotencyKey, scope: &'a str, request: &HttpRequest, canonical_body: &[u8]) -> Self {
+    /// A request with `key`, sent by `caller` (whose keys have a scope of their own).
+    pub fn new(key: &'a IdempotencyKey, caller: &Caller, request: &HttpRequest, canonical_body: &[u8]) -> Self {
         Keyed {
             key,
-            scope,
+            scope: caller.scope(),
             fingerprint: crate::idempotency::fingerprint(request, canonical_body),
         }
     }
@@ -91,7 +92,7 @@ where
 {
     let mut draft = None;
     if let Some(key) = &keyed.key.0 {
-        match engine.idempotency.admit(keyed.scope, key, keyed.fingerprint)? {
+        match engine.idempotency.admit(&keyed.scope, key, keyed.fingerprint)? {
             Admission::Replay(record) => {
                 // The record may have been applied but not yet flushed by a request whose
                 // client went away; report it only once durable.

@@ -59,8 +59,7 @@ async fn change(
     action: OrderAction,
 ) -> Result<HttpResponse, ApiError> {
     let (id, mailbox) = order_mailbox(engine, request)?;
-    let scope = caller.scope();
-    let keyed = Keyed::new(key, &scope, request, canonical_body);
+    let keyed = Keyed::new(key, &caller, request, canonical_body);
     let access = caller.access();
     idempotent(engine, keyed, render_order, |idempotency| async move {
         let answer = mailbox

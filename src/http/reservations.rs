@@ -57,8 +57,7 @@ pub async fn create(
         qty,
         ttl_ms: ttl_seconds * 1000,
     };
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(engine, &sku, &mailbox, command, keyed, caller.by(), render_reserved).await
 }
 
@@ -119,8 +118,7 @@ async fn settle(
         None => settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?.sku,
     };
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,

@@ -64,8 +64,7 @@ pub async fn upsert(
         })
         .transpose()?;
     let mailbox = engine.registry.sku_or_start(&sku);
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,
@@ -257,8 +256,7 @@ pub async fn restock(
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,
@@ -294,8 +292,7 @@ pub async fn adjust(
     let delta = StockDelta::parse(body.value.delta)?;
     let reason = Name::parse(&body.value.reason, "reason", "invalid_reason")?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let scope = caller.scope();
-    let keyed = Keyed::new(&key, &scope, &request, &body.canonical);
+    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,

@@ -107,15 +107,7 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
 
 /// What a refused request must not have changed: the SKU, the order and the credentials.
 async fn state_of(app: &TestApp, fixture: &Fixture) -> Value {
-    let read = |path: String| async move {
-        app.admin(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let read = |path: String| async move { app.read_json(ADMIN_TOKEN, &path).await };
     json!([
         read(format!("/v1/skus/{}", fixture.sku)).await,
         read(format!("/v1/orders/{}", fixture.order)).await,
@@ -308,14 +300,7 @@ async fn credentials_are_listed_without_tokens_and_checked_when_created() {
     let app = TestApp::spawn().await;
     let token = app.credential("warehouse-1", &["fulfilment", "read"]).await;
     assert!(token.starts_with("sr_"));
-    let listed: Value = app
-        .admin(Method::GET, "/v1/credentials")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.read_json(ADMIN_TOKEN, "/v1/credentials").await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["name"], "warehouse-1");
@@ -353,17 +338,6 @@ async fn credentials_are_listed_without_tokens_and_checked_when_created() {
     assert_eq!(listing.status(), StatusCode::FORBIDDEN);
 }
 
-async fn public_read(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_all() {
     let dir = Arc::new(TempDir::new().unwrap());
@@ -374,36 +348,22 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
     assert_eq!(app.reserve("many", 4, 600).await.status(), StatusCode::CREATED);
 
     // The default, "available": sell-through (on_hand, reserved) stays private.
-    let public = public_read(&app, "/v1/skus/many").await;
+    let public = app.read_public("/v1/skus/many").await;
     assert_eq!(public["available"], 6);
     assert!(
         public.get("on_hand").is_none() && public.get("reserved").is_none(),
         "{public}"
     );
-    let listed = public_read(&app, "/v1/skus?ids=many").await;
+    let listed = app.read_public("/v1/skus?ids=many").await;
     assert_eq!(listed["items"][0], public, "the list shows the same");
     let reader = app.credential("bi", &["read"]).await;
-    let staff: Value = app
-        .with_token(&reader, Method::GET, "/v1/skus/many")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let staff: Value = app.read_json(&reader, "/v1/skus/many").await;
     assert_eq!(
         (staff["on_hand"].clone(), staff["reserved"].clone()),
         (json!(10), json!(4))
     );
     let payments = app.credential("psp", &["payments"]).await;
-    let not_stock_staff: Value = app
-        .with_token(&payments, Method::GET, "/v1/skus/many")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let not_stock_staff: Value = app.read_json(&payments, "/v1/skus/many").await;
     assert_eq!(not_stock_staff, public, "only inventory and read see every counter");
 
     let dir = app.stop().await;
@@ -414,7 +374,7 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
     .await;
     let level = |sku: &'static str| {
         let app = &app;
-        async move { public_read(app, &format!("/v1/skus/{sku}")).await }
+        async move { app.read_public(&format!("/v1/skus/{sku}")).await }
     };
     let many = level("many").await;
     assert_eq!(many["stock_level"], "in_stock");
@@ -427,7 +387,7 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
         settings.catalog.public_stock = PublicStock::Exact;
     })
     .await;
-    let exact = public_read(&app, "/v1/skus/many").await;
+    let exact = app.read_public("/v1/skus/many").await;
     assert_eq!(
         (
             exact["on_hand"].clone(),

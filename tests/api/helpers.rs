@@ -129,6 +129,12 @@ impl TestApp {
         self.client.request(method, self.url(path)).bearer_auth(token)
     }
 
+    /// `GET path` with a bearer token, as JSON (whatever the status).
+    pub async fn read_json(&self, token: &str, path: &str) -> Value {
+        let response = self.with_token(token, Method::GET, path).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// Creates a named credential with `roles` and returns its token; panics unless 201.
     pub async fn credential(&self, name: &str, roles: &[&str]) -> String {
         let response = self
@@ -250,7 +256,13 @@ impl TestApp {
 impl TestApp {
     /// `GET path` with a cart's token, as JSON.
     pub async fn get_as(&self, cart: &TestCart, path: &str) -> Value {
-        self.as_cart(cart, Method::GET, path)
+        self.read_json(&cart.token, path).await
+    }
+
+    /// `GET path` without credentials, as JSON (whatever the status).
+    pub async fn read_public(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
             .send()
             .await
             .unwrap()

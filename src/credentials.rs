@@ -23,8 +23,8 @@ const SECRET_BYTES: usize = 32;
 /// take them.
 const RESERVED_NAMES: [&str; 4] = ["admin", "cart", "anonymous", BY_SYSTEM];
 
-/// Longest credential name.
-pub const NAME_LENGTH_MAX: usize = 64;
+/// Longest credential name (the rule of merchant ids).
+pub const NAME_LENGTH_MAX: usize = crate::domain::ids::SKU_ID_LENGTH_MAX;
 
 /// A stored credential (its row).
 ///
@@ -229,11 +229,7 @@ fn info(name: &str, row: &CredentialRow) -> CredentialInfo {
 
 /// Names follow the SKU id rule (1 to 64 of `[A-Za-z0-9._-]`) and are not reserved.
 fn check_name(name: &str) -> Result<(), CredentialError> {
-    let valid = (1..=NAME_LENGTH_MAX).contains(&name.len())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
-    if !valid {
+    if !crate::domain::ids::is_merchant_id(name) {
         return Err(CredentialError::InvalidName(format!(
             "credential names are 1 to {NAME_LENGTH_MAX} characters of A-Z, a-z, 0-9, '.', '_' and '-'"
         )));

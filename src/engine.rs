@@ -23,6 +23,7 @@ use crate::credentials::Credentials;
 use crate::domain::sku::SkuLimits;
 use crate::domain::Clock;
 use crate::idempotency::IdempotencyGate;
+use crate::locations::Locations;
 use crate::metrics as names;
 use crate::persistence::checkpoint::{CheckpointConfig, Checkpointer, LogRetention};
 use crate::persistence::recovery::{recover, replay_log, Recovered, Replayed};
@@ -50,6 +51,8 @@ pub struct RequestLimits {
 pub struct Engine {
     /// The named API credentials.
     pub credentials: Credentials,
+    /// The locations that hold stock.
+    pub locations: Locations,
     /// Unused WebSocket tickets.
     pub ws_tickets: crate::http::tickets::WsTickets,
     /// Anonymous cart creation, per client address.
@@ -96,6 +99,7 @@ struct Opened {
     replayed: Replayed,
     recovered: Recovered,
     credentials: Credentials,
+    locations: Locations,
 }
 
 impl Engine {
@@ -115,6 +119,7 @@ impl Engine {
             replayed,
             recovered,
             credentials,
+            locations,
         } = actix_web::rt::task::spawn_blocking(move || -> anyhow::Result<Opened> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let sled = SledStore::open(&dir, cache_capacity_bytes)
@@ -128,12 +133,14 @@ impl Engine {
             let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
             let recovered = recover(&view).context("recovering state from the store")?;
             let credentials = Credentials::load(&view).context("loading the credentials")?;
+            let locations = Locations::load(&view).context("loading the locations")?;
             Ok(Opened {
                 storage,
                 memtable,
                 replayed,
                 recovered,
                 credentials,
+                locations,
             })
         })
         .await
@@ -270,6 +277,7 @@ impl Engine {
         );
         Ok(Arc::new(Self {
             credentials,
+            locations,
             ws_tickets: crate::http::tickets::WsTickets::default(),
             registry,
             idempotency: IdempotencyGate::new(store.clone()),

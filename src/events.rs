@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::domain::clock::rfc3339;
+use crate::domain::location::LocationEvent;
 use crate::domain::sku::SkuEvent;
 use crate::domain::{CartEvent, DomainEvent, EventRecord, OrderEvent};
 
@@ -18,7 +19,7 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// The aggregate kinds, each with a topic of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TopicKind {
-    /// SKUs and their stock: `<prefix>.inventory`.
+    /// SKUs, their stock and the locations that hold it: `<prefix>.inventory`.
     Inventory,
     /// Carts: `<prefix>.carts`.
     Carts,
@@ -33,7 +34,7 @@ impl TopicKind {
     /// The kind an event belongs to.
     pub fn of(event: &DomainEvent) -> Self {
         match event {
-            DomainEvent::Sku { .. } => TopicKind::Inventory,
+            DomainEvent::Sku { .. } | DomainEvent::Location { .. } => TopicKind::Inventory,
             DomainEvent::Cart { .. } => TopicKind::Carts,
             DomainEvent::Order { .. } => TopicKind::Orders,
         }
@@ -80,6 +81,16 @@ pub fn encode(record: &EventRecord, source: &str) -> Vec<u8> {
 fn data(event: &DomainEvent) -> Value {
     match event {
         DomainEvent::Sku { sku, event } => sku_data(sku.as_str(), event),
+        DomainEvent::Location {
+            location: id,
+            event: LocationEvent::Saved { location, .. },
+        } => json!({
+            "location": id.as_str(),
+            "name": location.name,
+            "kind": location.kind.as_str(),
+            "priority": location.priority,
+            "active": location.active,
+        }),
         DomainEvent::Cart { cart, event } => {
             let cart_id = cart.to_string();
             match event {

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod events;
 pub mod http;
 pub mod idempotency;
+pub mod locations;
 pub mod metrics;
 pub mod persistence;
 pub mod startup;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::cart::CartEvent;
 use super::ids::{CartId, OrderId, SkuId};
+use super::location::{LocationEvent, LocationId};
 pub use super::order::OrderEvent;
 pub use super::sku::SkuEvent;
 
@@ -33,6 +34,13 @@ pub enum DomainEvent {
         /// What happened.
         event: OrderEvent,
     },
+    /// An event of a location (new variants go last: the log stores their position).
+    Location {
+        /// The location.
+        location: LocationId,
+        /// What happened.
+        event: LocationEvent,
+    },
 }
 
 impl DomainEvent {
@@ -42,6 +50,7 @@ impl DomainEvent {
             DomainEvent::Sku { sku, .. } => sku.to_string(),
             DomainEvent::Cart { cart, .. } => cart.to_string(),
             DomainEvent::Order { order, .. } => order.to_string(),
+            DomainEvent::Location { location, .. } => location.to_string(),
         }
     }
 
@@ -51,6 +60,7 @@ impl DomainEvent {
             DomainEvent::Sku { event, .. } => event.type_name(),
             DomainEvent::Cart { event, .. } => event.type_name(),
             DomainEvent::Order { event, .. } => event.type_name(),
+            DomainEvent::Location { event, .. } => event.type_name(),
         }
     }
 }

@@ -11,6 +11,15 @@ use super::values::InvalidValue;
 /// Longest SKU id accepted, in characters.
 pub const SKU_ID_LENGTH_MAX: usize = 64;
 
+/// Whether `raw` follows the rule of ids the merchant chooses (SKUs, locations): 1 to 64
+/// characters of `[A-Za-z0-9._-]`.
+pub fn is_merchant_id(raw: &str) -> bool {
+    (1..=SKU_ID_LENGTH_MAX).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
 /// A merchant's SKU id: 1 to 64 characters of `[A-Za-z0-9._-]`.
 ///
 /// Shared (`Arc<str>`) because it is copied into every hold index entry and event.
@@ -20,11 +29,7 @@ pub struct SkuId(Arc<str>);
 impl SkuId {
     /// Parses a SKU id, refusing anything outside the documented alphabet and length.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        let valid_length = (1..=SKU_ID_LENGTH_MAX).contains(&raw.len());
-        let valid_chars = raw
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
-        if valid_length && valid_chars {
+        if is_merchant_id(raw) {
             Ok(Self(Arc::from(raw)))
         } else {
             Err(InvalidValue::new(

@@ -9,6 +9,7 @@ pub mod cart;
 pub mod clock;
 pub mod event;
 pub mod ids;
+pub mod location;
 pub mod order;
 pub mod sku;
 pub mod values;

@@ -72,6 +72,8 @@ pub const ROUTES: &[RouteRule] = &[
     route("POST", "/v1/credentials", Rule::Admin),
     route("GET", "/v1/credentials", Rule::Admin),
     route("DELETE", "/v1/credentials/{name}", Rule::Admin),
+    route("GET", "/v1/locations", Rule::Roles(&[Inventory, Read, Fulfilment])),
+    route("PUT", "/v1/locations/{loc}", Rule::Roles(&[Inventory])),
 ];
 
 /// The rules of the routes under one path, by method.

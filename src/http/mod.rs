@@ -12,6 +12,7 @@ pub mod cors;
 pub mod credentials;
 pub mod error;
 pub mod health;
+pub mod locations;
 pub mod openapi;
 pub mod orders;
 pub mod rate;
@@ -103,6 +104,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::get().to(credentials::list)),
         )
         .service(resource("/v1/credentials/{name}").route(web::delete().to(credentials::revoke)))
+        .service(resource("/v1/locations").route(web::get().to(locations::list)))
+        .service(resource("/v1/locations/{loc}").route(web::put().to(locations::put)))
         .default_service(web::to(unmatched));
 }
 

@@ -193,6 +193,8 @@ impl Modify for Security {
         crate::http::credentials::create,
         crate::http::credentials::list,
         crate::http::credentials::revoke,
+        crate::http::locations::list,
+        crate::http::locations::put,
     ),
     modifiers(&Security)
 )]

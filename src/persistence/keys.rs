@@ -13,6 +13,7 @@
 //! | `p`    | consumer name (`kafka`)                 | u64: the next event it has not yet delivered |
 //! | `k`    | `checkpoint`                            | [`CheckpointMark`](super::checkpoint::CheckpointMark) |
 //! | `a`    | credential name                         | [`CredentialRow`](crate::credentials::CredentialRow) |
+//! | `l`    | location id                             | [`Location`](crate::domain::location::Location) |
 //!
 //! These are the state rows, in sled's default tree. The write-ahead log is a tree of its
 //! own (see [`super::log`]).
@@ -47,6 +48,17 @@ pub const CHECKPOINT: u8 = b'k';
 
 /// Prefix of named API credentials.
 pub const CREDENTIAL: u8 = b'a';
+
+/// Prefix of location rows.
+pub const LOCATION: u8 = b'l';
+
+/// Key of a location.
+pub fn location(id: &crate::domain::location::LocationId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.as_str().len());
+    key.push(LOCATION);
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
 
 /// Key of a named credential.
 pub fn credential(name: &str) -> Vec<u8> {

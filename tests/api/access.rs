@@ -84,7 +84,8 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         .path
         .replace("{sku}", &fixture.sku)
         .replace("{id}", id)
-        .replace("{name}", &fixture.credential);
+        .replace("{name}", &fixture.credential)
+        .replace("{loc}", &format!("loc-{n}"));
     let body = match (route.method, route.path) {
         ("GET" | "DELETE", _) => Value::Null,
         ("PUT", "/v1/skus/{sku}") => json!({"name": "Matrix", "price_minor": 100, "currency": "EUR"}),
@@ -100,12 +101,14 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         ("POST", "/v1/orders/{id}/status") => json!({"status": "packed"}),
         ("POST", "/v1/ws/tickets") => json!({"order_id": fixture.order}),
         ("POST", "/v1/credentials") => json!({"name": format!("made-{n}"), "roles": ["read"]}),
+        ("PUT", "/v1/locations/{loc}") => json!({"name": "Shop", "kind": "store", "priority": 1}),
         (method, path) => panic!("the access matrix has no request for {method} {path}: add one"),
     };
     (path, body)
 }
 
-/// What a refused request must not have changed: the SKU, the order and the credentials.
+/// What a refused request must not have changed: the SKU, the order, the reservation, the
+/// credentials and the locations.
 async fn state_of(app: &TestApp, fixture: &Fixture) -> Value {
     let read = |path: String| async move { app.read_json(ADMIN_TOKEN, &path).await };
     json!([
@@ -113,6 +116,7 @@ async fn state_of(app: &TestApp, fixture: &Fixture) -> Value {
         read(format!("/v1/orders/{}", fixture.order)).await,
         read(format!("/v1/reservations/{}", fixture.reservation)).await,
         read("/v1/credentials".to_owned()).await,
+        read("/v1/locations".to_owned()).await,
     ])
 }
 

@@ -14,6 +14,7 @@ mod idempotency;
 mod kafka;
 mod kafka_support;
 mod lifecycle;
+mod locations;
 mod overload;
 mod power_cut;
 mod power_cut_fs;

@@ -1,0 +1,99 @@
+//! The locations, in memory and in the store (`l<id>` rows, written through the writer with
+//! a `stockroom.location.created` / `updated` event). `default` is always there: configured
+//! or not, it is where stock without a location lives.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+
+use crate::access::By;
+use crate::domain::location::{Location, LocationEvent, LocationId};
+use crate::domain::DomainEvent;
+use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
+
+/// Every location.
+pub struct Locations {
+    table: RwLock<BTreeMap<LocationId, Location>>,
+    /// Serialises saves, so that "created or updated" is decided against what is stored.
+    changes: Mutex<()>,
+}
+
+/// Why a location could not be saved.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LocationError {
+    /// The writer's queue is full.
+    #[error("the writer is overloaded")]
+    Overloaded,
+}
+
+impl Locations {
+    /// The locations stored in `store`, and `default`.
+    pub fn load(store: &StateView) -> Result<Self, StoreError> {
+        let mut table = BTreeMap::new();
+        table.insert(LocationId::default_location(), Location::implicit_default());
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = store.scan(&[keys::LOCATION], after.as_deref(), 1000)?;
+            let Some((last, _)) = rows.last() else { break };
+            after = Some(last.clone());
+            for (key, bytes) in rows {
+                let location: Location = store.decode(&key, &bytes)?;
+                let id =
+                    LocationId::parse(&String::from_utf8_lossy(&key[1..])).map_err(|error| StoreError::Corrupt {
+                        key: keys::display(&key),
+                        reason: error.message,
+                    })?;
+                table.insert(id, location);
+            }
+        }
+        Ok(Self {
+            table: RwLock::new(table),
+            changes: Mutex::new(()),
+        })
+    }
+
+    /// Every location, by id.
+    pub fn list(&self) -> Vec<(LocationId, Location)> {
+        let table = self.table.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table
+            .iter()
+            .map(|(id, location)| (id.clone(), location.clone()))
+            .collect()
+    }
+
+    /// One location.
+    pub fn get(&self, id: &LocationId) -> Option<Location> {
+        let table = self.table.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.get(id).cloned()
+    }
+
+    /// Creates or replaces a location: whether it was created, and the ticket of its row.
+    /// Saving the same settings again writes nothing (and answers the last ticket: 0).
+    pub fn save(
+        &self,
+        writer: &Writer,
+        id: LocationId,
+        location: Location,
+        by: &By,
+        now_ms: u64,
+    ) -> Result<(bool, Ticket), LocationError> {
+        let _change = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = self.get(&id);
+        if before.as_ref() == Some(&location) {
+            return Ok((false, 0));
+        }
+        // `default` always exists: saving it is an update.
+        let created = before.is_none();
+        let ops = vec![Op::Put(keys::location(&id), codec::encode(&location))];
+        let events = vec![DomainEvent::Location {
+            location: id.clone(),
+            event: LocationEvent::Saved {
+                created,
+                location: location.clone(),
+            },
+        }];
+        let ticket = crate::actors::persist(writer, ops, events, now_ms, by).ok_or(LocationError::Overloaded)?;
+        let mut table = self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.insert(id, location);
+        Ok((created, ticket))
+    }
+}

@@ -23,7 +23,7 @@ use crate::persistence::{codec, keys, Op};
 
 /// `POST /v1/carts`: a new cart and its token (shown once; only its hash is stored).
 #[utoipa::path(post, path = "/v1/carts", tag = "carts", operation_id = "carts_create", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
-    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::TooManyRequests, crate::http::openapi::Unavailable))]
+    responses((status = 201, description = "Created; the token is shown only here", body = crate::http::openapi::CreatedCart), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Conflict, crate::http::openapi::TooManyRequests, crate::http::openapi::Unavailable))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,

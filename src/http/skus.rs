@@ -33,7 +33,7 @@ pub struct UpsertSkuRequest {
 
 /// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
 #[utoipa::path(put, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_upsert", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = UpsertSkuRequest,
-    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+    responses((status = 201, description = "Created", body = crate::http::views::SkuBody), (status = 200, description = "Updated", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn upsert(
     caller: Caller,
     state: web::Data<AppState>,

@@ -1,20 +1,20 @@
 //! Who is calling, and whether the route lets them.
 //!
-//! Every route declares one [`Rule`] in [`ROUTES`]; [`admit`] runs before its handler. The
+//! Every route declares one [`Rule`] in [`ROUTES`]; [`Admit`] checks it before the handler. The
 //! caller is read from `Authorization: Bearer` (on a WebSocket upgrade also from `?ticket=` or
 //! `?token=`): the admin token (compared in constant time), a named credential (`sr_...`,
 //! looked up by the hash of the token), or a cart token (`<cart id>.<secret>`, whose hash
 //! the cart and its orders check). Unknown tokens get `401`, valid ones without the right
 //! `403`; another cart's token finds nothing (`404`, from the cart or order).
 
-use std::future::{ready, Future, Ready};
-use std::pin::Pin;
+use std::future::{ready, Ready};
 use std::rc::Rc;
 
 use actix_web::body::EitherBody;
 use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::{Either, LocalBoxFuture, MapOk, TryFutureExt};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -89,47 +89,50 @@ pub fn rules_of(path: &str) -> Vec<(Method, Rule)> {
         .collect()
 }
 
-/// Whether `request`'s caller may call a route with `rule`: the caller (kept in the request
-/// for the handler), or the refusal to answer with.
-pub async fn admit(request: &HttpRequest, rule: Rule) -> Result<Caller, ApiError> {
-    let caller = caller_of(request)?;
+/// What the access check decides, without waiting, about one request.
+enum Verdict {
+    /// Let it through, as this caller.
+    Admit(Caller),
+    /// Refuse it with this error.
+    Refuse(ApiError),
+    /// A cart token on a route it may not use: `403` if the token opens its cart, else `401`
+    /// (which needs asking the cart).
+    AskCart {
+        /// The cart the token names.
+        cart: CartId,
+        /// The hash of its secret.
+        hash: [u8; 32],
+    },
+}
+
+/// Whether `request`'s caller may call a route with `rule`.
+fn verdict(request: &HttpRequest, rule: Rule) -> Verdict {
+    let caller = match caller_of(request) {
+        Ok(caller) => caller,
+        Err(error) => return Verdict::Refuse(error),
+    };
     match rule.admits(&caller) {
-        Ok(()) => {
-            request.extensions_mut().insert(caller.clone());
-            Ok(caller)
-        }
-        Err(Refusal::Unauthenticated) => Err(ApiError::Unauthorized),
+        Ok(()) => Verdict::Admit(caller),
+        Err(Refusal::Unauthenticated) => Verdict::Refuse(ApiError::Unauthorized),
         Err(Refusal::Forbidden) => match caller {
-            // A cart token that does not open its cart is no credential at all.
-            Caller::Cart { cart, hash } => {
-                let valid = match app_state(request)?.engine.get() {
-                    Some(engine) => token_is_valid(engine, cart, hash).await,
-                    None => false,
-                };
-                Err(if valid {
-                    ApiError::Forbidden
-                } else {
-                    ApiError::Unauthorized
-                })
-            }
-            _ => Err(ApiError::Forbidden),
+            Caller::Cart { cart, hash } => Verdict::AskCart { cart, hash },
+            _ => Verdict::Refuse(ApiError::Forbidden),
         },
     }
 }
 
-/// The caller of a request the route admitted (see [`admit`]).
+/// The caller of a request the route admitted ([`Admit`] keeps it in the request; an
+/// anonymous caller is not stored, so a request without one is anonymous).
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        std::future::ready(
-            request
-                .extensions()
-                .get::<Caller>()
-                .cloned()
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route without an access rule"))),
-        )
+        std::future::ready(Ok(request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous)))
     }
 }
 
@@ -278,6 +281,16 @@ pub struct AdmitService<S> {
     rules: Rc<[(Method, Rule)]>,
 }
 
+/// The future of a request through [`Admit`]: the handler's, an immediate refusal, or a
+/// refusal that first asks a cart whether its token is valid.
+type AdmitFuture<S, B> = Either<
+    MapOk<<S as Service<ServiceRequest>>::Future, fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>>,
+    Either<
+        Ready<Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>,
+        LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>,
+    >,
+>;
+
 impl<S, B> Service<ServiceRequest> for AdmitService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -285,35 +298,56 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+    type Future = AdmitFuture<S, B>;
 
     forward_ready!(service);
 
+    /// Decides at once in all but one case, so an admitted request costs no extra allocation
+    /// beyond its caller (an anonymous one is not even stored).
     fn call(&self, request: ServiceRequest) -> Self::Future {
+        use actix_web::ResponseError;
         let rule = self
             .rules
             .iter()
             .find(|(method, _)| method == request.method())
             .map(|(_, rule)| *rule);
-        let service = Rc::clone(&self.service);
-        let (http_request, payload) = request.into_parts();
-        Box::pin(async move {
-            let admitted = match rule {
-                Some(rule) => admit(&http_request, rule).await,
-                None => Err(ApiError::MethodNotAllowed),
-            };
-            match admitted {
-                Ok(_) => service
-                    .call(ServiceRequest::from_parts(http_request, payload))
-                    .await
-                    .map(ServiceResponse::map_into_left_body),
-                Err(error) => {
-                    use actix_web::ResponseError;
-                    let response = error.error_response();
-                    Ok(ServiceResponse::new(http_request, response).map_into_right_body())
+        let verdict = match rule {
+            Some(rule) => verdict(request.request(), rule),
+            None => Verdict::Refuse(ApiError::MethodNotAllowed),
+        };
+        match verdict {
+            Verdict::Admit(caller) => {
+                if caller != Caller::Anonymous {
+                    request.extensions_mut().insert(caller);
                 }
+                let into_left: fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> =
+                    ServiceResponse::map_into_left_body;
+                Either::Left(self.service.call(request).map_ok(into_left))
             }
-        })
+            Verdict::Refuse(error) => {
+                let response = request.into_response(error.error_response()).map_into_right_body();
+                Either::Right(Either::Left(ready(Ok(response))))
+            }
+            Verdict::AskCart { cart, hash } => {
+                let engine = app_state(request.request())
+                    .ok()
+                    .and_then(|state| state.engine.get().cloned());
+                let (http_request, _) = request.into_parts();
+                Either::Right(Either::Right(Box::pin(async move {
+                    // A cart token that does not open its cart is no credential at all.
+                    let valid = match engine {
+                        Some(engine) => token_is_valid(&engine, cart, hash).await,
+                        None => false,
+                    };
+                    let error = if valid {
+                        ApiError::Forbidden
+                    } else {
+                        ApiError::Unauthorized
+                    };
+                    Ok(ServiceResponse::new(http_request, error.error_response()).map_into_right_body())
+                })))
+            }
+        }
     }
 }
 

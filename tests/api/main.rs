@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod compat;
 mod cors;
 mod crash;
 mod crash_checkout;

@@ -1,0 +1,91 @@
+//! Data directories written by earlier releases open with this one.
+//!
+//! `tests/fixtures/store-2026-12-01-c6d60c4/` was written by the release build of c6d60c4
+//! (the last before `by`, whose log records are format 1), killed with SIGKILL right after its
+//! last answer with checkpoints held off, so that every change is still in its log:
+//! - SKU `mug`, 10 on hand; 2 reserved and committed, 1 reserved and released: 8 on hand;
+//! - SKU `tee`, 5 on hand; a cart checked out with 2, its order paid: 3 on hand.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use stockroom::domain::clock::{Clock, ManualClock};
+use stockroom::startup::Options;
+use tempfile::TempDir;
+
+use crate::helpers::{counters, TestApp, ADMIN_TOKEN};
+
+/// When the fixture was written (its order id's UUIDv7 time), so that nothing in it lapses
+/// whenever the test runs.
+const WRITTEN_AT_MS: u64 = 1_796_157_752_092;
+const ORDER: &str = "01a23358-431c-7779-937f-1e92f9706024";
+const COMMITTED: &str = "01a23358-430f-76c2-8c7c-49a771f721c3";
+const RELEASED: &str = "01a23358-4317-75e1-8a7f-262d228260ca";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_data_directory_from_the_release_before_by_opens_with_everything_in_it() {
+    let dir = Arc::new(TempDir::new().unwrap());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-2026-12-01-c6d60c4");
+    copy_dir(&fixture, &dir.path().join("store"));
+    let clock = Arc::new(ManualClock::new(WRITTEN_AT_MS + 60_000));
+    let options = Options {
+        clock: clock as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(dir, options, |_| {}).await;
+
+    assert_eq!(counters(&app.sku("mug").await), (8, 0, 8));
+    assert_eq!(counters(&app.sku("tee").await), (3, 0, 3));
+    let order = app.read_json(ADMIN_TOKEN, &format!("/v1/orders/{ORDER}")).await;
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["lines"][0]["sku"], "tee");
+    let state = |id: &'static str| {
+        let app = &app;
+        async move { app.read_json(ADMIN_TOKEN, &format!("/v1/reservations/{id}")).await["state"].clone() }
+    };
+    assert_eq!(state(COMMITTED).await, "committed");
+    assert_eq!(state(RELEASED).await, "released");
+
+    // Its format-1 log records read, without `by`; what this build writes has it.
+    let restocked = app
+        .admin(reqwest::Method::POST, "/v1/skus/mug/restock")
+        .json(&serde_json::json!({"qty": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), StatusCode::OK);
+    let engine = Arc::clone(app.state.engine().unwrap());
+    engine.barrier().await.unwrap();
+    let log = crate::kafka_support::event_log(engine.store.storage.as_ref());
+    let by_of = |kind: &str| -> Vec<String> {
+        log.iter()
+            .filter(|record| record.event.type_name() == kind)
+            .map(|record| record.by.to_string())
+            .collect()
+    };
+    assert_eq!(
+        by_of("stockroom.sku.created"),
+        ["", ""],
+        "written before by was recorded"
+    );
+    assert_eq!(by_of("stockroom.stock.restocked"), ["admin"]);
+    let seqs: Vec<u64> = log.iter().map(|record| record.seq).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "one sequence: {seqs:?}"
+    );
+}

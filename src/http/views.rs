@@ -56,14 +56,20 @@ impl<'a> SkuBody<'a> {
                 body.on_hand = None;
                 body.reserved = None;
                 body.available = None;
-                body.stock_level = Some(match view.available {
-                    0 => "out",
-                    units if units <= low_stock_level => "low",
-                    _ => "in_stock",
-                });
+                body.stock_level = Some(stock_level(view.available, low_stock_level));
             }
         }
         body
+    }
+}
+
+/// What `public_stock = "level"` shows for `available` units: `out`, `low` (at or below
+/// `low_stock_level`) or `in_stock`.
+pub fn stock_level(available: u64, low_stock_level: u64) -> &'static str {
+    match available {
+        0 => "out",
+        units if units <= low_stock_level => "low",
+        _ => "in_stock",
     }
 }
 

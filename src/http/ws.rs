@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::views::{to_json, OrderBody};
 use super::{path_param, AppState};
-use crate::access::Caller;
+use crate::access::{Caller, Role};
 use crate::actors::feed::StockUpdate;
 use crate::actors::order::{TrackFailure, TrackOrder};
 use crate::actors::sku::GetSku;
+use crate::config::PublicStock;
 use crate::domain::clock::rfc3339;
 use crate::domain::order::HistoryEntry;
 use crate::domain::{OrderId, SkuId};
@@ -138,12 +139,16 @@ pub struct StockQuery {
 const WATCHED_SKUS_MAX: usize = 100;
 
 /// `GET /v1/ws/stock?skus=a,b,c`: `available` of each SKU on connect and whenever it changes
-/// (at most one message per SKU per 100 ms, each only once durable). Public, like stock reads.
+/// (at most one message per SKU per 100 ms, each only once durable). Public, like stock reads,
+/// and showing what they show: with `catalog.public_stock = "level"` the public gets
+/// `stock_level` instead, and a message only when the level changes (so the rate of sales does
+/// not show either); the admin and the `inventory` and `read` roles always get `available`.
 #[utoipa::path(get, path = "/v1/ws/stock", tag = "websocket", operation_id = "ws_stock",
     params(("skus" = String, Query, description = "Comma-separated SKU ids (1 to 100)")),
     responses((status = 101, description = "Upgraded: the availability of each SKU, then changes"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown SKU", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
 pub async fn stock(
     state: web::Data<AppState>,
+    caller: Caller,
     request: HttpRequest,
     query: web::Query<StockQuery>,
     body: web::Payload,
@@ -178,6 +183,12 @@ pub async fn stock(
     }
     drop(sender);
     let mut versions: HashMap<SkuId, Ticket> = HashMap::new();
+    let catalog = &state.settings.catalog;
+    let staff = caller.has_role(Role::Inventory) || caller.has_role(Role::Read);
+    let mut shown = StockShown {
+        level: (!staff && catalog.public_stock == PublicStock::Level).then_some(catalog.low_stock_level),
+        last: HashMap::new(),
+    };
     let mut first = Vec::with_capacity(skus.len());
     for mailbox in &mailboxes {
         let acked = mailbox
@@ -187,7 +198,7 @@ pub async fn stock(
         super::command::durable(engine, acked.ticket).await?;
         let view = acked.value.ok_or(ApiError::NotFound)?;
         // The read reflects exactly this SKU's changes up to its last ticket.
-        first.push(stock_message(&view.sku, view.available));
+        first.extend(shown.message(&view.sku, view.available));
         versions.insert(view.sku.clone(), acked.ticket);
     }
     let (response, session, stream) = actix_ws::handle(&request, body)
@@ -203,7 +214,7 @@ pub async fn stock(
             return None;
         }
         *seen = update.version;
-        Some(stock_message(&update.sku, update.available))
+        shown.message(&update.sku, update.available)
     };
     actix_web::rt::spawn(run_session(
         session, stream, receiver, render, kicked, first, timing, slot, "stock",
@@ -211,8 +222,28 @@ pub async fn stock(
     Ok(response)
 }
 
-fn stock_message(sku: &SkuId, available: u64) -> String {
-    to_json_string(&serde_json::json!({ "type": "stock", "sku": sku.as_str(), "available": available }))
+/// What one stock connection shows: `available`, or only the level and only when it changes.
+struct StockShown {
+    /// `Some(low_stock_level)` when this connection sees levels.
+    level: Option<u64>,
+    /// The level last sent, per SKU.
+    last: HashMap<SkuId, &'static str>,
+}
+
+impl StockShown {
+    /// The message for a SKU's new `available`, if there is one to send.
+    fn message(&mut self, sku: &SkuId, available: u64) -> Option<String> {
+        let Some(low) = self.level else {
+            let message = serde_json::json!({ "type": "stock", "sku": sku.as_str(), "available": available });
+            return Some(to_json_string(&message));
+        };
+        let level = super::views::stock_level(available, low);
+        if self.last.insert(sku.clone(), level) == Some(level) {
+            return None;
+        }
+        let message = serde_json::json!({ "type": "stock", "sku": sku.as_str(), "stock_level": level });
+        Some(to_json_string(&message))
+    }
 }
 
 fn to_json_string(value: &serde_json::Value) -> String {

@@ -386,6 +386,28 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
     assert_eq!(level("few").await["stock_level"], "low");
     assert_eq!(level("none").await["stock_level"], "out");
 
+    // The live stock feed shows the public the same: the level, and only when it changes.
+    let mut public = stock_socket(&app, "skus=many").await;
+    let mut staff = stock_socket(&app, &format!("skus=many&token={reader}")).await;
+    assert_eq!(
+        next_text(&mut public).await,
+        json!({"type": "stock", "sku": "many", "stock_level": "in_stock"})
+    );
+    assert_eq!(
+        next_text(&mut staff).await,
+        json!({"type": "stock", "sku": "many", "available": 6})
+    );
+    assert_eq!(app.reserve("many", 1, 600).await.status(), StatusCode::CREATED);
+    assert_eq!(next_text(&mut staff).await["available"], 5);
+    assert_eq!(app.reserve("many", 2, 600).await.status(), StatusCode::CREATED);
+    assert_eq!(next_text(&mut staff).await["available"], 3);
+    assert_eq!(
+        next_text(&mut public).await,
+        json!({"type": "stock", "sku": "many", "stock_level": "low"}),
+        "no message while the level stayed in_stock"
+    );
+    drop((public, staff));
+
     let dir = app.stop().await;
     let app = TestApp::spawn_with(dir, Options::default(), |settings| {
         settings.catalog.public_stock = PublicStock::Exact;
@@ -398,11 +420,34 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
             exact["reserved"].clone(),
             exact["available"].clone()
         ),
-        (json!(10), json!(4), json!(6))
+        (json!(10), json!(7), json!(3))
     );
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn stock_socket(app: &TestApp, query: &str) -> Socket {
+    let base = app.base.replacen("http://", "ws://", 1);
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{base}/v1/ws/stock?{query}"))
+        .await
+        .expect("the stock feed opens");
+    socket
+}
+
+/// The next text message as JSON (within 10 s).
+async fn next_text(socket: &mut Socket) -> Value {
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the connection is open")
+            .expect("a valid frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
 
 async fn connect(app: &TestApp, order: &str, query: &str) -> Result<Socket, u16> {
     let base = app.base.replacen("http://", "ws://", 1);

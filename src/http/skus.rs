@@ -79,7 +79,7 @@ pub async fn upsert(
 
 /// `GET /v1/skus/{sku}`: the SKU's counters.
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "skus", operation_id = "skus_get", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'")),
-    responses((status = 200, description = "The SKU, with its ETag", body = crate::http::views::SkuBody), (status = 304, description = "Unchanged since the ETag in If-None-Match"), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
+    responses((status = 401, description = "A token that is not valid (none is needed; a wrong one is never ignored)", body = crate::http::openapi::ErrorBody), (status = 200, description = "The SKU, with its ETag", body = crate::http::views::SkuBody), (status = 304, description = "Unchanged since the ETag in If-None-Match"), (status = 400, description = "Invalid SKU id", body = crate::http::openapi::ErrorBody), crate::http::openapi::NotFound, crate::http::openapi::Unavailable))]
 pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
@@ -152,7 +152,7 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// stored. Unknown ids are left out of `items`.
 #[utoipa::path(get, path = "/v1/skus", tag = "skus", operation_id = "skus_list",
     params(("ids" = Option<String>, Query, description = "Comma-separated SKU ids (at most 100)"), ("after" = Option<String>, Query, description = "Page after this SKU id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000")),
-    responses((status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::Unavailable))]
+    responses((status = 401, description = "A token that is not valid (none is needed; a wrong one is never ignored)", body = crate::http::openapi::ErrorBody), (status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::Unavailable))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,

@@ -145,7 +145,7 @@ const WATCHED_SKUS_MAX: usize = 100;
 /// not show either); the admin and the `inventory` and `read` roles always get `available`.
 #[utoipa::path(get, path = "/v1/ws/stock", tag = "websocket", operation_id = "ws_stock",
     params(("skus" = String, Query, description = "Comma-separated SKU ids (1 to 100)")),
-    responses((status = 101, description = "Upgraded: the availability of each SKU, then changes"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown SKU", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
+    responses((status = 401, description = "A token that is not valid (none is needed; a wrong one is never ignored)", body = crate::http::openapi::ErrorBody), (status = 101, description = "Upgraded: the availability of each SKU, then changes"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown SKU", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
 pub async fn stock(
     state: web::Data<AppState>,
     caller: Caller,

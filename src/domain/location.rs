@@ -2,12 +2,9 @@
 //! of SKU ids); `default` always exists, and is where the stock of a data directory from
 //! before locations lives.
 
-use std::fmt;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use super::ids::{is_merchant_id, SKU_ID_LENGTH_MAX};
+pub use super::ids::LocationId;
 use super::values::{InvalidValue, Name};
 
 /// The location every data directory has: stock written without a location goes here.
@@ -15,59 +12,6 @@ pub const DEFAULT_LOCATION: &str = "default";
 
 /// Highest `priority` accepted.
 pub const PRIORITY_MAX: i64 = 1_000_000;
-
-/// A location id: 1 to 64 characters of `[A-Za-z0-9._-]`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LocationId(Arc<str>);
-
-impl LocationId {
-    /// Parses a location id.
-    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        if is_merchant_id(raw) {
-            Ok(Self(Arc::from(raw)))
-        } else {
-            Err(InvalidValue::new(
-                "invalid_location",
-                format!("location ids are 1 to {SKU_ID_LENGTH_MAX} characters of A-Z, a-z, 0-9, '.', '_' and '-'"),
-            ))
-        }
-    }
-
-    /// The `default` location.
-    pub fn default_location() -> Self {
-        Self(Arc::from(DEFAULT_LOCATION))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for LocationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for LocationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for LocationId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for LocationId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        LocationId::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
 
 /// What a location is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

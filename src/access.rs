@@ -101,6 +101,12 @@ impl Caller {
         }
     }
 
+    /// Whether the caller is staff: the admin or a named credential (any role). Staff see
+    /// every stock counter, whatever the public may see.
+    pub fn is_staff(&self) -> bool {
+        matches!(self, Caller::Admin | Caller::Named { .. })
+    }
+
     /// What the actors check: a cart token opens only its own aggregates; the admin and
     /// named credentials (whose roles the route already checked) open any.
     pub fn access(&self) -> Access {

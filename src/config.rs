@@ -205,8 +205,8 @@ pub struct CatalogSettings {
     /// SKU and ask with its `ETag` whether it changed (`304` when not).
     pub cache_control: String,
     /// How much stock a public read shows: `exact` (every counter), `available` (only what
-    /// can be bought) or `level` (`in_stock` / `low` / `out`). The admin and credentials
-    /// with the `inventory` or `read` role always see every counter.
+    /// can be bought) or `level` (`in_stock` / `low` / `out`). Staff (the admin token
+    /// and every named credential) always see every counter.
     pub public_stock: PublicStock,
     /// At or below this many available units, `level` shows `low` (above 0) instead of
     /// `in_stock`.

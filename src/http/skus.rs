@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::request::JsonBody;
 use super::views::{render_sku, render_upsert, to_json, SkuBody};
 use super::{path_param, AppState};
-use crate::access::{Caller, Role};
+use crate::access::Caller;
 use crate::actors::sku::GetSku;
 use crate::config::CatalogSettings;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
@@ -95,10 +95,11 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpReques
     ))
 }
 
-/// The SKU as `caller` may see it: every counter for the admin and the `inventory` and `read`
-/// roles, what `catalog.public_stock` allows for anyone else.
+/// The SKU as `caller` may see it: every counter for staff (the admin and every named
+/// credential, so `inventory` and `read` among them), what `catalog.public_stock` allows for
+/// anyone else.
 fn shown<'a>(caller: &Caller, catalog: &CatalogSettings, view: &'a SkuView) -> SkuBody<'a> {
-    if caller.has_role(Role::Inventory) || caller.has_role(Role::Read) {
+    if caller.is_staff() {
         SkuBody::from(view)
     } else {
         SkuBody::public(view, catalog.public_stock, catalog.low_stock_level)

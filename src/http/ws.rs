@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::views::{to_json, OrderBody};
 use super::{path_param, AppState};
-use crate::access::{Caller, Role};
+use crate::access::Caller;
 use crate::actors::feed::StockUpdate;
 use crate::actors::order::{TrackFailure, TrackOrder};
 use crate::actors::sku::GetSku;
@@ -142,7 +142,7 @@ const WATCHED_SKUS_MAX: usize = 100;
 /// (at most one message per SKU per 100 ms, each only once durable). Public, like stock reads,
 /// and showing what they show: with `catalog.public_stock = "level"` the public gets
 /// `stock_level` instead, and a message only when the level changes (so the rate of sales does
-/// not show either); the admin and the `inventory` and `read` roles always get `available`.
+/// not show either); staff (the admin and named credentials) always get `available`.
 #[utoipa::path(get, path = "/v1/ws/stock", tag = "websocket", operation_id = "ws_stock",
     params(("skus" = String, Query, description = "Comma-separated SKU ids (1 to 100)")),
     responses((status = 401, description = "A token that is not valid (none is needed; a wrong one is never ignored)", body = crate::http::openapi::ErrorBody), (status = 101, description = "Upgraded: the availability of each SKU, then changes"), (status = 400, description = "Not a WebSocket upgrade, or an invalid query", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown SKU", body = crate::http::openapi::ErrorBody), (status = 503, description = "Too many connections in all, or starting", body = crate::http::openapi::ErrorBody)))]
@@ -184,7 +184,7 @@ pub async fn stock(
     drop(sender);
     let mut versions: HashMap<SkuId, Ticket> = HashMap::new();
     let catalog = &state.settings.catalog;
-    let staff = caller.has_role(Role::Inventory) || caller.has_role(Role::Read);
+    let staff = caller.is_staff();
     let mut shown = StockShown {
         level: (!staff && catalog.public_stock == PublicStock::Level).then_some(catalog.low_stock_level),
         last: HashMap::new(),

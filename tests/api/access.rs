@@ -367,8 +367,11 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
         (json!(10), json!(4))
     );
     let payments = app.credential("psp", &["payments"]).await;
-    let not_stock_staff: Value = app.read_json(&payments, "/v1/skus/many").await;
-    assert_eq!(not_stock_staff, public, "only inventory and read see every counter");
+    let other_staff: Value = app.read_json(&payments, "/v1/skus/many").await;
+    assert_eq!(other_staff, staff, "every credential with a role sees every counter");
+    let cart = app.create_cart().await;
+    let shopper: Value = app.read_json(&cart.token, "/v1/skus/many").await;
+    assert_eq!(shopper, public, "a shopper's cart token sees what the public sees");
 
     let dir = app.stop().await;
     let app = TestApp::spawn_with(dir, Options::default(), |settings| {

@@ -3,7 +3,7 @@
 //! `?ticket=`. A ticket in a URL that ends up in a proxy's log is worth nothing: it was used
 //! at once, or it lapsed. (`?token=` still works, and leaks the token itself.)
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use dashmap::DashMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -100,7 +100,6 @@ pub struct TicketBody {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    _request: HttpRequest,
     body: JsonBody<TicketRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;

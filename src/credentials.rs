@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::access::{By, Caller, Role, BY_SYSTEM};
-use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
+use crate::persistence::{codec, keys, Op, StateView, Ticket, Writer};
 
 /// Every credential token starts with this, so that it is told from a cart token at a glance
 /// (and by secret scanners).
@@ -113,19 +113,13 @@ pub struct Created {
 
 impl Credentials {
     /// The credentials stored in `store`.
-    pub fn load(store: &StateView) -> Result<Self, StoreError> {
+    pub fn load(store: &StateView) -> anyhow::Result<Self> {
         let mut table = Table::default();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let rows = store.scan(&[keys::CREDENTIAL], after.as_deref(), 1000)?;
-            let Some((last, _)) = rows.last() else { break };
-            after = Some(last.clone());
-            for (key, bytes) in rows {
-                let row: CredentialRow = store.decode(&key, &bytes)?;
-                let name = String::from_utf8_lossy(&key[1..]).into_owned();
-                table.insert(name, row);
-            }
-        }
+        crate::persistence::recovery::for_each_row(store, keys::CREDENTIAL, |key, bytes| {
+            let row: CredentialRow = store.decode(key, bytes)?;
+            table.insert(String::from_utf8_lossy(&key[1..]).into_owned(), row);
+            Ok(())
+        })?;
         Ok(Self {
             table: RwLock::new(table),
             changes: Mutex::new(()),

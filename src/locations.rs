@@ -27,24 +27,18 @@ pub enum LocationError {
 
 impl Locations {
     /// The locations stored in `store`, and `default`.
-    pub fn load(store: &StateView) -> Result<Self, StoreError> {
+    pub fn load(store: &StateView) -> anyhow::Result<Self> {
         let mut table = BTreeMap::new();
         table.insert(LocationId::default_location(), Location::implicit_default());
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let rows = store.scan(&[keys::LOCATION], after.as_deref(), 1000)?;
-            let Some((last, _)) = rows.last() else { break };
-            after = Some(last.clone());
-            for (key, bytes) in rows {
-                let location: Location = store.decode(&key, &bytes)?;
-                let id =
-                    LocationId::parse(&String::from_utf8_lossy(&key[1..])).map_err(|error| StoreError::Corrupt {
-                        key: keys::display(&key),
-                        reason: error.message,
-                    })?;
-                table.insert(id, location);
-            }
-        }
+        crate::persistence::recovery::for_each_row(store, keys::LOCATION, |key, bytes| {
+            let location: Location = store.decode(key, bytes)?;
+            let id = LocationId::parse(&String::from_utf8_lossy(&key[1..])).map_err(|error| StoreError::Corrupt {
+                key: keys::display(key),
+                reason: error.message,
+            })?;
+            table.insert(id, location);
+            Ok(())
+        })?;
         Ok(Self {
             table: RwLock::new(table),
             changes: Mutex::new(()),

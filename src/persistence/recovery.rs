@@ -186,7 +186,7 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
 
 /// Hands every row under one prefix to `visit`, reading bounded pages: one page in memory at
 /// a time.
-fn for_each_row(
+pub fn for_each_row(
     store: &StateView,
     prefix: u8,
     mut visit: impl FnMut(&[u8], &[u8]) -> anyhow::Result<()>,

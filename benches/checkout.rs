@@ -32,6 +32,7 @@ async fn reserve(engine: &Engine, sku: &SkuId) {
         id: ReservationId::generate(),
         qty: Quantity::parse(1, 1).unwrap(),
         ttl_ms: 3_600_000,
+        placement: stockroom::domain::sku::Placement::Any,
     };
     let acked = mailbox
         .ask(|reply, slot| ExecuteSkuCommand {
@@ -70,6 +71,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
                 access: Access::Staff,
                 sku,
                 qty: 1,
+                placement: stockroom::domain::sku::Placement::Any,
                 idempotency: None,
                 by: stockroom::access::by_system(),
                 reply,
@@ -171,6 +173,7 @@ fn main() {
             let command = SkuCommand::Upsert {
                 product,
                 on_hand: Some(1_000_000_000),
+                low_stock_threshold: None,
             };
             let acked = mailbox
                 .ask(|reply, slot| ExecuteSkuCommand {

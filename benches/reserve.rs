@@ -51,6 +51,7 @@ async fn start_engine(dir: &std::path::Path, skus: usize) -> (Arc<Engine>, Vec<S
                     SkuCommand::Upsert {
                         product,
                         on_hand: Some(1_000_000_000_000),
+                        low_stock_threshold: None,
                     },
                 )
                 .await;
@@ -89,6 +90,7 @@ async fn run(engine: &Engine, skus: &[SkuId], total: u64, in_flight: u64) -> Dur
                 id: ReservationId::generate(),
                 qty: Quantity::parse(1, 1).unwrap(),
                 ttl_ms: 3_600_000,
+                placement: stockroom::domain::sku::Placement::Any,
             };
             reserve_or(engine, sku, command).await;
         }

@@ -46,6 +46,7 @@ async fn reservations_per_second(engine: &Engine, sku: &SkuId, duration: Duratio
                 id: ReservationId::generate(),
                 qty: Quantity::parse(1, 1).unwrap(),
                 ttl_ms: 3_600_000,
+                placement: stockroom::domain::sku::Placement::Any,
             };
             let acked = mailbox
                 .ask(|reply, slot| ExecuteSkuCommand {

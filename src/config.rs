@@ -30,6 +30,10 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     /// Reservation limits.
     pub reservation: ReservationSettings,
+    /// Where holds take their units from.
+    pub allocation: AllocationSettings,
+    /// The stock ledger.
+    pub ledger: LedgerSettings,
     /// Carts.
     pub cart: CartSettings,
     /// Orders.
@@ -219,6 +223,49 @@ impl Default for CatalogSettings {
             cache_control: "no-cache".to_owned(),
             public_stock: PublicStock::Available,
             low_stock_level: 5,
+        }
+    }
+}
+
+/// Where holds take their units from, when a hold names no location.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationSettings {
+    /// `priority` (the active location with the lowest `priority` that has all the units)
+    /// or `most_available` (the active location with the most available units).
+    pub strategy: crate::domain::sku::Strategy,
+    /// Whether a quantity that no single location has is split across several.
+    pub allow_split: bool,
+}
+
+impl Default for AllocationSettings {
+    fn default() -> Self {
+        Self {
+            strategy: crate::domain::sku::Strategy::Priority,
+            allow_split: true,
+        }
+    }
+}
+
+/// The stock ledger (`GET /v1/skus/{sku}/movements`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Most movements one page returns (`limit` above it is refused).
+    pub page_max: usize,
+    /// Whether every movement is also published as a `stockroom.stock.movement` event.
+    pub publish_movements: bool,
+    /// Movements older than this many days are folded into the SKU's opening balance and
+    /// deleted (0: kept as long as the SKU).
+    pub retention_days: u64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            page_max: 1000,
+            publish_movements: true,
+            retention_days: 0,
         }
     }
 }

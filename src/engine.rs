@@ -21,7 +21,7 @@ use crate::actors::{Registry, Services, SkuDeps};
 use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::domain::sku::SkuLimits;
-use crate::domain::Clock;
+use crate::domain::{Clock, SkuId};
 use crate::idempotency::IdempotencyGate;
 use crate::locations::Locations;
 use crate::metrics as names;
@@ -52,7 +52,7 @@ pub struct Engine {
     /// The named API credentials.
     pub credentials: Credentials,
     /// The locations that hold stock.
-    pub locations: Locations,
+    pub locations: Arc<Locations>,
     /// Unused WebSocket tickets.
     pub ws_tickets: crate::http::tickets::WsTickets,
     /// Anonymous cart creation, per client address.
@@ -73,6 +73,8 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// How long ledger movements are kept (0: as long as their SKU).
+    pub ledger_retention_ms: u64,
     /// Live stock watchers.
     pub feed: Arc<StockFeed>,
     /// Each SKU's share of the writer.
@@ -99,7 +101,7 @@ struct Opened {
     replayed: Replayed,
     recovered: Recovered,
     credentials: Credentials,
-    locations: Locations,
+    locations: Arc<Locations>,
 }
 
 impl Engine {
@@ -133,7 +135,7 @@ impl Engine {
             let view = StateView::new(Arc::clone(&storage), Arc::clone(&memtable));
             let recovered = recover(&view).context("recovering state from the store")?;
             let credentials = Credentials::load(&view).context("loading the credentials")?;
-            let locations = Locations::load(&view).context("loading the locations")?;
+            let locations = Arc::new(Locations::load(&view).context("loading the locations")?);
             Ok(Opened {
                 storage,
                 memtable,
@@ -193,7 +195,14 @@ impl Engine {
             },
             limits: SkuLimits {
                 holds_max: settings.reservation.max_holds_per_sku,
+                allocation: crate::domain::sku::Allocation {
+                    strategy: settings.allocation.strategy,
+                    allow_split: settings.allocation.allow_split,
+                    sites: locations.sites(),
+                },
             },
+            locations: Arc::clone(&locations),
+            publish_movements: settings.ledger.publish_movements,
             settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
             hold_index: Arc::new(DashMap::new()),
             feed: Arc::clone(&feed),
@@ -278,6 +287,7 @@ impl Engine {
         Ok(Arc::new(Self {
             credentials,
             locations,
+            ledger_retention_ms: settings.ledger.retention_days.saturating_mul(86_400_000),
             ws_tickets: crate::http::tickets::WsTickets::default(),
             registry,
             idempotency: IdempotencyGate::new(store.clone()),
@@ -332,6 +342,41 @@ impl Engine {
         Ok(retention::due_deletes(&self.store, now_ms)?)
     }
 
+    /// One ledger retention pass: folds the movements older than `[ledger] retention_days`
+    /// into their SKUs' opening balances (see [`crate::persistence::ledger`]); returns the
+    /// SKUs trimmed. Nothing when retention is off.
+    pub async fn trim_ledgers(self: &Arc<Self>) -> anyhow::Result<usize> {
+        if self.ledger_retention_ms == 0 {
+            return Ok(0);
+        }
+        let cutoff_ms = self.clock.now_ms().saturating_sub(self.ledger_retention_ms);
+        let mut after: Option<SkuId> = None;
+        let mut trimmed = 0;
+        loop {
+            let engine = Arc::clone(self);
+            let from = after.clone();
+            let (trims, next) = actix_web::rt::task::spawn_blocking(move || {
+                crate::persistence::ledger::due_trims(&engine.store, cutoff_ms, from.as_ref())
+            })
+            .await
+            .context("the ledger pass panicked")??;
+            for (sku, command) in trims {
+                let (reply, _) = self
+                    .registry
+                    .skus
+                    .command(&sku, command, &crate::access::by_system())
+                    .await?;
+                if matches!(reply, Ok(Ok(_))) {
+                    trimmed += 1;
+                }
+            }
+            match next {
+                Some(last) => after = Some(last),
+                None => return Ok(trimmed),
+            }
+        }
+    }
+
     /// Runs retention every `interval` until the engine is dropped elsewhere.
     pub fn spawn_sweeper(self: &Arc<Self>, interval: Duration) {
         let engine = Arc::downgrade(self);
@@ -341,12 +386,18 @@ impl Engine {
             loop {
                 ticker.tick().await;
                 let Some(engine) = engine.upgrade() else { return };
-                let swept = actix_web::rt::task::spawn_blocking(move || engine.sweep()).await;
+                let sweeping = Arc::clone(&engine);
+                let swept = actix_web::rt::task::spawn_blocking(move || sweeping.sweep()).await;
                 match swept {
                     Ok(Ok(0)) => {}
                     Ok(Ok(rows)) => tracing::debug!(rows, "retention removed rows"),
                     Ok(Err(error)) => tracing::warn!(error = %error, "retention pass failed"),
                     Err(_) => tracing::warn!("retention pass panicked"),
+                }
+                match engine.trim_ledgers().await {
+                    Ok(0) => {}
+                    Ok(skus) => tracing::debug!(skus, "ledger retention folded old movements"),
+                    Err(error) => tracing::warn!(error = %error, "ledger retention pass failed"),
                 }
             }
         });

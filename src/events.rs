@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use crate::domain::clock::rfc3339;
 use crate::domain::location::LocationEvent;
-use crate::domain::sku::SkuEvent;
+use crate::domain::location::DEFAULT_LOCATION;
+use crate::domain::sku::stock::at_default;
+use crate::domain::sku::{Part, SkuEvent};
 use crate::domain::{CartEvent, DomainEvent, EventRecord, OrderEvent};
 
 /// The media type of a structured-mode CloudEvent, sent as the `content-type` record header.
@@ -34,7 +36,9 @@ impl TopicKind {
     /// The kind an event belongs to.
     pub fn of(event: &DomainEvent) -> Self {
         match event {
-            DomainEvent::Sku { .. } | DomainEvent::Location { .. } => TopicKind::Inventory,
+            DomainEvent::Sku { .. } | DomainEvent::Location { .. } | DomainEvent::Movement { .. } => {
+                TopicKind::Inventory
+            }
             DomainEvent::Cart { .. } => TopicKind::Carts,
             DomainEvent::Order { .. } => TopicKind::Orders,
         }
@@ -81,6 +85,17 @@ pub fn encode(record: &EventRecord, source: &str) -> Vec<u8> {
 fn data(event: &DomainEvent) -> Value {
     match event {
         DomainEvent::Sku { sku, event } => sku_data(sku.as_str(), event),
+        DomainEvent::Movement { sku, movement } => json!({
+            "sku": sku.as_str(),
+            "seq": movement.seq,
+            "location": movement.location.as_str(),
+            "kind": movement.kind.as_str(),
+            "on_hand_delta": movement.on_hand_delta,
+            "reserved_delta": movement.reserved_delta,
+            "committed_delta": movement.committed_delta,
+            "reason": movement.reason,
+            "reference": movement.reference,
+        }),
         DomainEvent::Location {
             location: id,
             event: LocationEvent::Saved { location, .. },
@@ -153,16 +168,51 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
             "price_minor": product.price_minor,
             "currency": product.currency.as_str(),
         }),
-        SkuEvent::StockRestocked { qty } => json!({ "sku": sku, "qty": qty }),
+        SkuEvent::StockRestocked { qty } => json!({ "sku": sku, "location": DEFAULT_LOCATION, "qty": qty }),
+        SkuEvent::Received { location, qty, reason } => json!({
+            "sku": sku,
+            "location": location.as_str(),
+            "qty": qty,
+            "reason": reason.as_ref().map(|reason| reason.as_str()),
+        }),
         SkuEvent::StockAdjusted { delta, reason } => json!({
             "sku": sku,
+            "location": DEFAULT_LOCATION,
             "delta": delta,
             "reason": reason.as_str(),
+        }),
+        SkuEvent::Adjusted {
+            location,
+            delta,
+            reason,
+        } => json!({
+            "sku": sku,
+            "location": location.as_str(),
+            "delta": delta,
+            "reason": reason.as_str(),
+        }),
+        SkuEvent::Counted {
+            location,
+            on_hand,
+            reason,
+        } => json!({
+            "sku": sku,
+            "location": location.as_str(),
+            "on_hand": on_hand,
+            "reason": reason.as_ref().map(|reason| reason.as_str()),
         }),
         SkuEvent::StockReserved { hold } => json!({
             "sku": sku,
             "reservation_id": hold.id.to_string(),
             "qty": hold.qty,
+            "parts": parts_json(&at_default(hold.qty)),
+            "expires_at": rfc3339(hold.expires_ms),
+        }),
+        SkuEvent::Held { hold } => json!({
+            "sku": sku,
+            "reservation_id": hold.id.to_string(),
+            "qty": hold.qty,
+            "parts": parts_json(&hold.parts),
             "expires_at": rfc3339(hold.expires_ms),
         }),
         SkuEvent::ReservationChanged { id, qty, expires_ms } => json!({
@@ -171,21 +221,82 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
             "qty": qty,
             "expires_at": rfc3339(*expires_ms),
         }),
+        SkuEvent::HoldChanged {
+            id,
+            qty,
+            parts,
+            expires_ms,
+        } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "qty": qty,
+            "parts": parts_json(parts),
+            "expires_at": rfc3339(*expires_ms),
+        }),
         SkuEvent::ReservationReleased { id, qty }
         | SkuEvent::ReservationCommitted { id, qty }
-        | SkuEvent::ReservationExpired { id, qty }
-        | SkuEvent::ReservationReturned { id, qty } => json!({
+        | SkuEvent::ReservationExpired { id, qty } => json!({
             "sku": sku,
             "reservation_id": id.to_string(),
             "qty": qty,
         }),
+        SkuEvent::ReservationReturned { id, qty } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "qty": qty,
+            "parts": parts_json(&at_default(*qty)),
+        }),
+        SkuEvent::Returned { id, parts } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "qty": parts.iter().map(|part| part.qty).sum::<u64>(),
+            "parts": parts_json(parts),
+        }),
+        SkuEvent::TransferSent { transfer } => json!({
+            "sku": sku,
+            "transfer_id": transfer.id.to_string(),
+            "from": transfer.from.as_str(),
+            "to": transfer.to.as_str(),
+            "qty": transfer.qty,
+        }),
+        SkuEvent::TransferReceived { id, to, qty } => json!({
+            "sku": sku,
+            "transfer_id": id.to_string(),
+            "to": to.as_str(),
+            "qty": qty,
+        }),
+        SkuEvent::LevelCrossed {
+            location, available, ..
+        } => json!({
+            "sku": sku,
+            "location": location.as_str(),
+            "available": available,
+        }),
+        SkuEvent::SettingsChanged { low_stock_threshold } => json!({
+            "sku": sku,
+            "low_stock_threshold": low_stock_threshold,
+        }),
+        SkuEvent::LedgerTrimmed { from_seq, upto_seq, .. } => json!({
+            "sku": sku,
+            "from_seq": from_seq,
+            "upto_seq": upto_seq,
+        }),
     }
+}
+
+fn parts_json(parts: &[Part]) -> Value {
+    Value::Array(
+        parts
+            .iter()
+            .map(|part| json!({ "location": part.location.as_str(), "qty": part.qty }))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::sku::Hold;
+    use crate::domain::sku::LegacyHold;
     use crate::domain::{ReservationId, SkuId};
 
     #[test]
@@ -197,7 +308,7 @@ mod tests {
             event: DomainEvent::Sku {
                 sku: SkuId::parse("tee-red-m").unwrap(),
                 event: SkuEvent::StockReserved {
-                    hold: Hold {
+                    hold: LegacyHold {
                         id,
                         qty: 2,
                         created_ms: 1_700_000_000_000,

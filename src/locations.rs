@@ -3,16 +3,19 @@
 //! or not, it is where stock without a location lives.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::access::By;
 use crate::domain::location::{Location, LocationEvent, LocationId};
+use crate::domain::sku::{Site, Sites};
 use crate::domain::DomainEvent;
 use crate::persistence::{codec, keys, Op, StateView, StoreError, Ticket, Writer};
 
 /// Every location.
 pub struct Locations {
     table: RwLock<BTreeMap<LocationId, Location>>,
+    /// The same, as allocation sees it: swapped whole on every change.
+    sites: RwLock<Arc<Sites>>,
     /// Serialises saves, so that "created or updated" is decided against what is stored.
     changes: Mutex<()>,
 }
@@ -40,9 +43,26 @@ impl Locations {
             Ok(())
         })?;
         Ok(Self {
+            sites: RwLock::new(sites_of(&table)),
             table: RwLock::new(table),
             changes: Mutex::new(()),
         })
+    }
+
+    /// Only `default`: for tests and tools that have no store.
+    pub fn only_default() -> Self {
+        let mut table = BTreeMap::new();
+        table.insert(LocationId::default_location(), Location::implicit_default());
+        Self {
+            sites: RwLock::new(sites_of(&table)),
+            table: RwLock::new(table),
+            changes: Mutex::new(()),
+        }
+    }
+
+    /// The locations as allocation sees them, now.
+    pub fn sites(&self) -> Arc<Sites> {
+        Arc::clone(&self.sites.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// Every location, by id.
@@ -88,6 +108,25 @@ impl Locations {
         let ticket = crate::actors::persist(writer, ops, events, now_ms, by).ok_or(LocationError::Overloaded)?;
         let mut table = self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         table.insert(id, location);
+        *self.sites.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = sites_of(&table);
         Ok((created, ticket))
     }
+}
+
+/// The allocation view of a location table.
+fn sites_of(table: &BTreeMap<LocationId, Location>) -> Arc<Sites> {
+    Arc::new(Sites::new(
+        table
+            .iter()
+            .map(|(id, location)| {
+                (
+                    id.clone(),
+                    Site {
+                        priority: location.priority,
+                        active: location.active,
+                    },
+                )
+            })
+            .collect(),
+    ))
 }

@@ -1,45 +1,179 @@
 //! Seeded random simulation of the SKU domain against a plain model.
 //!
-//! Each run draws commands (reserve, release, commit, restock, adjust, expire), moves the
-//! clock (forwards, sometimes far, sometimes backwards) and restarts (rebuilding the SKU from
-//! the rows it wrote to a real sled store, as recovery does). After every step the SKU must
-//! agree with the model, answer as the model predicts, and keep its invariants. A failing run
+//! Each run picks an allocation strategy and whether holds may split, then draws commands
+//! (reserve anywhere, at one location or by preference; release, commit, return; restock,
+//! adjust and count at any of four locations, one of them inactive; transfers and their
+//! receipt; cart-line holds resized; expiry), moves the clock (forwards, sometimes far,
+//! sometimes backwards) and restarts (rebuilding the SKU from the rows it wrote to a real
+//! sled store, as recovery does). Some runs start from a SKU row of the release before
+//! locations. After every step the SKU must agree with the model at every location, hold the
+//! same parts, answer as the model predicts, keep its invariants, and its stored ledger
+//! (opening balance plus movements) must sum to its counters. A failing run
 //! prints its seed; `STOCKROOM_SIM_SEED=<seed>` repeats exactly that run.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use stockroom::domain::ids::TransferId;
+use stockroom::domain::location::LocationId;
 use stockroom::domain::sku::{
-    execute, Product, Reservation, ReservationState, SkuCommand, SkuLimits, SkuOutcome, SkuRejection, SkuState,
-    ON_HAND_MAX,
+    execute, Allocation, Placement, Product, Reservation, ReservationState, Site, Sites, SkuCommand, SkuLimits,
+    SkuOutcome, SkuRejection, SkuState, Strategy, ON_HAND_MAX,
 };
 use stockroom::domain::values::{Currency, Name, Quantity, StockDelta, QUANTITY_MAX};
 use stockroom::domain::{ReservationId, SkuId};
 use stockroom::persistence::recovery::recover;
-use stockroom::persistence::rows::sku_change_ops;
-use stockroom::persistence::{codec, keys, SledStore, StateView, Storage};
+use stockroom::persistence::rows::{sku_change_ops, LegacySkuRow, MovementRow, SkuChange};
+use stockroom::persistence::{codec, keys, Op, SledStore, StateView, Storage};
 
-const LIMITS: SkuLimits = SkuLimits { holds_max: 8 };
+const HOLDS_MAX: usize = 8;
+
+/// The locations of every run: `default`, two more, and one that takes no holds.
+const LOCATIONS: [(&str, i64, bool); 4] = [
+    ("default", 5, true),
+    ("north", 1, true),
+    ("south", 2, true),
+    ("closed", 0, false),
+];
+
+fn location(name: &str) -> LocationId {
+    LocationId::parse(name).expect("valid")
+}
+
+fn limits(strategy: Strategy, allow_split: bool) -> SkuLimits {
+    let sites = LOCATIONS
+        .iter()
+        .map(|(name, priority, active)| {
+            (
+                location(name),
+                Site {
+                    priority: *priority,
+                    active: *active,
+                },
+            )
+        })
+        .collect();
+    SkuLimits {
+        holds_max: HOLDS_MAX,
+        allocation: Allocation {
+            strategy,
+            allow_split,
+            sites: Arc::new(Sites::new(sites)),
+        },
+    }
+}
+
+type Parts = Vec<(String, u64)>;
 
 /// What the SKU should look like: plain maps, no cleverness.
 #[derive(Default)]
 struct Model {
-    on_hand: u64,
-    /// Held reservations: id -> (qty, expires_ms).
-    holds: BTreeMap<ReservationId, (u64, u64)>,
-    /// Settled reservations: how they settled and their units.
-    settled: HashMap<ReservationId, (ReservationState, u64)>,
+    strategy: Strategy,
+    allow_split: bool,
+    /// Per location: (on_hand, reserved).
+    stock: BTreeMap<String, (u64, u64)>,
+    /// Held reservations: id -> (parts, expires_ms).
+    holds: BTreeMap<ReservationId, (Parts, u64)>,
+    /// Settled reservations: how they settled and their parts.
+    settled: HashMap<ReservationId, (ReservationState, Parts)>,
+    /// Transfers in transit: id -> (to, qty).
+    in_transit: BTreeMap<TransferId, (String, u64)>,
+}
+
+fn total(parts: &Parts) -> u64 {
+    parts.iter().map(|(_, qty)| qty).sum()
 }
 
 impl Model {
-    fn reserved(&self) -> u64 {
-        self.holds.values().map(|(qty, _)| qty).sum()
+    fn on_hand(&self) -> u64 {
+        self.stock.values().map(|(on_hand, _)| on_hand).sum()
     }
 
-    fn available(&self) -> u64 {
-        self.on_hand - self.reserved()
+    fn reserved(&self) -> u64 {
+        self.holds.values().map(|(parts, _)| total(parts)).sum()
+    }
+
+    fn available_at(&self, at: &str) -> u64 {
+        self.stock.get(at).map_or(0, |(on_hand, reserved)| on_hand - reserved)
+    }
+
+    fn site(at: &str) -> (i64, bool) {
+        LOCATIONS
+            .iter()
+            .find(|(name, ..)| *name == at)
+            .map_or((i64::MAX, false), |(_, priority, active)| (*priority, *active))
+    }
+
+    fn add(&mut self, at: &str, on_hand: i64, reserved: i64) {
+        let entry = self.stock.entry(at.to_owned()).or_default();
+        entry.0 = entry.0.checked_add_signed(on_hand).expect("model on_hand");
+        entry.1 = entry.1.checked_add_signed(reserved).expect("model reserved");
+    }
+
+    fn hold_parts(&mut self, parts: &Parts, sign: i64, on_hand_too: bool) {
+        for (at, qty) in parts {
+            let qty = i64::try_from(*qty).expect("fits") * sign;
+            self.add(at, if on_hand_too { qty } else { 0 }, qty);
+        }
+    }
+
+    /// Where `qty` units come from, the plain way.
+    fn place(&self, qty: u64, placement: &Placement) -> Result<Parts, SkuRejection> {
+        let candidates: Vec<String> = match placement {
+            Placement::At(at) => {
+                if !Self::site(at.as_str()).1 {
+                    return Err(SkuRejection::LocationUnavailable { location: at.clone() });
+                }
+                vec![at.to_string()]
+            }
+            Placement::Prefer(list) => list
+                .iter()
+                .filter(|at| Self::site(at.as_str()).1)
+                .map(ToString::to_string)
+                .collect(),
+            Placement::Any => {
+                let mut names: Vec<String> = match self.strategy {
+                    Strategy::Priority => LOCATIONS
+                        .iter()
+                        .filter(|(_, _, active)| *active)
+                        .map(|(name, ..)| (*name).to_owned())
+                        .collect(),
+                    Strategy::MostAvailable => self.stock.keys().filter(|at| Self::site(at).1).cloned().collect(),
+                };
+                match self.strategy {
+                    Strategy::Priority => names.sort_by_key(|at| (Self::site(at).0, at.clone())),
+                    Strategy::MostAvailable => {
+                        names.sort_by_key(|at| (std::cmp::Reverse(self.available_at(at)), Self::site(at).0, at.clone()))
+                    }
+                }
+                names
+            }
+        };
+        if let Some(at) = candidates.iter().find(|at| self.available_at(at) >= qty) {
+            return Ok(vec![(at.clone(), qty)]);
+        }
+        let sum: u64 = candidates.iter().map(|at| self.available_at(at)).sum();
+        if !self.allow_split || sum < qty {
+            let available = if self.allow_split {
+                sum
+            } else {
+                candidates.iter().map(|at| self.available_at(at)).max().unwrap_or(0)
+            };
+            return Err(SkuRejection::InsufficientStock { available });
+        }
+        let mut left = qty;
+        let mut parts = Vec::new();
+        for at in candidates {
+            let take = self.available_at(&at).min(left);
+            if take > 0 {
+                parts.push((at, take));
+                left -= take;
+            }
+        }
+        Ok(parts)
     }
 
     fn expire_due(&mut self, now_ms: u64) {
@@ -50,34 +184,36 @@ impl Model {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            if let Some((qty, _)) = self.holds.remove(&id) {
-                self.settled.insert(id, (ReservationState::Expired, qty));
+            if let Some((parts, _)) = self.holds.remove(&id) {
+                self.hold_parts(&parts, -1, false);
+                self.settled.insert(id, (ReservationState::Expired, parts));
             }
         }
     }
 
-    /// The model's answer: `Ok(None)` for success, `Err` for the expected rejection.
+    /// The model's answer: `Ok` for success, `Err` for the expected rejection.
     fn run(&mut self, command: &SkuCommand, now_ms: u64) -> Result<(), SkuRejection> {
         use ReservationState::{Committed, Expired, Released, Returned};
         self.expire_due(now_ms);
         match command {
-            SkuCommand::Reserve { id, qty, ttl_ms } => {
-                if self.holds.len() >= LIMITS.holds_max {
-                    return Err(SkuRejection::HoldLimitReached {
-                        holds_max: LIMITS.holds_max,
-                    });
+            SkuCommand::Reserve {
+                id,
+                qty,
+                ttl_ms,
+                placement,
+            } => {
+                if self.holds.len() >= HOLDS_MAX {
+                    return Err(SkuRejection::HoldLimitReached { holds_max: HOLDS_MAX });
                 }
-                if qty.get() > self.available() {
-                    return Err(SkuRejection::InsufficientStock {
-                        available: self.available(),
-                    });
-                }
-                self.holds.insert(*id, (qty.get(), now_ms + ttl_ms));
+                let parts = self.place(qty.get(), placement)?;
+                self.hold_parts(&parts, 1, false);
+                self.holds.insert(*id, (parts, now_ms + ttl_ms));
                 Ok(())
             }
             SkuCommand::Release { id } => {
-                if let Some((qty, _)) = self.holds.remove(id) {
-                    self.settled.insert(*id, (Released, qty));
+                if let Some((parts, _)) = self.holds.remove(id) {
+                    self.hold_parts(&parts, -1, false);
+                    self.settled.insert(*id, (Released, parts));
                     return Ok(());
                 }
                 match self.settled.get(id) {
@@ -87,9 +223,9 @@ impl Model {
                 }
             }
             SkuCommand::Commit { id } => {
-                if let Some((qty, _)) = self.holds.remove(id) {
-                    self.on_hand -= qty;
-                    self.settled.insert(*id, (Committed, qty));
+                if let Some((parts, _)) = self.holds.remove(id) {
+                    self.hold_parts(&parts, -1, true);
+                    self.settled.insert(*id, (Committed, parts));
                     return Ok(());
                 }
                 match self.settled.get(id) {
@@ -104,10 +240,15 @@ impl Model {
                 if self.holds.contains_key(id) {
                     return Err(SkuRejection::ReservationNotCommitted);
                 }
-                match self.settled.get(id).copied() {
-                    Some((Committed, qty)) => {
-                        self.on_hand += qty;
-                        self.settled.insert(*id, (Returned, qty));
+                match self.settled.get(id).cloned() {
+                    Some((Committed, parts)) => {
+                        if self.on_hand() + total(&parts) > ON_HAND_MAX {
+                            return Err(SkuRejection::StockLimitExceeded);
+                        }
+                        for (at, qty) in &parts {
+                            self.add(at, i64::try_from(*qty).expect("fits"), 0);
+                        }
+                        self.settled.insert(*id, (Returned, parts));
                         Ok(())
                     }
                     Some((Returned, _)) => Ok(()),
@@ -115,19 +256,50 @@ impl Model {
                     None => Err(SkuRejection::ReservationNotFound),
                 }
             }
-            SkuCommand::SetHold { id, qty, expires_ms } => match self.holds.get(id).copied() {
-                Some((held, _)) if *qty == 0 => {
+            SkuCommand::SetHold {
+                id,
+                qty,
+                expires_ms,
+                placement,
+            } => match self.holds.get(id).cloned() {
+                Some((parts, _)) if *qty == 0 => {
                     self.holds.remove(id);
-                    self.settled.insert(*id, (Released, held));
+                    self.hold_parts(&parts, -1, false);
+                    self.settled.insert(*id, (Released, parts));
                     Ok(())
                 }
-                Some((held, _)) => {
-                    if qty.saturating_sub(held) > self.available() {
-                        return Err(SkuRejection::InsufficientStock {
-                            available: self.available() + held,
-                        });
+                Some((parts, expires)) if *qty == total(&parts) && *expires_ms == expires => Ok(()),
+                Some((parts, _)) => {
+                    let held = total(&parts);
+                    let mut new_parts = parts.clone();
+                    if *qty > held {
+                        let extra = self.place(qty - held, placement).map_err(|refused| match refused {
+                            SkuRejection::InsufficientStock { available } => SkuRejection::InsufficientStock {
+                                available: available + held,
+                            },
+                            other => other,
+                        })?;
+                        for (at, units) in extra {
+                            match new_parts.iter_mut().find(|(existing, _)| *existing == at) {
+                                Some(part) => part.1 += units,
+                                None => new_parts.push((at, units)),
+                            }
+                        }
+                    } else {
+                        let mut cut = held - qty;
+                        while cut > 0 {
+                            let last = new_parts.last_mut().expect("parts");
+                            let take = last.1.min(cut);
+                            last.1 -= take;
+                            cut -= take;
+                            if last.1 == 0 {
+                                new_parts.pop();
+                            }
+                        }
                     }
-                    self.holds.insert(*id, (*qty, *expires_ms));
+                    self.hold_parts(&parts, -1, false);
+                    self.hold_parts(&new_parts, 1, false);
+                    self.holds.insert(*id, (new_parts, *expires_ms));
                     Ok(())
                 }
                 None if *qty == 0 => Ok(()),
@@ -135,17 +307,12 @@ impl Model {
                     if matches!(self.settled.get(id), Some((Committed | Returned, _))) {
                         return Err(SkuRejection::ReservationCommitted);
                     }
-                    if self.holds.len() >= LIMITS.holds_max {
-                        return Err(SkuRejection::HoldLimitReached {
-                            holds_max: LIMITS.holds_max,
-                        });
+                    if self.holds.len() >= HOLDS_MAX {
+                        return Err(SkuRejection::HoldLimitReached { holds_max: HOLDS_MAX });
                     }
-                    if *qty > self.available() {
-                        return Err(SkuRejection::InsufficientStock {
-                            available: self.available(),
-                        });
-                    }
-                    self.holds.insert(*id, (*qty, *expires_ms));
+                    let parts = self.place(*qty, placement)?;
+                    self.hold_parts(&parts, 1, false);
+                    self.holds.insert(*id, (parts, *expires_ms));
                     Ok(())
                 }
             },
@@ -155,27 +322,52 @@ impl Model {
                 }
                 Ok(())
             }
-            SkuCommand::Restock { qty } => {
-                if self.on_hand + qty.get() > ON_HAND_MAX {
+            SkuCommand::Restock { location, qty, .. } => {
+                if self.on_hand() + qty.get() > ON_HAND_MAX {
                     return Err(SkuRejection::StockLimitExceeded);
                 }
-                self.on_hand += qty.get();
+                self.add(location.as_str(), i64::try_from(qty.get()).expect("fits"), 0);
                 Ok(())
             }
-            SkuCommand::Adjust { delta, .. } => {
+            SkuCommand::Adjust { location, delta, .. } => {
                 let magnitude = delta.get().unsigned_abs();
-                if delta.get() < 0 && magnitude > self.available() {
+                let available = self.available_at(location.as_str());
+                if delta.get() < 0 && magnitude > available {
+                    return Err(SkuRejection::InsufficientStock { available });
+                }
+                if delta.get() > 0 && self.on_hand() + magnitude > ON_HAND_MAX {
+                    return Err(SkuRejection::StockLimitExceeded);
+                }
+                self.add(location.as_str(), delta.get(), 0);
+                Ok(())
+            }
+            SkuCommand::Count { location, on_hand, .. } => {
+                let (shelf, reserved) = self.stock.get(location.as_str()).copied().unwrap_or_default();
+                if *on_hand < reserved {
                     return Err(SkuRejection::InsufficientStock {
-                        available: self.available(),
+                        available: shelf - reserved,
                     });
                 }
-                if delta.get() > 0 && self.on_hand + magnitude > ON_HAND_MAX {
-                    return Err(SkuRejection::StockLimitExceeded);
-                }
-                self.on_hand = self.on_hand.checked_add_signed(delta.get()).expect("checked above");
+                let delta = i64::try_from(*on_hand).expect("fits") - i64::try_from(shelf).expect("fits");
+                self.add(location.as_str(), delta, 0);
                 Ok(())
             }
-            SkuCommand::ExpireDue | SkuCommand::Upsert { .. } => Ok(()),
+            SkuCommand::Transfer { id, from, to, qty } => {
+                let available = self.available_at(from.as_str());
+                if qty.get() > available {
+                    return Err(SkuRejection::InsufficientStock { available });
+                }
+                self.add(from.as_str(), -i64::try_from(qty.get()).expect("fits"), 0);
+                self.in_transit.insert(*id, (to.to_string(), qty.get()));
+                Ok(())
+            }
+            SkuCommand::ReceiveTransfer { id } => {
+                if let Some((to, qty)) = self.in_transit.remove(id) {
+                    self.add(&to, i64::try_from(qty).expect("fits"), 0);
+                }
+                Ok(())
+            }
+            SkuCommand::ExpireDue | SkuCommand::Upsert { .. } | SkuCommand::TrimLedger { .. } => Ok(()),
         }
     }
 }
@@ -226,56 +418,129 @@ impl Drop for SeedReporter {
     }
 }
 
+/// A location for a stock write: any of them, `closed` included.
+fn any_location(rng: &mut StdRng) -> LocationId {
+    location(LOCATIONS[rng.random_range(0..LOCATIONS.len())].0)
+}
+
+/// Where a hold may go: anywhere, one location, or a preference list.
+fn some_placement(rng: &mut StdRng) -> Placement {
+    match rng.random_range(0..4) {
+        0 | 1 => Placement::Any,
+        2 => Placement::At(any_location(rng)),
+        _ => {
+            let mut names: Vec<&str> = LOCATIONS.iter().map(|(name, ..)| *name).collect();
+            let keep = rng.random_range(1..=names.len());
+            // A shuffled prefix: a random preference order.
+            for index in (1..names.len()).rev() {
+                names.swap(index, rng.random_range(0..=index));
+            }
+            Placement::Prefer(names[..keep].iter().map(|name| location(name)).collect())
+        }
+    }
+}
+
+/// Stores what one call to `execute` did, as the SKU actor does.
+fn store_change(
+    storage: &Arc<dyn Storage>,
+    state: &Option<SkuState>,
+    executed: &stockroom::domain::sku::Executed,
+    now_ms: u64,
+) {
+    if executed.events.is_empty() {
+        return;
+    }
+    let transfers: Vec<_> = match &executed.answer {
+        Ok(SkuOutcome::Transfer(Some(record))) => vec![record.clone()],
+        _ => Vec::new(),
+    };
+    let by: Arc<str> = Arc::from("simulation");
+    storage
+        .apply(sku_change_ops(&SkuChange {
+            after: state.as_ref().expect("the SKU exists"),
+            events: &executed.events,
+            settled: &executed.settled,
+            movements: &executed.movements,
+            transfers: &transfers,
+            now_ms,
+            by: &by,
+            settled_retention_ms: u64::MAX / 2,
+        }))
+        .expect("store apply");
+}
+
 fn simulate(seed: u64, steps: usize) {
     let _reporter = SeedReporter(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
-    let storage: std::sync::Arc<dyn Storage> =
-        std::sync::Arc::new(SledStore::open(dir.path(), 4 << 20).expect("sled opens"));
+    let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 4 << 20).expect("sled opens"));
     // Rows go straight into the state tree, as a checkpoint writes them.
-    let store = StateView::new(std::sync::Arc::clone(&storage), std::sync::Arc::default());
+    let store = StateView::new(Arc::clone(&storage), Arc::default());
     let sku = SkuId::parse("sim").expect("valid");
     let mut now_ms: u64 = 1_700_000_000_000;
-    let mut model = Model::default();
+    let strategy = if rng.random_bool(0.5) {
+        Strategy::Priority
+    } else {
+        Strategy::MostAvailable
+    };
+    let allow_split = rng.random_bool(0.5);
+    let limits = limits(strategy, allow_split);
+    let mut model = Model {
+        strategy,
+        allow_split,
+        ..Model::default()
+    };
     let mut state: Option<SkuState> = None;
     // Cart-line ids: few and reused, so holds are re-held, resized, committed and returned.
     let line_ids: Vec<ReservationId> = (0..6).map(|_| ReservationId::generate()).collect();
+    let mut transfer_ids: Vec<TransferId> = Vec::new();
 
     let initial = rng.random_range(0..=40);
-    let create = SkuCommand::Upsert {
-        product: product(),
-        on_hand: Some(initial),
-    };
-    let created = execute(&sku, &mut state, &create, now_ms, LIMITS, |_| Ok::<_, ()>(None)).expect("no store errors");
-    assert!(matches!(created.answer, Ok(SkuOutcome::Sku { created: true, .. })));
-    storage
-        .apply(sku_change_ops(
-            state.as_ref().expect("created"),
-            &created.events,
-            &created.settled,
-            now_ms,
-            u64::MAX / 2,
-        ))
-        .expect("store apply");
-    model.on_hand = initial;
+    if rng.random_bool(0.3) {
+        // A SKU written by the release before locations: it opens at `default`.
+        let row = LegacySkuRow {
+            product: product(),
+            on_hand: initial,
+            reserved: 0,
+        };
+        storage
+            .apply(vec![Op::Put(keys::sku(&sku), codec::encode(&row))])
+            .expect("store apply");
+        state = recover(&store).expect("recovery succeeds").skus.into_iter().next();
+    } else {
+        let create = SkuCommand::Upsert {
+            product: product(),
+            on_hand: Some(initial),
+            low_stock_threshold: Some(rng.random_range(0..=5)),
+        };
+        let created =
+            execute(&sku, &mut state, &create, now_ms, &limits, |_| Ok::<_, ()>(None)).expect("no store errors");
+        assert!(matches!(created.answer, Ok(SkuOutcome::Sku { created: true, .. })));
+        store_change(&storage, &state, &created, now_ms);
+    }
+    model.stock.insert("default".to_owned(), (initial, 0));
 
     for step in 0..steps {
         let command = match rng.random_range(0..100) {
-            0..30 => SkuCommand::Reserve {
+            0..26 => SkuCommand::Reserve {
                 id: ReservationId::generate(),
                 qty: quantity(&mut rng, 12),
                 ttl_ms: rng.random_range(1..=5_000),
+                placement: some_placement(&mut rng),
             },
-            30..45 => SkuCommand::Release {
+            26..38 => SkuCommand::Release {
                 id: some_id(&mut rng, &model),
             },
-            45..65 => SkuCommand::Commit {
+            38..54 => SkuCommand::Commit {
                 id: some_id(&mut rng, &model),
             },
-            65..72 => SkuCommand::Restock {
+            54..61 => SkuCommand::Restock {
+                location: any_location(&mut rng),
                 qty: quantity(&mut rng, 30),
+                reason: None,
             },
-            72..80 => SkuCommand::Adjust {
+            61..67 => SkuCommand::Adjust {
+                location: any_location(&mut rng),
                 delta: StockDelta::parse(if rng.random_bool(0.5) {
                     rng.random_range(1..=20)
                 } else {
@@ -284,17 +549,70 @@ fn simulate(seed: u64, steps: usize) {
                 .expect("non-zero"),
                 reason: Name::parse("simulation", "reason", "invalid_reason").expect("constant"),
             },
-            80..83 => SkuCommand::ExpireDue,
-            83..88 => SkuCommand::SetHold {
+            67..70 => SkuCommand::Count {
+                location: any_location(&mut rng),
+                on_hand: rng.random_range(0..=40),
+                reason: None,
+            },
+            70..75 => {
+                let from = any_location(&mut rng);
+                let mut to = any_location(&mut rng);
+                while to == from {
+                    to = any_location(&mut rng);
+                }
+                let id = TransferId::generate();
+                transfer_ids.push(id);
+                SkuCommand::Transfer {
+                    id,
+                    from,
+                    to,
+                    qty: quantity(&mut rng, 15),
+                }
+            }
+            75..79 => SkuCommand::ReceiveTransfer {
+                id: if transfer_ids.is_empty() {
+                    TransferId::generate()
+                } else {
+                    transfer_ids[rng.random_range(0..transfer_ids.len())]
+                },
+            },
+            79..80 => SkuCommand::ExpireDue,
+            80..81 => {
+                // Retention: fold the oldest few movements, as the ledger pass would (and
+                // sometimes a stale trim, which must change nothing).
+                let live = state.as_ref().expect("the SKU exists");
+                let from_seq = live.ledger_start() + u64::from(rng.random_bool(0.2));
+                let mut folded: BTreeMap<LocationId, [i64; 3]> = BTreeMap::new();
+                let mut upto_seq = from_seq.saturating_sub(1);
+                let take = rng.random_range(1..=10);
+                for (key, bytes) in store.scan(&keys::movements_of(&sku), None, usize::MAX).expect("scan") {
+                    let row: MovementRow = codec::decode(&key, &bytes).expect("decodes");
+                    if !(from_seq..from_seq + take).contains(&row.movement.seq) {
+                        continue;
+                    }
+                    let sum = folded.entry(row.movement.location.clone()).or_default();
+                    sum[0] += row.movement.on_hand_delta;
+                    sum[1] += row.movement.reserved_delta;
+                    sum[2] += row.movement.committed_delta;
+                    upto_seq = row.movement.seq;
+                }
+                SkuCommand::TrimLedger {
+                    from_seq,
+                    upto_seq,
+                    folded: folded.into_iter().collect(),
+                }
+            }
+            81..87 => SkuCommand::SetHold {
                 id: line_ids[rng.random_range(0..line_ids.len())],
                 qty: rng.random_range(0..=12),
                 expires_ms: now_ms + rng.random_range(1..=5_000),
+                placement: some_placement(&mut rng),
             },
-            88..90 => SkuCommand::ExtendHold {
+            87..89 => SkuCommand::ExtendHold {
                 id: line_ids[rng.random_range(0..line_ids.len())],
                 expires_ms: now_ms + rng.random_range(1..=5_000),
             },
-            90..92 => SkuCommand::Return {
+            89..92 => SkuCommand::Return {
                 id: some_id(&mut rng, &model),
             },
             92..96 => {
@@ -309,15 +627,15 @@ fn simulate(seed: u64, steps: usize) {
                 let recovered = recover(&store).expect("recovery succeeds");
                 assert_eq!(recovered.skus.len(), 1, "step {step}: one SKU recovered");
                 state = recovered.skus.into_iter().next();
-                check(&state, &model, step, "after restart");
+                check(&state, &model, &store, step, "after restart");
                 continue;
             }
         };
         let expected = model.run(&command, now_ms);
-        let executed = execute(&sku, &mut state, &command, now_ms, LIMITS, |id| {
+        let executed = execute(&sku, &mut state, &command, now_ms, &limits, |id| {
             let key = keys::reservation(id);
             let stored = store.get(&key).expect("store read");
-            Ok::<_, ()>(stored.map(|bytes| codec::decode::<Reservation>(&key, &bytes).expect("decodes")))
+            Ok::<_, ()>(stored.map(|bytes| codec::decode_versioned::<Reservation>(&key, &bytes).expect("decodes")))
         })
         .expect("no store errors");
         assert_eq!(
@@ -325,37 +643,88 @@ fn simulate(seed: u64, steps: usize) {
             expected,
             "step {step}: answer to {command:?}"
         );
-        if !executed.events.is_empty() {
-            let after = state.as_ref().expect("the SKU exists");
-            storage
-                .apply(sku_change_ops(
-                    after,
-                    &executed.events,
-                    &executed.settled,
-                    now_ms,
-                    u64::MAX / 2,
-                ))
-                .expect("store apply");
-        }
-        check(&state, &model, step, "after a command");
+        store_change(&storage, &state, &executed, now_ms);
+        check(&state, &model, &store, step, "after a command");
     }
 }
 
-fn check(state: &Option<SkuState>, model: &Model, step: usize, when: &str) {
+fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize, when: &str) {
     let state = state.as_ref().expect("the SKU exists");
     assert_eq!(state.check_invariants_fully(), Ok(()), "step {step} {when}");
     let view = state.view();
     assert_eq!(
         (view.on_hand, view.reserved, view.available),
-        (model.on_hand, model.reserved(), model.available()),
+        (model.on_hand(), model.reserved(), model.on_hand() - model.reserved()),
         "step {step} {when}: counters"
     );
-    let mut held: Vec<ReservationId> = state.holds().map(|hold| hold.id).collect();
+    for (at, (on_hand, reserved)) in &model.stock {
+        let stock = state.stock_at(&location(at));
+        assert_eq!(
+            (stock.on_hand, stock.reserved),
+            (*on_hand, *reserved),
+            "step {step} {when}: counters at {at}"
+        );
+        assert!(stock.on_hand >= stock.reserved, "step {step} {when}: oversold at {at}");
+    }
+    let mut held: Vec<(ReservationId, Vec<(String, u64)>)> = state
+        .holds()
+        .map(|hold| {
+            let parts = hold
+                .parts
+                .iter()
+                .map(|part| (part.location.to_string(), part.qty))
+                .collect();
+            (hold.id, parts)
+        })
+        .collect();
     held.sort();
+    let expected: Vec<(ReservationId, Vec<(String, u64)>)> = model
+        .holds
+        .iter()
+        .map(|(id, (parts, _))| (*id, parts.clone()))
+        .collect();
+    assert_eq!(held, expected, "step {step} {when}: held reservations and their parts");
+    let in_transit: Vec<TransferId> = state.view().in_transit.iter().map(|transfer| transfer.id).collect();
     assert_eq!(
-        held,
-        model.holds.keys().copied().collect::<Vec<_>>(),
-        "step {step} {when}: held reservations"
+        in_transit,
+        model.in_transit.keys().copied().collect::<Vec<_>>(),
+        "step {step} {when}: transfers in transit"
+    );
+    // The ledger as stored: opening balance plus every movement equals the counters.
+    let mut sums: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (at, stock) in state.opening() {
+        let entry = sums.entry(at.to_string()).or_default();
+        entry.0 += i64::try_from(stock.on_hand).expect("fits");
+        entry.1 += i64::try_from(stock.reserved).expect("fits");
+    }
+    let mut seqs = Vec::new();
+    for (key, bytes) in store.scan(&[keys::MOVEMENT], None, usize::MAX).expect("scan") {
+        let row: MovementRow = codec::decode(&key, &bytes).expect("decodes");
+        seqs.push(row.movement.seq);
+        let entry = sums.entry(row.movement.location.to_string()).or_default();
+        entry.0 += row.movement.on_hand_delta;
+        entry.1 += row.movement.reserved_delta;
+    }
+    assert!(
+        seqs.iter().copied().eq(state.ledger_start()..=state.movement_seq()),
+        "step {step} {when}: the ledger runs {}..={} without gaps",
+        state.ledger_start(),
+        state.movement_seq()
+    );
+    for (at, stock) in state.stock() {
+        let sum = sums.remove(at.as_str()).unwrap_or_default();
+        assert_eq!(
+            sum,
+            (
+                i64::try_from(stock.on_hand).expect("fits"),
+                i64::try_from(stock.reserved).expect("fits")
+            ),
+            "step {step} {when}: the ledger of {at} sums to its counters"
+        );
+    }
+    assert!(
+        sums.values().all(|sum| *sum == (0, 0)),
+        "step {step} {when}: movements at locations without counters"
     );
 }
 

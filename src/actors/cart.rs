@@ -33,6 +33,7 @@ use crate::domain::cart::{
 };
 pub use crate::domain::cart::{LineFailure, PricedLine};
 use crate::domain::order::Order;
+use crate::domain::sku::Placement;
 use crate::domain::sku::{SkuCommand, SkuRejection};
 use crate::domain::{CartEvent, DomainEvent, OrderEvent};
 use crate::domain::{OrderId, SkuId};
@@ -103,6 +104,8 @@ pub struct SetCartLine {
     pub sku: SkuId,
     /// Units wanted; 0 removes the line.
     pub qty: u64,
+    /// Where units the line adds may be held.
+    pub placement: Placement,
     /// Store the answer under this idempotency key.
     pub idempotency: Option<IdempotencyDraft<CartReply>>,
     /// Who asked (recorded with the events).
@@ -281,13 +284,14 @@ impl Handler<SetCartLine> for CartActor {
             access,
             sku,
             qty,
+            placement,
             idempotency,
             by,
             reply,
             slot: _slot,
         } = message;
         self.serve(ctx, access, reply, move |context, cart| {
-            set_line(context, cart, sku, qty, idempotency, by)
+            set_line(context, cart, sku, qty, placement, idempotency, by)
         });
     }
 }
@@ -392,10 +396,11 @@ async fn set_line(
     mut cart: Cart,
     sku: SkuId,
     qty: u64,
+    placement: Placement,
     idempotency: Option<IdempotencyDraft<CartReply>>,
     by: By,
 ) -> (Cart, CartReply, Ticket) {
-    let (reply, ticket) = set_line_steps(&context, &mut cart, &sku, qty, idempotency, &by).await;
+    let (reply, ticket) = set_line_steps(&context, &mut cart, &sku, qty, placement, idempotency, &by).await;
     (cart, reply, ticket)
 }
 
@@ -404,6 +409,7 @@ async fn set_line_steps(
     cart: &mut Cart,
     sku: &SkuId,
     qty: u64,
+    placement: Placement,
     idempotency: Option<IdempotencyDraft<CartReply>>,
     by: &By,
 ) -> (CartReply, Ticket) {
@@ -463,6 +469,7 @@ async fn set_line_steps(
     }
     let expires_ms = now_ms.saturating_add(limits.ttl_ms);
     let set = SkuCommand::SetHold {
+        placement,
         id: line_id,
         qty,
         expires_ms,
@@ -709,6 +716,7 @@ async fn expire(context: Arc<CartContext>, mut cart: Cart) -> (Cart, Expiry, Tic
     }
     for sku in cart.skus.clone() {
         let release = SkuCommand::SetHold {
+            placement: Placement::Any,
             id: cart.line_id(&sku),
             qty: 0,
             expires_ms: now_ms,

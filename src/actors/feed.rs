@@ -11,6 +11,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
+use crate::domain::location::LocationId;
 use crate::domain::SkuId;
 use crate::persistence::Ticket;
 
@@ -24,6 +25,8 @@ pub struct StockUpdate {
     pub sku: SkuId,
     /// Units available.
     pub available: u64,
+    /// Units available at each location of the SKU.
+    pub locations: Arc<[(LocationId, u64)]>,
     /// The change it reflects: later changes have larger tickets.
     pub version: Ticket,
 }
@@ -79,6 +82,7 @@ mod tests {
         StockUpdate {
             sku: SkuId::parse("s").unwrap(),
             available,
+            locations: Arc::from([]),
             version,
         }
     }

@@ -24,12 +24,12 @@ use super::mailbox::{Acked, MailboxSlot, Reply};
 use crate::access::{by_system, By};
 pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
-    execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
+    execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView, TransferRecord,
 };
 use crate::domain::DomainEvent;
 use crate::domain::{ReservationId, SkuId};
 use crate::metrics as names;
-use crate::persistence::rows::{restore_sku, sku_change_ops, SkuRow};
+use crate::persistence::rows::{restore_sku, sku_change_ops, SkuChange, SkuRow};
 use crate::persistence::writer::Change;
 use crate::persistence::{keys, StoreError, Ticket};
 
@@ -112,8 +112,13 @@ pub struct GetLine {
 pub struct SkuDeps {
     /// Writer, store (settled reservations, reloading after a restart) and clock.
     pub services: super::Services,
-    /// Bounds on one SKU's state.
+    /// Bounds on one SKU's state, and the allocation settings (its `sites` are replaced by
+    /// the current ones of `locations` for every command).
     pub limits: SkuLimits,
+    /// The locations, for allocation.
+    pub locations: Arc<crate::locations::Locations>,
+    /// Whether each ledger movement is also an event (`stockroom.stock.movement`).
+    pub publish_movements: bool,
     /// How long settled reservations stay readable.
     pub settled_retention_ms: u64,
     /// Which SKU holds each held reservation, so reservation routes find their actor. The
@@ -149,7 +154,7 @@ pub struct SkuActor {
     /// Set after a panic: the restarted actor reloads from storage before handling messages.
     reload_pending: bool,
     /// The latest `available` not yet published to the stock feed, with its change's ticket.
-    feed_pending: Option<(u64, Ticket)>,
+    feed_pending: Option<(Figures, Ticket)>,
     /// Whether a feed publication is scheduled (at most one per coalescing window).
     feed_armed: bool,
 }
@@ -183,7 +188,14 @@ impl SkuActor {
             return (Err(SkuFailure::Overloaded), self.last_ticket);
         };
         let mut state = self.state.take();
-        let executed = execute(&self.sku, &mut state, command, now_ms, deps.limits, |id| {
+        let limits = SkuLimits {
+            holds_max: deps.limits.holds_max,
+            allocation: crate::domain::sku::Allocation {
+                sites: deps.locations.sites(),
+                ..deps.limits.allocation.clone()
+            },
+        };
+        let executed = execute(&self.sku, &mut state, command, now_ms, &limits, |id| {
             self.settled_reservation(id)
         });
         self.state = state;
@@ -191,6 +203,7 @@ impl SkuActor {
             answer,
             events,
             settled,
+            movements,
         } = match executed {
             Ok(executed) => executed,
             Err(failure) => return (Err(failure), self.last_ticket),
@@ -201,10 +214,21 @@ impl SkuActor {
             metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "insufficient_stock").increment(1);
         }
 
+        let transfers: Vec<TransferRecord> = match &answer {
+            Ok(SkuOutcome::Transfer(Some(record))) => vec![record.clone()],
+            _ => Vec::new(),
+        };
         let mut ops = match &self.state {
-            Some(state) if !events.is_empty() => {
-                sku_change_ops(state, &events, &settled, now_ms, deps.settled_retention_ms)
-            }
+            Some(state) if !events.is_empty() => sku_change_ops(&SkuChange {
+                after: state,
+                events: &events,
+                settled: &settled,
+                movements: &movements,
+                transfers: &transfers,
+                now_ms,
+                by: &by,
+                settled_retention_ms: deps.settled_retention_ms,
+            }),
             _ => Vec::new(),
         };
         let mut in_flight = None;
@@ -218,7 +242,7 @@ impl SkuActor {
         }
         for event in &events {
             match event {
-                SkuEvent::StockReserved { hold } => {
+                SkuEvent::Held { hold } => {
                     deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                 }
                 other => {
@@ -235,6 +259,15 @@ impl SkuActor {
                 sku: self.sku.clone(),
                 event,
             })
+            .chain(
+                movements
+                    .into_iter()
+                    .filter(|_| deps.publish_movements)
+                    .map(|movement| DomainEvent::Movement {
+                        sku: self.sku.clone(),
+                        movement,
+                    }),
+            )
             .collect();
         let ticket = permit.submit(Change {
             ops,
@@ -248,7 +281,7 @@ impl SkuActor {
         }
         if deps.feed.is_watched(&self.sku) {
             if let Some(state) = &self.state {
-                self.feed_pending = Some((state.available(), ticket));
+                self.feed_pending = Some((figures(state), ticket));
             }
         }
         for record in settled {
@@ -270,7 +303,7 @@ impl SkuActor {
             .deps
             .services
             .store
-            .get_decoded::<Reservation>(&key)
+            .get_versioned::<Reservation>(&key)
             .map_err(|error| SkuFailure::Store(Arc::new(error)))?;
         Ok(stored.filter(|record| record.sku == self.sku))
     }
@@ -295,7 +328,7 @@ impl SkuActor {
         }
         self.feed_armed = true;
         ctx.run_later(super::feed::COALESCE, |actor, ctx| {
-            let Some((available, ticket)) = actor.feed_pending.take() else {
+            let Some(((available, locations), ticket)) = actor.feed_pending.take() else {
                 actor.feed_armed = false;
                 return;
             };
@@ -308,6 +341,7 @@ impl SkuActor {
                         feed.publish(super::feed::StockUpdate {
                             sku,
                             available,
+                            locations,
                             version: ticket,
                         });
                     }
@@ -384,7 +418,7 @@ impl SkuActor {
         let Some(bytes) = store.get(&key)? else {
             return Ok(None);
         };
-        let row: SkuRow = store.decode(&key, &bytes)?;
+        let row: SkuRow = store.decode_versioned(&key, &bytes)?;
         let prefix = keys::holds_of(&self.sku);
         let mut holds = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -393,7 +427,7 @@ impl SkuActor {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (key, value) in page {
-                holds.push(store.decode(&key, &value)?);
+                holds.push(store.decode_versioned(&key, &value)?);
             }
         }
         let state = restore_sku(self.sku.clone(), row, holds).map_err(|reason| StoreError::Corrupt {
@@ -418,7 +452,7 @@ impl SkuActor {
                 // Watchers get the reloaded figure: a publication may have been lost with the
                 // old context.
                 if let Some(state) = self.state.as_ref().filter(|_| self.deps.feed.is_watched(&self.sku)) {
-                    self.feed_pending = Some((state.available(), self.last_ticket));
+                    self.feed_pending = Some((figures(state), self.last_ticket));
                     self.schedule_feed(ctx);
                 }
             }
@@ -434,17 +468,29 @@ impl SkuActor {
     }
 }
 
+/// What the stock feed shows of a SKU: `available`, in total and per location.
+type Figures = (u64, Arc<[(crate::domain::location::LocationId, u64)]>);
+
+fn figures(state: &SkuState) -> Figures {
+    let locations: Arc<[_]> = state
+        .stock()
+        .iter()
+        .map(|(location, stock)| (location.clone(), stock.available()))
+        .collect();
+    (state.available(), locations)
+}
+
 fn record_event_metrics(events: &[SkuEvent]) {
     for event in events {
         let outcome = match event {
-            SkuEvent::StockReserved { .. } => {
+            SkuEvent::Held { .. } => {
                 metrics::gauge!(names::RESERVATIONS_HELD).increment(1.0);
                 "reserved"
             }
             SkuEvent::ReservationReleased { .. } => "released",
             SkuEvent::ReservationCommitted { .. } => "committed",
             SkuEvent::ReservationExpired { .. } => "expired",
-            SkuEvent::ReservationReturned { .. } => {
+            SkuEvent::Returned { .. } => {
                 metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "returned").increment(1);
                 continue;
             }
@@ -587,6 +633,10 @@ impl Handler<GetReservation> for SkuActor {
 mod tests {
     use super::*;
     use crate::actors::registry::SkuDirectory;
+    #[allow(unused_imports)]
+    use crate::domain::location::LocationId;
+    #[allow(unused_imports)]
+    use crate::domain::sku::stock::{at_default, Placement};
     use crate::domain::sku::Product;
     use crate::domain::{Currency, Name, Quantity, SystemClock};
     use crate::persistence::writer::LogStart;
@@ -640,7 +690,12 @@ mod tests {
                     store: StateView::new(storage, memtable),
                     clock: Arc::new(SystemClock),
                 },
-                limits: SkuLimits { holds_max: 10 },
+                limits: SkuLimits {
+                    holds_max: 10,
+                    ..SkuLimits::default()
+                },
+                locations: Arc::new(crate::locations::Locations::only_default()),
+                publish_movements: true,
                 settled_retention_ms: 60_000,
                 hold_index: Arc::new(DashMap::new()),
                 feed: Arc::default(),
@@ -685,10 +740,12 @@ mod tests {
             self.run(SkuCommand::Upsert {
                 product,
                 on_hand: Some(10),
+                low_stock_threshold: None,
             })
             .await
             .expect("created");
             self.run(SkuCommand::Reserve {
+                placement: Placement::Any,
                 id: ReservationId::generate(),
                 qty: Quantity::parse(3, 100).unwrap(),
                 ttl_ms: 600_000,
@@ -742,6 +799,7 @@ mod tests {
         );
         let after = fixture
             .run(SkuCommand::Reserve {
+                placement: Placement::Any,
                 id: ReservationId::generate(),
                 qty: Quantity::parse(7, 100).unwrap(),
                 ttl_ms: 600_000,
@@ -793,6 +851,7 @@ mod tests {
         let feed = Arc::clone(&fixture._skus.deps().feed);
         feed.watch(sku, sender, Arc::default());
         let reserve = |units: i64| SkuCommand::Reserve {
+            placement: Placement::Any,
             id: ReservationId::generate(),
             qty: Quantity::parse(units, 100).unwrap(),
             ttl_ms: 600_000,

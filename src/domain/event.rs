@@ -41,6 +41,14 @@ pub enum DomainEvent {
         /// What happened.
         event: LocationEvent,
     },
+    /// A movement of a SKU's stock ledger (`stockroom.stock.movement`), published with the
+    /// SKU's events so that the ledger can be kept outside too.
+    Movement {
+        /// The SKU.
+        sku: SkuId,
+        /// The movement.
+        movement: super::sku::Movement,
+    },
 }
 
 impl DomainEvent {
@@ -51,6 +59,7 @@ impl DomainEvent {
             DomainEvent::Cart { cart, .. } => cart.to_string(),
             DomainEvent::Order { order, .. } => order.to_string(),
             DomainEvent::Location { location, .. } => location.to_string(),
+            DomainEvent::Movement { sku, .. } => sku.to_string(),
         }
     }
 
@@ -61,6 +70,7 @@ impl DomainEvent {
             DomainEvent::Cart { event, .. } => event.type_name(),
             DomainEvent::Order { event, .. } => event.type_name(),
             DomainEvent::Location { event, .. } => event.type_name(),
+            DomainEvent::Movement { .. } => "stockroom.stock.movement",
         }
     }
 }

@@ -189,6 +189,11 @@ generated_id!(
     OrderId,
     "order"
 );
+generated_id!(
+    /// A transfer id (UUIDv7): stock on its way from one location to another.
+    TransferId,
+    "transfer"
+);
 
 impl ReservationId {
     /// The id of the hold behind one cart line: derived from the cart, the SKU and the

@@ -74,6 +74,25 @@ pub const ROUTES: &[RouteRule] = &[
     route("DELETE", "/v1/credentials/{name}", Rule::Admin),
     route("GET", "/v1/locations", Rule::Roles(&[Inventory, Read, Fulfilment])),
     route("PUT", "/v1/locations/{loc}", Rule::Roles(&[Inventory])),
+    route(
+        "POST",
+        "/v1/skus/{sku}/locations/{loc}/restock",
+        Rule::Roles(&[Inventory]),
+    ),
+    route(
+        "POST",
+        "/v1/skus/{sku}/locations/{loc}/adjust",
+        Rule::Roles(&[Inventory]),
+    ),
+    route(
+        "POST",
+        "/v1/skus/{sku}/locations/{loc}/count",
+        Rule::Roles(&[Inventory]),
+    ),
+    route("GET", "/v1/skus/{sku}/movements", Rule::Roles(&[Inventory, Read])),
+    route("POST", "/v1/transfers", Rule::Roles(&[Inventory])),
+    route("GET", "/v1/transfers/{id}", Rule::Roles(&[Inventory, Read])),
+    route("POST", "/v1/transfers/{id}/receive", Rule::Roles(&[Inventory])),
 ];
 
 /// The rules of the routes under one path, by method.

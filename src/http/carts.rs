@@ -14,6 +14,7 @@ use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCa
 use crate::actors::{persist, Mailbox};
 use crate::domain::cart::Cart;
 use crate::domain::clock::rfc3339;
+use crate::domain::sku::Placement;
 use crate::domain::{CartEvent, DomainEvent};
 use crate::domain::{CartId, Quantity, SkuId};
 use crate::engine::Engine;
@@ -159,6 +160,12 @@ pub async fn get(state: web::Data<AppState>, caller: Caller, request: HttpReques
 #[serde(deny_unknown_fields)]
 pub struct SetLineRequest {
     qty: i64,
+    /// Hold added units at exactly this location.
+    #[serde(default)]
+    location: Option<String>,
+    /// Hold added units at these locations only, in this order of preference.
+    #[serde(default)]
+    locations: Option<Vec<String>>,
 }
 
 /// `PUT /v1/carts/{id}/items/{sku}`: sets the line's quantity; the stock is held for the cart.
@@ -179,7 +186,10 @@ pub async fn set_line(
         metrics::counter!(crate::metrics::LIMIT_REFUSALS_TOTAL, "limit" => "cart_line_qty").increment(1);
     }
     let qty = Quantity::parse(body.value.qty, engine.cart_line_qty_max)?.get();
-    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, qty).await
+    let placement =
+        super::reservations::placement_of(engine, body.value.location.as_deref(), body.value.locations.as_deref())?;
+    let line = (qty, placement);
+    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, line).await
 }
 
 /// `DELETE /v1/carts/{id}/items/{sku}`: removes the line; its stock is released.
@@ -195,7 +205,8 @@ pub async fn remove_line(
     let engine = state.engine()?;
     let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
     let sku = SkuId::parse(path_param(&request, "sku"))?;
-    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, 0).await
+    let line = (0, Placement::Any);
+    change_line(engine, caller, id, mailbox, &request, key, &body.canonical, sku, line).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,7 +219,7 @@ async fn change_line(
     key: IdempotencyKey,
     canonical_body: &[u8],
     sku: SkuId,
-    qty: u64,
+    (qty, placement): (u64, Placement),
 ) -> Result<HttpResponse, ApiError> {
     let keyed = Keyed::new(&key, &caller, request, canonical_body);
     let access = caller.access();
@@ -223,6 +234,7 @@ async fn change_line(
             access,
             sku,
             qty,
+            placement,
             idempotency,
             by,
             reply,

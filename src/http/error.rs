@@ -222,7 +222,12 @@ impl From<SkuRejection> for ApiError {
     fn from(rejection: SkuRejection) -> Self {
         let message = rejection.to_string();
         let (code, details) = match rejection {
-            SkuRejection::SkuNotFound | SkuRejection::ReservationNotFound => return ApiError::NotFound,
+            SkuRejection::SkuNotFound | SkuRejection::ReservationNotFound | SkuRejection::TransferNotFound => {
+                return ApiError::NotFound
+            }
+            SkuRejection::LocationUnavailable { location } => {
+                ("location_inactive", json!({ "location": location.as_str() }))
+            }
             SkuRejection::InsufficientStock { available } => ("insufficient_stock", json!({ "available": available })),
             SkuRejection::OnHandNotUpdatable { on_hand } => ("on_hand_not_updatable", json!({ "on_hand": on_hand })),
             SkuRejection::StockLimitExceeded => ("stock_limit_exceeded", json!({})),

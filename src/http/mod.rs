@@ -12,6 +12,7 @@ pub mod cors;
 pub mod credentials;
 pub mod error;
 pub mod health;
+pub mod ledger;
 pub mod locations;
 pub mod openapi;
 pub mod orders;
@@ -81,6 +82,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::get().to(credentials::list)),
         )
         .service(resource("/v1/locations").route(web::get().to(locations::list)))
+        .service(resource("/v1/transfers").route(web::post().to(ledger::create)))
         .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::create)))
         .service(
             resource("/v1/carts/{id}/items/{sku}")
@@ -109,6 +111,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/skus/{sku}/adjust").route(web::post().to(skus::adjust)))
         .service(resource("/v1/credentials/{name}").route(web::delete().to(credentials::revoke)))
         .service(resource("/v1/locations/{loc}").route(web::put().to(locations::put)))
+        .service(resource("/v1/skus/{sku}/locations/{loc}/restock").route(web::post().to(skus::restock_at)))
+        .service(resource("/v1/skus/{sku}/locations/{loc}/adjust").route(web::post().to(skus::adjust_at)))
+        .service(resource("/v1/skus/{sku}/locations/{loc}/count").route(web::post().to(skus::count_at)))
+        .service(resource("/v1/skus/{sku}/movements").route(web::get().to(ledger::movements)))
+        .service(resource("/v1/transfers/{id}").route(web::get().to(ledger::get)))
+        .service(resource("/v1/transfers/{id}/receive").route(web::post().to(ledger::receive)))
         .default_service(web::to(unmatched));
 }
 

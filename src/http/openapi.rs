@@ -195,6 +195,13 @@ impl Modify for Security {
         crate::http::credentials::revoke,
         crate::http::locations::list,
         crate::http::locations::put,
+        crate::http::skus::restock_at,
+        crate::http::skus::adjust_at,
+        crate::http::skus::count_at,
+        crate::http::ledger::movements,
+        crate::http::ledger::create,
+        crate::http::ledger::get,
+        crate::http::ledger::receive,
     ),
     modifiers(&Security)
 )]

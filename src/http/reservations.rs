@@ -10,7 +10,8 @@ use super::views::{render_reservation, render_reserved, ReservationBody};
 use super::{path_param, AppState};
 use crate::access::Caller;
 use crate::actors::sku::GetReservation;
-use crate::domain::sku::{Reservation, SkuCommand};
+use crate::domain::location::LocationId;
+use crate::domain::sku::{Placement, Reservation, SkuCommand};
 use crate::domain::{Quantity, ReservationId, SkuId};
 use crate::engine::Engine;
 use crate::idempotency::IdempotencyKey;
@@ -23,6 +24,60 @@ pub struct ReserveRequest {
     qty: i64,
     #[serde(default)]
     ttl_seconds: Option<i64>,
+    /// Hold the units at exactly this location.
+    #[serde(default)]
+    location: Option<String>,
+    /// Hold the units at these locations only, the first that has them preferred (split
+    /// across them in this order when `[allocation] allow_split`).
+    #[serde(default)]
+    locations: Option<Vec<String>>,
+}
+
+/// Most locations a preference list may name.
+pub const PREFERENCES_MAX: usize = 50;
+
+/// Where a hold may take its units from: `location`, or `locations`, or (neither) the
+/// configured strategy. Both is `400`; a location that does not exist is `404`.
+pub fn placement_of(
+    engine: &Engine,
+    location: Option<&str>,
+    locations: Option<&[String]>,
+) -> Result<Placement, ApiError> {
+    let known = |raw: &str| -> Result<LocationId, ApiError> {
+        let id = LocationId::parse(raw)?;
+        if engine.locations.get(&id).is_none() {
+            return Err(ApiError::NotFound);
+        }
+        Ok(id)
+    };
+    match (location, locations) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_placement",
+            "give either location or locations, not both",
+        )),
+        (Some(raw), None) => Ok(Placement::At(known(raw)?)),
+        (None, Some(list)) => {
+            if list.is_empty() || list.len() > PREFERENCES_MAX {
+                return Err(ApiError::bad_request(
+                    "invalid_placement",
+                    format!("locations must name 1 to {PREFERENCES_MAX} locations"),
+                ));
+            }
+            let mut ids: Vec<LocationId> = Vec::with_capacity(list.len());
+            for raw in list {
+                let id = known(raw)?;
+                if ids.contains(&id) {
+                    return Err(ApiError::bad_request(
+                        "invalid_placement",
+                        format!("locations names {id} twice"),
+                    ));
+                }
+                ids.push(id);
+            }
+            Ok(Placement::Prefer(ids))
+        }
+        (None, None) => Ok(Placement::Any),
+    }
 }
 
 /// `POST /v1/skus/{sku}/reservations`: holds units until `expires_at`.
@@ -51,11 +106,13 @@ pub async fn create(
                 )
             })?,
     };
+    let placement = placement_of(engine, body.value.location.as_deref(), body.value.locations.as_deref())?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let command = SkuCommand::Reserve {
         id: ReservationId::generate(),
         qty,
         ttl_ms: ttl_seconds * 1000,
+        placement,
     };
     let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(engine, &sku, &mailbox, command, keyed, caller.by(), render_reserved).await
@@ -135,5 +192,5 @@ async fn settle(
 /// what was read is durable.
 async fn settled_reservation(engine: &Engine, id: &ReservationId) -> Result<Option<Reservation>, ApiError> {
     let key = keys::reservation(id);
-    read_durable(engine, || Ok(engine.store.get_decoded::<Reservation>(&key)?)).await
+    read_durable(engine, || Ok(engine.store.get_versioned::<Reservation>(&key)?)).await
 }

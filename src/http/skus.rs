@@ -13,6 +13,7 @@ use super::{path_param, AppState};
 use crate::access::Caller;
 use crate::actors::sku::GetSku;
 use crate::config::CatalogSettings;
+use crate::domain::location::LocationId;
 use crate::domain::sku::{Product, SkuCommand, SkuView, ON_HAND_MAX};
 use crate::domain::values::parse_price_minor;
 use crate::domain::{Currency, Name, Quantity, SkuId, StockDelta};
@@ -29,6 +30,10 @@ pub struct UpsertSkuRequest {
     currency: String,
     #[serde(default)]
     on_hand: Option<i64>,
+    /// At or below this many available units a location is low: `stockroom.stock.low` is
+    /// published when one crosses it (0: never).
+    #[serde(default)]
+    low_stock_threshold: Option<i64>,
 }
 
 /// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
@@ -63,13 +68,31 @@ pub async fn upsert(
                 })
         })
         .transpose()?;
+    let low_stock_threshold = fields
+        .low_stock_threshold
+        .map(|raw| {
+            u64::try_from(raw)
+                .ok()
+                .filter(|threshold| *threshold <= ON_HAND_MAX)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_low_stock_threshold",
+                        format!("low_stock_threshold must be an integer from 0 to {ON_HAND_MAX}"),
+                    )
+                })
+        })
+        .transpose()?;
     let mailbox = engine.registry.sku_or_start(&sku);
     let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
         engine,
         &sku,
         &mailbox,
-        SkuCommand::Upsert { product, on_hand },
+        SkuCommand::Upsert {
+            product,
+            on_hand,
+            low_stock_threshold,
+        },
         keyed,
         caller.by(),
         render_upsert,
@@ -141,6 +164,7 @@ pub struct ListQuery {
     ids: Option<String>,
     after: Option<String>,
     limit: Option<i64>,
+    locations: Option<String>,
 }
 
 /// Most ids one `?ids=` list may name.
@@ -152,7 +176,7 @@ const LIST_LIMIT_MAX: usize = 1000;
 /// `GET /v1/skus?ids=a,b,c` or `?after=<sku>&limit=<n>`: several SKUs at once, as durably
 /// stored. Unknown ids are left out of `items`.
 #[utoipa::path(get, path = "/v1/skus", tag = "skus", operation_id = "skus_list",
-    params(("ids" = Option<String>, Query, description = "Comma-separated SKU ids (at most 100)"), ("after" = Option<String>, Query, description = "Page after this SKU id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000")),
+    params(("ids" = Option<String>, Query, description = "Comma-separated SKU ids (at most 100)"), ("after" = Option<String>, Query, description = "Page after this SKU id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000"), ("locations" = Option<String>, Query, description = "Comma-separated location ids: each SKU shows only these locations, and its counters are their sums")),
     responses((status = 401, description = "A token that is not valid (none is needed; a wrong one is never ignored)", body = crate::http::openapi::ErrorBody), (status = 200, description = "SKUs and the next page's cursor", body = crate::http::openapi::SkuList), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::Unavailable))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -167,15 +191,14 @@ pub async fn list(
             "use either ids or after/limit, not both",
         ));
     }
+    let at = query.locations.as_deref().map(parse_locations).transpose()?;
     let read = |key: &[u8], bytes: &[u8]| -> Result<Option<SkuView>, ApiError> {
         let Some(sku) = keys::sku_of(key) else { return Ok(None) };
-        let row: SkuRow = engine.store.decode(key, bytes)?;
-        Ok(Some(SkuView {
-            sku,
-            available: row.on_hand.saturating_sub(row.reserved),
-            product: row.product,
-            on_hand: row.on_hand,
-            reserved: row.reserved,
+        let row: SkuRow = engine.store.decode_versioned(key, bytes)?;
+        let view = SkuView::from_snapshot(sku, row);
+        Ok(Some(match &at {
+            Some(ids) => view.at_locations(ids),
+            None => view,
         }))
     };
     let (views, next) = read_durable(engine, || {
@@ -236,14 +259,76 @@ pub async fn list(
     Ok(HttpResponse::Ok().content_type("application/json").body(to_json(&body)))
 }
 
+/// Most locations one `?locations=` list may name.
+const LIST_LOCATIONS_MAX: usize = 50;
+
+/// The location ids of a `?locations=a,b` list: each valid, 1 to [`LIST_LOCATIONS_MAX`] of
+/// them, repeats dropped.
+fn parse_locations(raw: &str) -> Result<Vec<LocationId>, ApiError> {
+    let mut ids: Vec<LocationId> = Vec::new();
+    for id in raw.split(',').filter(|id| !id.is_empty()) {
+        let id = LocationId::parse(id)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() || ids.len() > LIST_LOCATIONS_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("locations must name 1 to {LIST_LOCATIONS_MAX} locations"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The location a stock write names: `{loc}` in the path, else `default`. One that does not
+/// exist is `404`.
+fn location_of(engine: &crate::engine::Engine, request: &HttpRequest) -> Result<LocationId, ApiError> {
+    match request.match_info().get("loc") {
+        None => Ok(LocationId::default_location()),
+        Some(raw) => {
+            let id = LocationId::parse(raw)?;
+            if engine.locations.get(&id).is_none() {
+                return Err(ApiError::NotFound);
+            }
+            Ok(id)
+        }
+    }
+}
+
+/// An optional `reason`.
+fn optional_reason(raw: Option<&str>) -> Result<Option<Name>, ApiError> {
+    Ok(raw
+        .map(|reason| Name::parse(reason, "reason", "invalid_reason"))
+        .transpose()?)
+}
+
+/// Runs a stock write on an existing SKU and answers with the SKU body.
+async fn stock_write(
+    engine: &crate::engine::Engine,
+    caller: &Caller,
+    request: &HttpRequest,
+    key: &IdempotencyKey,
+    canonical: &[u8],
+    command: SkuCommand,
+) -> Result<HttpResponse, ApiError> {
+    let sku = SkuId::parse(path_param(request, "sku"))?;
+    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
+    let keyed = Keyed::new(key, caller, request, canonical);
+    execute_sku_command(engine, &sku, &mailbox, command, keyed, caller.by(), render_sku).await
+}
+
 /// Body of `POST /v1/skus/{sku}/restock`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
     qty: i64,
+    /// Why (a delivery note, a supplier): kept in the ledger.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
-/// `POST /v1/skus/{sku}/restock`: adds received units.
+/// `POST /v1/skus/{sku}/restock`: adds received units at `default`.
 #[utoipa::path(post, path = "/v1/skus/{sku}/restock", tag = "skus", operation_id = "skus_restock", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = RestockRequest,
     responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn restock(
@@ -254,20 +339,24 @@ pub async fn restock(
     body: JsonBody<RestockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let sku = SkuId::parse(path_param(&request, "sku"))?;
     let qty = Quantity::parse(body.value.qty, engine.limits.qty_max)?;
-    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
-    execute_sku_command(
-        engine,
-        &sku,
-        &mailbox,
-        SkuCommand::Restock { qty },
-        keyed,
-        caller.by(),
-        render_sku,
-    )
-    .await
+    let reason = optional_reason(body.value.reason.as_deref())?;
+    let location = location_of(engine, &request)?;
+    let command = SkuCommand::Restock { location, qty, reason };
+    stock_write(engine, &caller, &request, &key, &body.canonical, command).await
+}
+
+/// `POST /v1/skus/{sku}/locations/{loc}/restock`: adds received units at a location.
+#[utoipa::path(post, path = "/v1/skus/{sku}/locations/{loc}/restock", tag = "locations", operation_id = "skus_location_restock", params(("sku" = String, Path, description = "SKU id"), ("loc" = String, Path, description = "Location id"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = RestockRequest,
+    responses((status = 200, description = "Restocked", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn restock_at(
+    caller: Caller,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<RestockRequest>,
+) -> Result<HttpResponse, ApiError> {
+    restock(caller, state, request, key, body).await
 }
 
 /// Body of `POST /v1/skus/{sku}/adjust`.
@@ -278,7 +367,8 @@ pub struct AdjustRequest {
     reason: String,
 }
 
-/// `POST /v1/skus/{sku}/adjust`: corrects `on_hand`; may not take `available` below zero.
+/// `POST /v1/skus/{sku}/adjust`: corrects `on_hand` at `default`; may not take `available`
+/// there below zero.
 #[utoipa::path(post, path = "/v1/skus/{sku}/adjust", tag = "skus", operation_id = "skus_adjust", params(("sku" = String, Path, description = "SKU id: 1 to 64 of letters, digits, '-', '_', '.'"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = AdjustRequest,
     responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
 pub async fn adjust(
@@ -289,19 +379,68 @@ pub async fn adjust(
     body: JsonBody<AdjustRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let sku = SkuId::parse(path_param(&request, "sku"))?;
     let delta = StockDelta::parse(body.value.delta)?;
     let reason = Name::parse(&body.value.reason, "reason", "invalid_reason")?;
-    let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
-    let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
-    execute_sku_command(
-        engine,
-        &sku,
-        &mailbox,
-        SkuCommand::Adjust { delta, reason },
-        keyed,
-        caller.by(),
-        render_sku,
-    )
-    .await
+    let location = location_of(engine, &request)?;
+    let command = SkuCommand::Adjust {
+        location,
+        delta,
+        reason,
+    };
+    stock_write(engine, &caller, &request, &key, &body.canonical, command).await
+}
+
+/// `POST /v1/skus/{sku}/locations/{loc}/adjust`: corrects `on_hand` at a location.
+#[utoipa::path(post, path = "/v1/skus/{sku}/locations/{loc}/adjust", tag = "locations", operation_id = "skus_location_adjust", params(("sku" = String, Path, description = "SKU id"), ("loc" = String, Path, description = "Location id"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = AdjustRequest,
+    responses((status = 200, description = "Adjusted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn adjust_at(
+    caller: Caller,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<AdjustRequest>,
+) -> Result<HttpResponse, ApiError> {
+    adjust(caller, state, request, key, body).await
+}
+
+/// Body of `POST /v1/skus/{sku}/locations/{loc}/count`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountRequest {
+    /// Units counted on the shelf.
+    on_hand: i64,
+    /// Why (a stocktake's name).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/skus/{sku}/locations/{loc}/count`: a physical count sets `on_hand` at a
+/// location; a count below the units held or sold there is `409 insufficient_stock`.
+#[utoipa::path(post, path = "/v1/skus/{sku}/locations/{loc}/count", tag = "locations", operation_id = "skus_location_count", params(("sku" = String, Path, description = "SKU id"), ("loc" = String, Path, description = "Location id"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = CountRequest,
+    responses((status = 200, description = "Counted", body = crate::http::views::SkuBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn count_at(
+    caller: Caller,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<CountRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let on_hand = u64::try_from(body.value.on_hand)
+        .ok()
+        .filter(|on_hand| *on_hand <= ON_HAND_MAX)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_on_hand",
+                format!("on_hand must be an integer from 0 to {ON_HAND_MAX}"),
+            )
+        })?;
+    let reason = optional_reason(body.value.reason.as_deref())?;
+    let location = location_of(engine, &request)?;
+    let command = SkuCommand::Count {
+        location,
+        on_hand,
+        reason,
+    };
+    stock_write(engine, &caller, &request, &key, &body.canonical, command).await
 }

@@ -33,7 +33,41 @@ pub struct SkuBody<'a> {
     /// Units held by reservations (staff, or `public_stock = "exact"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved: Option<u64>,
+    /// Units sold, not yet shipped (staff, or `public_stock = "exact"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed: Option<u64>,
     /// Units a reservation can take (all but `public_stock = "level"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<u64>,
+    /// `in_stock`, `low` or `out` (only with `public_stock = "level"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub stock_level: Option<&'static str>,
+    /// The same counters at each location; the top-level ones are their sums.
+    pub locations: Vec<LocationStockBody<'a>>,
+    /// Units on their way between locations (staff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_transit: Option<u64>,
+    /// At or below this many available units a location is low (staff; 0: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<u64>,
+}
+
+/// A SKU's counters at one location, shown as the SKU's own are.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LocationStockBody<'a> {
+    /// The location id.
+    pub location: &'a str,
+    /// Units on the shelf there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_hand: Option<u64>,
+    /// Units held there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<u64>,
+    /// Units sold there, not yet shipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed: Option<u64>,
+    /// Units a hold can take there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<u64>,
     /// `in_stock`, `low` or `out` (only with `public_stock = "level"`).
@@ -46,17 +80,33 @@ impl<'a> SkuBody<'a> {
     /// The SKU as the public may see it.
     pub fn public(view: &'a SkuView, shown: PublicStock, low_stock_level: u64) -> Self {
         let mut body = SkuBody::from(view);
+        body.in_transit = None;
+        body.low_stock_threshold = None;
         match shown {
             PublicStock::Exact => {}
             PublicStock::Available => {
                 body.on_hand = None;
                 body.reserved = None;
+                body.committed = None;
+                for location in &mut body.locations {
+                    location.on_hand = None;
+                    location.reserved = None;
+                    location.committed = None;
+                }
             }
             PublicStock::Level => {
                 body.on_hand = None;
                 body.reserved = None;
+                body.committed = None;
                 body.available = None;
                 body.stock_level = Some(stock_level(view.available, low_stock_level));
+                for (location, (_, stock)) in body.locations.iter_mut().zip(&view.locations) {
+                    location.on_hand = None;
+                    location.reserved = None;
+                    location.committed = None;
+                    location.available = None;
+                    location.stock_level = Some(stock_level(stock.available(), low_stock_level));
+                }
             }
         }
         body
@@ -83,8 +133,23 @@ impl<'a> From<&'a SkuView> for SkuBody<'a> {
             currency: view.product.currency.as_str(),
             on_hand: Some(view.on_hand),
             reserved: Some(view.reserved),
+            committed: Some(view.committed),
             available: Some(view.available),
             stock_level: None,
+            locations: view
+                .locations
+                .iter()
+                .map(|(location, stock)| LocationStockBody {
+                    location: location.as_str(),
+                    on_hand: Some(stock.on_hand),
+                    reserved: Some(stock.reserved),
+                    committed: Some(stock.committed),
+                    available: Some(stock.available()),
+                    stock_level: None,
+                })
+                .collect(),
+            in_transit: Some(view.in_transit.iter().map(|transfer| transfer.qty).sum()),
+            low_stock_threshold: Some(view.low_stock_threshold),
         }
     }
 }
@@ -98,6 +163,8 @@ pub struct ReservationBody<'a> {
     pub sku: &'a str,
     /// Units.
     pub qty: u64,
+    /// Where the units are held: one part per location.
+    pub parts: Vec<PartBody<'a>>,
     /// `held`, `committed`, `released` or `expired`.
     pub state: ReservationState,
     /// When it was taken (RFC 3339 UTC).
@@ -109,12 +176,29 @@ pub struct ReservationBody<'a> {
     pub settled_at: Option<String>,
 }
 
+/// One location's share of a reservation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PartBody<'a> {
+    /// The location id.
+    pub location: &'a str,
+    /// Units there.
+    pub qty: u64,
+}
+
 impl<'a> From<&'a Reservation> for ReservationBody<'a> {
     fn from(reservation: &'a Reservation) -> Self {
         ReservationBody {
             reservation_id: reservation.id.to_string(),
             sku: reservation.sku.as_str(),
             qty: reservation.qty,
+            parts: reservation
+                .parts
+                .iter()
+                .map(|part| PartBody {
+                    location: part.location.as_str(),
+                    qty: part.qty,
+                })
+                .collect(),
             state: reservation.state,
             created_at: rfc3339(reservation.created_ms),
             expires_at: rfc3339(reservation.expires_ms),

@@ -30,6 +30,7 @@ use crate::actors::order::{TrackFailure, TrackOrder};
 use crate::actors::sku::GetSku;
 use crate::config::PublicStock;
 use crate::domain::clock::rfc3339;
+use crate::domain::location::LocationId;
 use crate::domain::order::HistoryEntry;
 use crate::domain::{OrderId, SkuId};
 use crate::metrics as names;
@@ -198,7 +199,12 @@ pub async fn stock(
         super::command::durable(engine, acked.ticket).await?;
         let view = acked.value.ok_or(ApiError::NotFound)?;
         // The read reflects exactly this SKU's changes up to its last ticket.
-        first.extend(shown.message(&view.sku, view.available));
+        let locations: Vec<(LocationId, u64)> = view
+            .locations
+            .iter()
+            .map(|(location, stock)| (location.clone(), stock.available()))
+            .collect();
+        first.extend(shown.message(&view.sku, view.available, &locations));
         versions.insert(view.sku.clone(), acked.ticket);
     }
     let (response, session, stream) = actix_ws::handle(&request, body)
@@ -214,7 +220,7 @@ pub async fn stock(
             return None;
         }
         *seen = update.version;
-        shown.message(&update.sku, update.available)
+        shown.message(&update.sku, update.available, &update.locations)
     };
     actix_web::rt::spawn(run_session(
         session, stream, receiver, render, kicked, first, timing, slot, "stock",
@@ -226,22 +232,50 @@ pub async fn stock(
 struct StockShown {
     /// `Some(low_stock_level)` when this connection sees levels.
     level: Option<u64>,
-    /// The level last sent, per SKU.
-    last: HashMap<SkuId, &'static str>,
+    /// The levels last sent (the SKU's, then each location's), per SKU.
+    last: HashMap<SkuId, Vec<&'static str>>,
 }
 
 impl StockShown {
-    /// The message for a SKU's new `available`, if there is one to send.
-    fn message(&mut self, sku: &SkuId, available: u64) -> Option<String> {
+    /// The message for a SKU's new `available` (in total and per location), if there is one
+    /// to send.
+    fn message(&mut self, sku: &SkuId, available: u64, locations: &[(LocationId, u64)]) -> Option<String> {
         let Some(low) = self.level else {
-            let message = serde_json::json!({ "type": "stock", "sku": sku.as_str(), "available": available });
+            let per_location: Vec<serde_json::Value> = locations
+                .iter()
+                .map(|(location, available)| serde_json::json!({ "location": location.as_str(), "available": available }))
+                .collect();
+            let message = serde_json::json!({
+                "type": "stock",
+                "sku": sku.as_str(),
+                "available": available,
+                "locations": per_location,
+            });
             return Some(to_json_string(&message));
         };
         let level = super::views::stock_level(available, low);
-        if self.last.insert(sku.clone(), level) == Some(level) {
+        let levels: Vec<&'static str> = std::iter::once(level)
+            .chain(
+                locations
+                    .iter()
+                    .map(|(_, available)| super::views::stock_level(*available, low)),
+            )
+            .collect();
+        if self.last.get(sku) == Some(&levels) {
             return None;
         }
-        let message = serde_json::json!({ "type": "stock", "sku": sku.as_str(), "stock_level": level });
+        let per_location: Vec<serde_json::Value> = locations
+            .iter()
+            .zip(&levels[1..])
+            .map(|((location, _), level)| serde_json::json!({ "location": location.as_str(), "stock_level": level }))
+            .collect();
+        self.last.insert(sku.clone(), levels);
+        let message = serde_json::json!({
+            "type": "stock",
+            "sku": sku.as_str(),
+            "stock_level": level,
+            "locations": per_location,
+        });
         Some(to_json_string(&message))
     }
 }

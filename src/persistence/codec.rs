@@ -13,6 +13,18 @@ use super::StoreError;
 /// The version byte in front of every stored value written by this build.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The version byte of values whose layout changed when stock went per location (SKU rows,
+/// holds and settled reservations: see [`Versioned`]).
+pub const FORMAT_VERSION_LOCATIONS: u8 = 2;
+
+/// A stored type whose layout changed: this build writes it with
+/// [`FORMAT_VERSION_LOCATIONS`], and still reads the [`FORMAT_VERSION`] layout, `Legacy`,
+/// written by earlier releases.
+pub trait Versioned: Serialize + DeserializeOwned {
+    /// The layout earlier releases wrote.
+    type Legacy: DeserializeOwned + Into<Self>;
+}
+
 /// Largest value the decoder accepts.
 pub const DECODE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
@@ -31,6 +43,35 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .serialize_into(&mut out, value)
         .expect("stored types always encode");
     out
+}
+
+/// Encodes a [`Versioned`] value with the current version byte.
+pub fn encode_versioned<T: Versioned>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION_LOCATIONS];
+    // expect: as in `encode`.
+    options()
+        .serialize_into(&mut out, value)
+        .expect("stored types always encode");
+    out
+}
+
+/// Decodes a [`Versioned`] value in either layout.
+pub fn decode_versioned<T: Versioned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: keys::display(key),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION_LOCATIONS, body)) => {
+            options().deserialize(body).map_err(|error| corrupt(error.to_string()))
+        }
+        Some((&FORMAT_VERSION, body)) => options()
+            .deserialize::<T::Legacy>(body)
+            .map(Into::into)
+            .map_err(|error| corrupt(error.to_string())),
+        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
+        None => Err(corrupt("empty value".to_owned())),
+    }
 }
 
 /// Decodes a value stored under `key`, checking the version byte.

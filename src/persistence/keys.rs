@@ -14,6 +14,8 @@
 //! | `k`    | `checkpoint`                            | [`CheckpointMark`](super::checkpoint::CheckpointMark) |
 //! | `a`    | credential name                         | [`CredentialRow`](crate::credentials::CredentialRow) |
 //! | `l`    | location id                             | [`Location`](crate::domain::location::Location) |
+//! | `m`    | SKU id, `0x00`, movement seq (u64 BE)   | [`MovementRow`](super::rows::MovementRow) |
+//! | `t`    | transfer id (16 B)                      | [`TransferRecord`](crate::domain::sku::TransferRecord) |
 //!
 //! These are the state rows, in sled's default tree. The write-ahead log is a tree of its
 //! own (see [`super::log`]).
@@ -51,6 +53,36 @@ pub const CREDENTIAL: u8 = b'a';
 
 /// Prefix of location rows.
 pub const LOCATION: u8 = b'l';
+
+/// Prefix of stock-ledger movements.
+pub const MOVEMENT: u8 = b'm';
+
+/// Prefix of transfers.
+pub const TRANSFER: u8 = b't';
+
+/// Prefix of one SKU's ledger.
+pub fn movements_of(sku: &SkuId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + sku.as_str().len() + 8);
+    key.push(MOVEMENT);
+    key.extend_from_slice(sku.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Key of one movement of a SKU's ledger.
+pub fn movement(sku: &SkuId, seq: u64) -> Vec<u8> {
+    let mut key = movements_of(sku);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Key of a transfer.
+pub fn transfer(id: &crate::domain::ids::TransferId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(TRANSFER);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
 
 /// Key of a location.
 pub fn location(id: &crate::domain::location::LocationId) -> Vec<u8> {

@@ -231,6 +231,18 @@ impl StateView {
         self.get(key)?.map(|bytes| self.decode(key, &bytes)).transpose()
     }
 
+    /// The newest value of a [`Versioned`](super::codec::Versioned) row, decoded in either layout.
+    pub fn get_versioned<T: super::codec::Versioned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(key)?
+            .map(|bytes| super::codec::decode_versioned(key, &bytes).map_err(|error| self.read_failed(error)))
+            .transpose()
+    }
+
+    /// Decodes a [`Versioned`](super::codec::Versioned) value read from this view.
+    pub fn decode_versioned<T: super::codec::Versioned>(&self, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+        super::codec::decode_versioned(key, bytes).map_err(|error| self.read_failed(error))
+    }
+
     /// Decodes a value read from this view (by a scan); one that does not decode is a
     /// failed read.
     pub fn decode<T: serde::de::DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {

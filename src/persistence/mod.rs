@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod codec;
 pub mod fault;
 pub mod keys;
+pub mod ledger;
 pub mod log;
 pub mod memtable;
 #[cfg(test)]

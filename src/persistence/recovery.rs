@@ -146,7 +146,7 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
         after = Some(last_key.clone());
         for (key, value) in page {
             let sku = keys::sku_of(&key).with_context(|| format!("bad SKU key {}", keys::display(&key)))?;
-            let row: SkuRow = codec::decode(&key, &value)?;
+            let row: SkuRow = codec::decode_versioned(&key, &value)?;
             let sku_holds = holds.take_for(&sku)?;
             hold_count += sku_holds.len();
             let state = restore_sku(sku, row, sku_holds)
@@ -235,7 +235,7 @@ impl<'a> HoldCursor<'a> {
         }
         for (key, value) in rows {
             let sku = hold_sku(&key).with_context(|| format!("bad hold key {}", keys::display(&key)))?;
-            let hold: Hold = codec::decode(&key, &value)?;
+            let hold: Hold = codec::decode_versioned(&key, &value)?;
             self.page.push_back((sku, hold));
         }
         Ok(())

@@ -64,7 +64,7 @@ fn may_delete(store: &StateView, target: &[u8]) -> Result<Option<Vec<u8>>, Store
     };
     let settled = match target.first() {
         Some(&keys::RESERVATION) => {
-            let record: Reservation = codec::decode(target, &bytes)?;
+            let record: Reservation = codec::decode_versioned(target, &bytes)?;
             matches!(record.state, ReservationState::Released | ReservationState::Expired)
         }
         Some(&keys::CART) => {

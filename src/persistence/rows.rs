@@ -1,17 +1,29 @@
 //! The stored rows, and how a SKU change turns into puts and deletes.
 //!
 //! Rows are fine-grained current state (one per SKU, one per hold, one per settled
-//! reservation), so recovery reads state instead of replaying events.
+//! reservation, one per transfer, one per ledger movement), so recovery reads state instead of
+//! replaying events.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{codec, keys, Op};
-use crate::domain::sku::{Hold, Product, Reservation, SkuEvent, SkuState};
+use super::codec::{self, Versioned};
+use super::{keys, Op};
+use crate::domain::location::LocationId;
+use crate::domain::sku::{
+    Hold, LegacyHold, LegacyReservation, Movement, Product, Reservation, SkuEvent, SkuSnapshot, SkuState, Stock,
+    TransferRecord,
+};
 use crate::domain::SkuId;
 
-/// A SKU's product and counters; its holds are rows of their own.
+/// A SKU's product, counters per location, transfers in transit and ledger position; its
+/// holds are rows of their own.
+pub type SkuRow = SkuSnapshot;
+
+/// A SKU row as the releases before locations stored it: one set of counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkuRow {
+pub struct LegacySkuRow {
     /// Name and price.
     pub product: Product,
     /// Units in stock.
@@ -20,51 +32,124 @@ pub struct SkuRow {
     pub reserved: u64,
 }
 
+/// A SKU from before locations opens with all its stock at `default`, and its ledger opens
+/// with those counters.
+impl From<LegacySkuRow> for SkuSnapshot {
+    fn from(legacy: LegacySkuRow) -> Self {
+        let stock = vec![(
+            LocationId::default_location(),
+            Stock {
+                on_hand: legacy.on_hand,
+                reserved: legacy.reserved,
+                committed: 0,
+            },
+        )];
+        SkuSnapshot {
+            product: legacy.product,
+            opening: stock.clone(),
+            stock,
+            in_transit: Vec::new(),
+            low_stock_threshold: 0,
+            movement_seq: 0,
+            ledger_start: 1,
+        }
+    }
+}
+
+impl Versioned for SkuSnapshot {
+    type Legacy = LegacySkuRow;
+}
+
+impl Versioned for Hold {
+    type Legacy = LegacyHold;
+}
+
+impl Versioned for Reservation {
+    type Legacy = LegacyReservation;
+}
+
+/// A movement of the stock ledger as stored: when, and who made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementRow {
+    /// The movement.
+    pub movement: Movement,
+    /// When it was made.
+    pub at_ms: u64,
+    /// Who made it (a credential's name, `admin`, `cart`, `system`).
+    pub by: Arc<str>,
+}
+
 /// The puts and deletes that store a SKU after `events` applied, given the records they
-/// settled. Settled records are kept until `now_ms + settled_retention_ms`.
-pub fn sku_change_ops(
-    after: &SkuState,
-    events: &[SkuEvent],
-    settled: &[Reservation],
-    now_ms: u64,
-    settled_retention_ms: u64,
-) -> Vec<Op> {
+/// settled and the ledger movements they made. Settled records are kept until `now_ms +
+/// settled_retention_ms`.
+pub struct SkuChange<'a> {
+    /// The SKU after the events.
+    pub after: &'a SkuState,
+    /// The events.
+    pub events: &'a [SkuEvent],
+    /// Reservations they settled.
+    pub settled: &'a [Reservation],
+    /// Movements they made.
+    pub movements: &'a [Movement],
+    /// Transfers they sent or received, as they are to be stored.
+    pub transfers: &'a [TransferRecord],
+    /// When.
+    pub now_ms: u64,
+    /// Who.
+    pub by: &'a Arc<str>,
+    /// How long settled reservations are kept.
+    pub settled_retention_ms: u64,
+}
+
+/// The puts and deletes of one [`SkuChange`].
+pub fn sku_change_ops(change: &SkuChange<'_>) -> Vec<Op> {
+    let after = change.after;
     let sku = after.sku();
-    let mut ops = Vec::with_capacity(1 + 3 * events.len());
-    ops.push(Op::Put(keys::sku(sku), codec::encode(&sku_row(after))));
+    let mut ops = Vec::with_capacity(1 + 3 * change.events.len() + change.movements.len());
+    ops.push(Op::Put(keys::sku(sku), codec::encode_versioned(&after.snapshot())));
     // Settled holds first: a hold settled early in the call (expired) may be held again later
     // in it under the same id, and the later put must win.
-    let due_ms = now_ms.saturating_add(settled_retention_ms);
-    for record in settled {
+    let due_ms = change.now_ms.saturating_add(change.settled_retention_ms);
+    for record in change.settled {
         let key = keys::reservation(&record.id);
         ops.push(Op::Delete(keys::hold(sku, &record.id)));
         ops.push(Op::Put(keys::expiring(due_ms, &key), Vec::new()));
-        ops.push(Op::Put(key, codec::encode(record)));
+        ops.push(Op::Put(key, codec::encode_versioned(record)));
     }
-    for event in events {
+    for event in change.events {
         let changed = match event {
+            SkuEvent::Held { hold } => Some(hold.id),
             SkuEvent::StockReserved { hold } => Some(hold.id),
-            SkuEvent::ReservationChanged { id, .. } => Some(*id),
+            SkuEvent::ReservationChanged { id, .. } | SkuEvent::HoldChanged { id, .. } => Some(*id),
             _ => None,
         };
         // The hold as it stands after every event (a later event may have settled it).
         if let Some(hold) = changed.and_then(|id| after.hold(&id)) {
-            ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode(hold)));
+            ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode_versioned(hold)));
         }
+    }
+    for event in change.events {
+        if let SkuEvent::LedgerTrimmed { from_seq, upto_seq, .. } = event {
+            for seq in *from_seq..=*upto_seq {
+                ops.push(Op::Delete(keys::movement(sku, seq)));
+            }
+        }
+    }
+    for record in change.transfers {
+        ops.push(Op::Put(keys::transfer(&record.transfer.id), codec::encode(record)));
+    }
+    for movement in change.movements {
+        let row = MovementRow {
+            movement: movement.clone(),
+            at_ms: change.now_ms,
+            by: Arc::clone(change.by),
+        };
+        ops.push(Op::Put(keys::movement(sku, movement.seq), codec::encode(&row)));
     }
     ops
 }
 
-/// The stored counters of a SKU.
-pub fn sku_row(state: &SkuState) -> SkuRow {
-    SkuRow {
-        product: state.product().clone(),
-        on_hand: state.on_hand(),
-        reserved: state.reserved(),
-    }
-}
-
 /// Rebuilds a SKU from its row and hold rows, checking its invariants.
 pub fn restore_sku(sku: SkuId, row: SkuRow, holds: Vec<Hold>) -> Result<SkuState, String> {
-    SkuState::restore(sku, row.product, row.on_hand, row.reserved, holds)
+    SkuState::restore(sku, row, holds)
 }

@@ -50,6 +50,7 @@ struct Fixture {
     order: String,
     reservation: String,
     credential: String,
+    transfer: String,
 }
 
 async fn fixture(app: &TestApp, n: usize) -> Fixture {
@@ -61,7 +62,25 @@ async fn fixture(app: &TestApp, n: usize) -> Fixture {
     let reserved: Value = app.reserve(&sku, 1, 600).await.json().await.unwrap();
     let credential = format!("spare-{n}");
     app.credential(&credential, &["read"]).await;
+    let site = format!("site-{n}");
+    let created = app
+        .admin(Method::PUT, &format!("/v1/locations/{site}"))
+        .json(&json!({"name": "Site", "kind": "store", "priority": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let transfer: Value = app
+        .admin(Method::POST, "/v1/transfers")
+        .json(&json!({"sku": sku, "from": "default", "to": site, "qty": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     Fixture {
+        transfer: transfer["transfer_id"].as_str().unwrap().to_owned(),
         sku,
         cart,
         order: order["order_id"].as_str().unwrap().to_owned(),
@@ -77,6 +96,8 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         fixture.reservation.as_str()
     } else if route.path.starts_with("/v1/carts") {
         fixture.cart.id.as_str()
+    } else if route.path.starts_with("/v1/transfers") {
+        fixture.transfer.as_str()
     } else {
         fixture.order.as_str()
     };
@@ -85,6 +106,7 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         .replace("{sku}", &fixture.sku)
         .replace("{id}", id)
         .replace("{name}", &fixture.credential)
+        .replace("/locations/{loc}/", "/locations/default/")
         .replace("{loc}", &format!("loc-{n}"));
     let body = match (route.method, route.path) {
         ("GET" | "DELETE", _) => Value::Null,
@@ -102,6 +124,13 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         ("POST", "/v1/ws/tickets") => json!({"order_id": fixture.order}),
         ("POST", "/v1/credentials") => json!({"name": format!("made-{n}"), "roles": ["read"]}),
         ("PUT", "/v1/locations/{loc}") => json!({"name": "Shop", "kind": "store", "priority": 1}),
+        ("POST", "/v1/skus/{sku}/locations/{loc}/restock") => json!({"qty": 1}),
+        ("POST", "/v1/skus/{sku}/locations/{loc}/adjust") => json!({"delta": 1, "reason": "count"}),
+        ("POST", "/v1/skus/{sku}/locations/{loc}/count") => json!({"on_hand": 200}),
+        ("POST", "/v1/transfers") => {
+            json!({"sku": fixture.sku, "from": "default", "to": format!("site-{n}"), "qty": 1})
+        }
+        ("POST", "/v1/transfers/{id}/receive") => json!({}),
         (method, path) => panic!("the access matrix has no request for {method} {path}: add one"),
     };
     (path, body)
@@ -117,6 +146,7 @@ async fn state_of(app: &TestApp, fixture: &Fixture) -> Value {
         read(format!("/v1/reservations/{}", fixture.reservation)).await,
         read("/v1/credentials".to_owned()).await,
         read("/v1/locations".to_owned()).await,
+        read(format!("/v1/transfers/{}", fixture.transfer)).await,
     ])
 }
 
@@ -394,11 +424,11 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
     let mut staff = stock_socket(&app, &format!("skus=many&token={reader}")).await;
     assert_eq!(
         next_text(&mut public).await,
-        json!({"type": "stock", "sku": "many", "stock_level": "in_stock"})
+        json!({"type": "stock", "sku": "many", "stock_level": "in_stock", "locations": [{"location": "default", "stock_level": "in_stock"}]})
     );
     assert_eq!(
         next_text(&mut staff).await,
-        json!({"type": "stock", "sku": "many", "available": 6})
+        json!({"type": "stock", "sku": "many", "available": 6, "locations": [{"location": "default", "available": 6}]})
     );
     assert_eq!(app.reserve("many", 1, 600).await.status(), StatusCode::CREATED);
     assert_eq!(next_text(&mut staff).await["available"], 5);
@@ -406,7 +436,7 @@ async fn the_public_sees_the_stock_catalog_public_stock_allows_and_staff_see_it_
     assert_eq!(next_text(&mut staff).await["available"], 3);
     assert_eq!(
         next_text(&mut public).await,
-        json!({"type": "stock", "sku": "many", "stock_level": "low"}),
+        json!({"type": "stock", "sku": "many", "stock_level": "low", "locations": [{"location": "default", "stock_level": "low"}]}),
         "no message while the level stayed in_stock"
     );
     drop((public, staff));

@@ -60,6 +60,26 @@ async fn a_data_directory_from_the_release_before_by_opens_with_everything_in_it
     assert_eq!(state(COMMITTED).await, "committed");
     assert_eq!(state(RELEASED).await, "released");
 
+    // Before locations: all of its stock opens at `default`, and so does its ledger.
+    let mug = app.sku("mug").await;
+    assert_eq!(
+        mug["locations"],
+        serde_json::json!([{"location": "default", "on_hand": 8, "reserved": 0, "committed": 0, "available": 8}])
+    );
+    let committed = app
+        .read_json(ADMIN_TOKEN, &format!("/v1/reservations/{COMMITTED}"))
+        .await;
+    assert_eq!(
+        committed["parts"],
+        serde_json::json!([{"location": "default", "qty": 2}])
+    );
+    let ledger = app.read_json(ADMIN_TOKEN, "/v1/skus/mug/movements").await;
+    assert_eq!(
+        ledger,
+        serde_json::json!({"items": [], "next": null,
+            "opening": [{"location": "default", "on_hand": 8, "reserved": 0, "committed": 0}]})
+    );
+
     // Its format-1 log records read, without `by`; what this build writes has it.
     let restocked = app
         .admin(reqwest::Method::POST, "/v1/skus/mug/restock")
@@ -83,6 +103,12 @@ async fn a_data_directory_from_the_release_before_by_opens_with_everything_in_it
         "written before by was recorded"
     );
     assert_eq!(by_of("stockroom.stock.restocked"), ["admin"]);
+    // The ledger goes on from its opening balance.
+    let client = reqwest::Client::new();
+    crate::crash::check_ledger(&client, &app.url(""), 0, &["mug".to_owned(), "tee".to_owned()]).await;
+    let ledger = app.read_json(ADMIN_TOKEN, "/v1/skus/mug/movements").await;
+    assert_eq!(ledger["items"][0]["kind"], "receipt");
+    assert_eq!(ledger["items"][0]["seq"], 1);
     let seqs: Vec<u64> = log.iter().map(|record| record.seq).collect();
     assert!(
         seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),

@@ -132,11 +132,38 @@ const INITIAL_ON_HAND: i64 = 100_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Reserve { sku: String, qty: i64 },
-    Commit { id: String, sku: String, qty: i64 },
-    Release { id: String },
-    Restock { sku: String, qty: i64 },
-    Adjust { sku: String, delta: i64 },
+    Reserve {
+        sku: String,
+        qty: i64,
+    },
+    Commit {
+        id: String,
+        sku: String,
+        qty: i64,
+    },
+    Release {
+        id: String,
+    },
+    Restock {
+        sku: String,
+        qty: i64,
+        location: Option<String>,
+    },
+    Adjust {
+        sku: String,
+        delta: i64,
+    },
+    Transfer {
+        sku: String,
+        from: String,
+        to: String,
+        qty: i64,
+    },
+    Receive {
+        id: String,
+        sku: String,
+        qty: i64,
+    },
 }
 
 /// What the clients know was acknowledged.
@@ -155,6 +182,15 @@ pub struct Model {
     settled: HashMap<String, &'static str>,
     /// Requests sent without an answer yet, by idempotency key.
     pending: HashMap<String, Op>,
+    /// Locations besides `default` that load restocks and transfers between (none: all
+    /// stock stays at `default`).
+    pub locations: Vec<String>,
+    /// Units that left and reached shelves by transfers, per SKU (in transit: negative).
+    transferred: HashMap<String, i64>,
+    /// Transfers acknowledged, not yet received: id -> (sku, qty).
+    in_transit: HashMap<String, (String, i64)>,
+    /// Transfers a request is receiving right now.
+    receiving: HashMap<String, (String, i64)>,
 }
 
 impl Model {
@@ -173,6 +209,7 @@ impl Model {
             .keys()
             .chain(self.adjusted.keys())
             .chain(self.committed.keys())
+            .chain(self.transferred.keys())
             .chain(self.held.values().map(|(sku, _)| sku))
             .cloned()
             .collect();
@@ -195,9 +232,29 @@ impl Model {
                     Op::Release { id }
                 }
             }
+            80..85 if !self.locations.is_empty() => {
+                let mut sites = vec!["default".to_owned()];
+                sites.extend(self.locations.iter().cloned());
+                let from = rng.random_range(0..sites.len());
+                let to = (from + rng.random_range(1..sites.len())) % sites.len();
+                Op::Transfer {
+                    sku,
+                    from: sites[from].clone(),
+                    to: sites[to].clone(),
+                    qty: rng.random_range(1..=5),
+                }
+            }
+            85..88 if !self.in_transit.is_empty() => {
+                let id = self.in_transit.keys().next().cloned().unwrap_or_default();
+                let (sku, qty) = self.in_transit.remove(&id).unwrap_or_default();
+                self.receiving.insert(id.clone(), (sku.clone(), qty));
+                Op::Receive { id, sku, qty }
+            }
             80..90 => Op::Restock {
                 sku,
                 qty: rng.random_range(1..=10),
+                location: (!self.locations.is_empty() && rng.random_bool(0.5))
+                    .then(|| self.locations[rng.random_range(0..self.locations.len())].clone()),
             },
             90.. => {
                 let magnitude = rng.random_range(1..=5);
@@ -220,7 +277,18 @@ impl Model {
                 let id = body["reservation_id"].as_str().expect("reservation id").to_owned();
                 self.held.insert(id, (sku.clone(), *qty));
             }
-            (Op::Reserve { .. } | Op::Adjust { .. }, 409) if code == "insufficient_stock" => {}
+            (Op::Reserve { .. } | Op::Adjust { .. } | Op::Transfer { .. }, 409) if code == "insufficient_stock" => {}
+            (Op::Transfer { sku, qty, .. }, 201) => {
+                assert_eq!(body["status"], "in_transit");
+                let id = body["transfer_id"].as_str().expect("transfer id").to_owned();
+                *self.transferred.entry(sku.clone()).or_default() -= qty;
+                self.in_transit.insert(id, (sku.clone(), *qty));
+            }
+            (Op::Receive { id, sku, qty }, 200) => {
+                assert_eq!(body["status"], "received");
+                self.receiving.remove(id);
+                *self.transferred.entry(sku.clone()).or_default() += qty;
+            }
             (Op::Commit { id, sku, qty }, 200) => {
                 assert_eq!(body["state"], "committed");
                 self.claimed.remove(id);
@@ -232,7 +300,7 @@ impl Model {
                 self.claimed.remove(id);
                 self.settled.insert(id.clone(), "released");
             }
-            (Op::Restock { sku, qty }, 200) => *self.restocked.entry(sku.clone()).or_default() += qty,
+            (Op::Restock { sku, qty, .. }, 200) => *self.restocked.entry(sku.clone()).or_default() += qty,
             (Op::Adjust { sku, delta }, 200) => *self.adjusted.entry(sku.clone()).or_default() += delta,
             (op, status) => panic!("unexpected answer {status} {body} to {op:?}"),
         }
@@ -249,7 +317,26 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, op: &Op) -> Resul
         ),
         Op::Commit { id, .. } => (Method::POST, format!("/v1/reservations/{id}/commit"), json!({})),
         Op::Release { id } => (Method::DELETE, format!("/v1/reservations/{id}"), json!({})),
-        Op::Restock { sku, qty } => (Method::POST, format!("/v1/skus/{sku}/restock"), json!({"qty": qty})),
+        Op::Restock {
+            sku,
+            qty,
+            location: None,
+        } => (Method::POST, format!("/v1/skus/{sku}/restock"), json!({"qty": qty})),
+        Op::Restock {
+            sku,
+            qty,
+            location: Some(location),
+        } => (
+            Method::POST,
+            format!("/v1/skus/{sku}/locations/{location}/restock"),
+            json!({"qty": qty, "reason": "crash test"}),
+        ),
+        Op::Transfer { sku, from, to, qty } => (
+            Method::POST,
+            "/v1/transfers".to_owned(),
+            json!({"sku": sku, "from": from, "to": to, "qty": qty}),
+        ),
+        Op::Receive { id, .. } => (Method::POST, format!("/v1/transfers/{id}/receive"), json!({})),
         Op::Adjust { sku, delta } => (
             Method::POST,
             format!("/v1/skus/{sku}/adjust"),
@@ -339,7 +426,7 @@ pub async fn check(
     initial_on_hand: i64,
 ) {
     assert!(
-        model.claimed.is_empty() && model.pending.is_empty(),
+        model.claimed.is_empty() && model.pending.is_empty() && model.receiving.is_empty(),
         "every request was resolved"
     );
     let read = read_skus(client, base, skus).await;
@@ -349,7 +436,8 @@ pub async fn check(
         let expected_on_hand = initial_on_hand
             + model.restocked.get(sku).copied().unwrap_or(0)
             + model.adjusted.get(sku).copied().unwrap_or(0)
-            - model.committed.get(sku).copied().unwrap_or(0);
+            - model.committed.get(sku).copied().unwrap_or(0)
+            + model.transferred.get(sku).copied().unwrap_or(0);
         let expected_reserved: i64 = model
             .held
             .values()
@@ -386,6 +474,76 @@ pub async fn check(
     }
 }
 
+/// Every movement of a SKU's ledger, oldest first, read page by page.
+pub async fn movements(client: &reqwest::Client, base: &str, sku: &str) -> (Vec<Value>, Value) {
+    let mut items = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let query = after.map_or(String::new(), |after| format!("&after={after}"));
+        let page: Value = client
+            .get(format!("{base}/v1/skus/{sku}/movements?limit=1000{query}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next"].as_u64() {
+            Some(next) => after = Some(next),
+            None => return (items, page["opening"].clone()),
+        }
+    }
+}
+
+/// For every SKU and location: the opening balance plus the sum of the ledger's movements
+/// equals the counters, and the ledger runs on without a gap.
+pub async fn check_ledger(client: &reqwest::Client, base: &str, cycle: usize, skus: &[String]) {
+    let read = read_skus(client, base, skus).await;
+    for sku in skus {
+        let (items, opening) = movements(client, base, sku).await;
+        let mut sums: HashMap<String, [i64; 3]> = HashMap::new();
+        for entry in opening.as_array().expect("opening") {
+            let sum = sums.entry(entry["location"].as_str().unwrap().to_owned()).or_default();
+            sum[0] += entry["on_hand"].as_i64().unwrap();
+            sum[1] += entry["reserved"].as_i64().unwrap();
+            sum[2] += entry["committed"].as_i64().unwrap();
+        }
+        let first = items.first().map_or(1, |movement| movement["seq"].as_u64().unwrap());
+        for (index, movement) in items.iter().enumerate() {
+            assert_eq!(
+                movement["seq"].as_u64(),
+                Some(first + index as u64),
+                "cycle {cycle}: {sku}'s ledger has no gap"
+            );
+            let sum = sums
+                .entry(movement["location"].as_str().unwrap().to_owned())
+                .or_default();
+            sum[0] += movement["on_hand_delta"].as_i64().unwrap();
+            sum[1] += movement["reserved_delta"].as_i64().unwrap();
+            sum[2] += movement["committed_delta"].as_i64().unwrap();
+        }
+        for location in read[sku]["locations"].as_array().expect("locations") {
+            let name = location["location"].as_str().unwrap();
+            let counters = [
+                location["on_hand"].as_i64().unwrap(),
+                location["reserved"].as_i64().unwrap(),
+                location["committed"].as_i64().unwrap(),
+            ];
+            assert_eq!(
+                sums.remove(name).unwrap_or_default(),
+                counters,
+                "cycle {cycle}: the ledger of {sku} at {name} sums to its counters"
+            );
+        }
+        assert!(
+            sums.values().all(|sum| *sum == [0; 3]),
+            "cycle {cycle}: {sku}: stray movements"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_over_twenty_restarts() {
     let (cycles, mut rng, dir, client) = crash_run("crash test", 20);
@@ -406,11 +564,22 @@ pub async fn crash_four_skus(
     after_kill: &(dyn Fn() + Sync),
 ) -> (usize, usize) {
     let skus: Vec<String> = SKUS.iter().map(|sku| (*sku).to_owned()).collect();
-    let model = Arc::new(Mutex::new(Model::new(skus.clone())));
     let mut server = ServerProcess::start(dir, client).await;
     for sku in SKUS {
         put_sku(client, &server.base, sku, INITIAL_ON_HAND).await;
     }
+    let created = client
+        .put(format!("{}/v1/locations/north", server.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "North", "kind": "warehouse", "priority": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let model = Arc::new(Mutex::new(Model {
+        locations: vec!["north".to_owned()],
+        ..Model::new(skus.clone())
+    }));
     let mut acknowledged_total = 0usize;
     for cycle in 0..cycles {
         let (restarted, acknowledged, _) = crash_cycle(server, dir, client, &model, rng, cycle, &[], after_kill).await;
@@ -418,6 +587,7 @@ pub async fn crash_four_skus(
         acknowledged_total += acknowledged;
         let snapshot = std::mem::take(&mut *model.lock().unwrap());
         check(client, &server.base, &snapshot, rng, cycle, &skus, INITIAL_ON_HAND).await;
+        check_ledger(client, &server.base, cycle, &skus).await;
         *model.lock().unwrap() = snapshot;
     }
     drop(server);

@@ -562,7 +562,11 @@ async fn an_undecodable_log_record_goes_to_the_dead_letter_topic_and_the_events_
     );
     // Every event after the damaged record was published (the broker came back empty, so
     // only those are there).
-    assert_eq!(after.len(), 3, "three reservations after the damaged one");
+    assert_eq!(
+        after.len(),
+        6,
+        "three reservations after the damaged one, each with its ledger movement"
+    );
     let reader = Reader::start(&broker.address(), "damaged");
     reader.wait_for(after.iter().copied(), Duration::from_secs(60)).await;
 }

@@ -324,7 +324,9 @@ pub fn check_against_log(received: &[Received], log: &[EventRecord], prefix: &st
         assert!(event["data"].is_object(), "{event}");
         assert_eq!(record.content_type.as_deref(), Some("application/cloudevents+json"));
         let kind = match expected.event {
-            stockroom::domain::DomainEvent::Sku { .. } | stockroom::domain::DomainEvent::Location { .. } => "inventory",
+            stockroom::domain::DomainEvent::Sku { .. }
+            | stockroom::domain::DomainEvent::Location { .. }
+            | stockroom::domain::DomainEvent::Movement { .. } => "inventory",
             stockroom::domain::DomainEvent::Cart { .. } => "carts",
             stockroom::domain::DomainEvent::Order { .. } => "orders",
         };

@@ -24,6 +24,7 @@ mod recovery;
 mod simulation;
 mod slow_clients;
 mod stock;
+mod stock_locations;
 mod storefront;
 mod tracking;
 mod write_path;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use reqwest::StatusCode;
-use stockroom::domain::sku::{Hold, Product, SkuEvent};
+use stockroom::domain::sku::{LegacyHold, Product, SkuEvent};
 use stockroom::domain::{Currency, Name, ReservationId, SkuId};
 use stockroom::domain::{DomainEvent, EventRecord};
 use stockroom::persistence::log::encode_record;
-use stockroom::persistence::rows::SkuRow;
+use stockroom::persistence::rows::LegacySkuRow;
 use stockroom::persistence::{codec, keys, Log, Op, SledStore};
 use stockroom::startup::Options;
 use tempfile::TempDir;
@@ -54,7 +54,9 @@ fn write_log(dir: &std::path::Path) -> Vec<u64> {
                 }
             } else {
                 reserved[index] += 1;
-                let hold = Hold {
+                // The layout of the release before locations: this log is also a
+                // migration test.
+                let hold = LegacyHold {
                     id: ReservationId::generate(),
                     qty: 1,
                     created_ms: now_ms,
@@ -64,7 +66,7 @@ fn write_log(dir: &std::path::Path) -> Vec<u64> {
                 ops.push(Op::Put(keys::hold(sku, &hold.id), codec::encode(&hold)));
                 SkuEvent::StockReserved { hold }
             };
-            let row = SkuRow {
+            let row = LegacySkuRow {
                 product: product(),
                 on_hand: ON_HAND,
                 reserved: reserved[index],

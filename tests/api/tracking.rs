@@ -245,8 +245,8 @@ async fn the_stock_feed_follows_reservations_releases_and_restocks() {
     assert_eq!(
         first,
         [
-            json!({"type": "stock", "sku": "lamp", "available": 10}),
-            json!({"type": "stock", "sku": "vase", "available": 3})
+            json!({"type": "stock", "sku": "lamp", "available": 10, "locations": [{"location": "default", "available": 10}]}),
+            json!({"type": "stock", "sku": "vase", "available": 3, "locations": [{"location": "default", "available": 3}]})
         ]
     );
     let held: Value = app.reserve("lamp", 4, 600).await.json().await.unwrap();

@@ -36,7 +36,10 @@ fn reserved_seen(app: &TestApp, sku: &str) -> u64 {
         .store
         .get(&key)
         .unwrap()
-        .map(|bytes| codec::decode::<SkuRow>(&key, &bytes).unwrap().reserved)
+        .map(|bytes| {
+            let row = codec::decode_versioned::<SkuRow>(&key, &bytes).unwrap();
+            row.stock.iter().map(|(_, stock)| stock.reserved).sum()
+        })
         .unwrap_or(0)
 }
 
@@ -207,7 +210,7 @@ async fn retention_never_deletes_a_newer_record_written_under_the_same_key() {
     );
     // ...then its owner writes a newer record under the same id before the delete lands.
     let mut newer: stockroom::domain::sku::Reservation =
-        codec::decode(&key, &engine.store.get(&key).unwrap().unwrap()).unwrap();
+        codec::decode_versioned(&key, &engine.store.get(&key).unwrap().unwrap()).unwrap();
     newer.state = ReservationState::Committed;
     let write = |ops: Vec<Op>| {
         engine.writer.try_reserve().unwrap().submit(Change {
@@ -217,11 +220,11 @@ async fn retention_never_deletes_a_newer_record_written_under_the_same_key() {
             by: stockroom::access::by_system(),
         })
     };
-    write(vec![Op::Put(key.clone(), codec::encode(&newer))]);
+    write(vec![Op::Put(key.clone(), codec::encode_versioned(&newer))]);
     let ticket = write(planned);
     engine.writer.durability().wait(ticket).await.unwrap();
     let stored = engine.store.get(&key).unwrap().expect("the newer record stays");
-    let stored: stockroom::domain::sku::Reservation = codec::decode(&key, &stored).unwrap();
+    let stored: stockroom::domain::sku::Reservation = codec::decode_versioned(&key, &stored).unwrap();
     assert_eq!(stored.state, ReservationState::Committed);
     app.stop().await;
 }

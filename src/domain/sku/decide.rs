@@ -3,8 +3,9 @@
 
 use super::command::{SkuCommand, SkuRejection};
 use super::event::SkuEvent;
-use super::model::{Hold, Reservation, ReservationState, SkuLimits, EXPIRE_BATCH_MAX, ON_HAND_MAX};
+use super::model::{Hold, Reservation, ReservationState, SkuLimits, Transfer, EXPIRE_BATCH_MAX, ON_HAND_MAX};
 use super::state::SkuState;
+use super::stock::{allocate, merge_parts, shrink_parts, Part, Placement, Unplaced};
 
 /// Decides what a command does to a SKU at time `now_ms`: every rule of the SKU is here.
 ///
@@ -21,78 +22,134 @@ pub fn decide(
     command: &SkuCommand,
     settled: Option<&Reservation>,
     now_ms: u64,
-    limits: SkuLimits,
+    limits: &SkuLimits,
 ) -> Result<Vec<SkuEvent>, SkuRejection> {
     let Some(state) = state else {
         return match command {
-            SkuCommand::Upsert { product, on_hand } => {
+            SkuCommand::Upsert {
+                product,
+                on_hand,
+                low_stock_threshold,
+            } => {
                 let on_hand = on_hand.unwrap_or(0);
                 if on_hand > ON_HAND_MAX {
                     return Err(SkuRejection::StockLimitExceeded);
                 }
-                Ok(vec![SkuEvent::SkuCreated {
+                let mut events = vec![SkuEvent::SkuCreated {
                     product: product.clone(),
                     on_hand,
-                }])
+                }];
+                if let Some(threshold) = low_stock_threshold.filter(|threshold| *threshold > 0) {
+                    events.push(SkuEvent::SettingsChanged {
+                        low_stock_threshold: threshold,
+                    });
+                }
+                Ok(events)
             }
             // A settled record names its SKU, so there is none to find here.
             SkuCommand::Release { .. } | SkuCommand::Commit { .. } | SkuCommand::Return { .. } => {
                 Err(SkuRejection::ReservationNotFound)
             }
+            SkuCommand::ReceiveTransfer { .. } => Err(SkuRejection::TransferNotFound),
             _ => Err(SkuRejection::SkuNotFound),
         };
     };
     // A record of another SKU's reservation says nothing about this one.
     let settled = settled.filter(|record| record.sku == state.sku);
+    let on_hand = state.on_hand();
+    let within_max = |extra: u64| on_hand.checked_add(extra).is_some_and(|total| total <= ON_HAND_MAX);
     match command {
-        SkuCommand::Upsert { product, on_hand } => {
-            if on_hand.is_some_and(|on_hand| on_hand != state.on_hand) {
-                return Err(SkuRejection::OnHandNotUpdatable { on_hand: state.on_hand });
+        SkuCommand::Upsert {
+            product,
+            on_hand: stated,
+            low_stock_threshold,
+        } => {
+            if stated.is_some_and(|stated| stated != on_hand) {
+                return Err(SkuRejection::OnHandNotUpdatable { on_hand });
             }
-            if *product == state.product {
-                return Ok(Vec::new());
-            }
-            Ok(vec![SkuEvent::SkuUpdated {
-                product: product.clone(),
-            }])
-        }
-        SkuCommand::Restock { qty } => {
-            let on_hand = state.on_hand.checked_add(qty.get());
-            if on_hand.is_none_or(|on_hand| on_hand > ON_HAND_MAX) {
-                return Err(SkuRejection::StockLimitExceeded);
-            }
-            Ok(vec![SkuEvent::StockRestocked { qty: qty.get() }])
-        }
-        SkuCommand::Adjust { delta, reason } => {
-            let magnitude = delta.get().unsigned_abs();
-            if delta.get() < 0 && magnitude > state.available() {
-                return Err(SkuRejection::InsufficientStock {
-                    available: state.available(),
+            let mut events = Vec::new();
+            if *product != state.product {
+                events.push(SkuEvent::SkuUpdated {
+                    product: product.clone(),
                 });
             }
-            if delta.get() > 0 && state.on_hand + magnitude > ON_HAND_MAX {
+            if let Some(threshold) = low_stock_threshold.filter(|threshold| *threshold != state.low_stock_threshold) {
+                events.push(SkuEvent::SettingsChanged {
+                    low_stock_threshold: threshold,
+                });
+            }
+            Ok(events)
+        }
+        SkuCommand::Restock { location, qty, reason } => {
+            if !within_max(qty.get()) {
                 return Err(SkuRejection::StockLimitExceeded);
             }
-            Ok(vec![SkuEvent::StockAdjusted {
+            Ok(vec![SkuEvent::Received {
+                location: location.clone(),
+                qty: qty.get(),
+                reason: reason.clone(),
+            }])
+        }
+        SkuCommand::Adjust {
+            location,
+            delta,
+            reason,
+        } => {
+            let magnitude = delta.get().unsigned_abs();
+            let available = state.stock_at(location).available();
+            if delta.get() < 0 && magnitude > available {
+                return Err(SkuRejection::InsufficientStock { available });
+            }
+            if delta.get() > 0 && !within_max(magnitude) {
+                return Err(SkuRejection::StockLimitExceeded);
+            }
+            Ok(vec![SkuEvent::Adjusted {
+                location: location.clone(),
                 delta: delta.get(),
                 reason: reason.clone(),
             }])
         }
-        SkuCommand::Reserve { id, qty, ttl_ms } => {
+        SkuCommand::Count {
+            location,
+            on_hand: counted,
+            reason,
+        } => {
+            let here = state.stock_at(location);
+            // The units held or sold here are on the shelf: a count below them is refused.
+            if *counted < here.reserved + here.committed {
+                return Err(SkuRejection::InsufficientStock {
+                    available: here.available(),
+                });
+            }
+            if *counted > here.on_hand && !within_max(counted - here.on_hand) {
+                return Err(SkuRejection::StockLimitExceeded);
+            }
+            if *counted == here.on_hand && state.stock.contains_key(location) {
+                return Ok(Vec::new());
+            }
+            Ok(vec![SkuEvent::Counted {
+                location: location.clone(),
+                on_hand: *counted,
+                reason: reason.clone(),
+            }])
+        }
+        SkuCommand::Reserve {
+            id,
+            qty,
+            ttl_ms,
+            placement,
+        } => {
             if state.holds.len() >= limits.holds_max {
                 return Err(SkuRejection::HoldLimitReached {
                     holds_max: limits.holds_max,
                 });
             }
-            if qty.get() > state.available() {
-                return Err(SkuRejection::InsufficientStock {
-                    available: state.available(),
-                });
-            }
-            Ok(vec![SkuEvent::StockReserved {
+            let parts = place(state, qty.get(), placement, limits, 0)?;
+            Ok(vec![SkuEvent::Held {
                 hold: Hold {
                     id: *id,
                     qty: qty.get(),
+                    parts,
                     created_ms: now_ms,
                     expires_ms: now_ms.saturating_add(*ttl_ms),
                 },
@@ -121,18 +178,25 @@ pub fn decide(
                 Some(ReservationState::Held) | None => Err(SkuRejection::ReservationNotFound),
             },
         },
-        SkuCommand::SetHold { id, qty, expires_ms } => match state.holds.get(id) {
+        SkuCommand::SetHold {
+            id,
+            qty,
+            expires_ms,
+            placement,
+        } => match state.holds.get(id) {
             Some(hold) if *qty == 0 => Ok(vec![SkuEvent::ReservationReleased { id: *id, qty: hold.qty }]),
             Some(hold) if *qty == hold.qty && *expires_ms == hold.expires_ms => Ok(Vec::new()),
             Some(hold) => {
-                if qty.saturating_sub(hold.qty) > state.available() {
-                    return Err(SkuRejection::InsufficientStock {
-                        available: state.available() + hold.qty,
-                    });
-                }
-                Ok(vec![SkuEvent::ReservationChanged {
+                let parts = if *qty > hold.qty {
+                    let extra = place(state, qty - hold.qty, placement, limits, hold.qty)?;
+                    merge_parts(&hold.parts, extra)
+                } else {
+                    shrink_parts(&hold.parts, hold.qty - qty)
+                };
+                Ok(vec![SkuEvent::HoldChanged {
                     id: *id,
                     qty: *qty,
+                    parts,
                     expires_ms: *expires_ms,
                 }])
             }
@@ -150,15 +214,12 @@ pub fn decide(
                         holds_max: limits.holds_max,
                     });
                 }
-                if *qty > state.available() {
-                    return Err(SkuRejection::InsufficientStock {
-                        available: state.available(),
-                    });
-                }
-                Ok(vec![SkuEvent::StockReserved {
+                let parts = place(state, *qty, placement, limits, 0)?;
+                Ok(vec![SkuEvent::Held {
                     hold: Hold {
                         id: *id,
                         qty: *qty,
+                        parts,
                         created_ms: now_ms,
                         expires_ms: *expires_ms,
                     },
@@ -166,9 +227,10 @@ pub fn decide(
             }
         },
         SkuCommand::ExtendHold { id, expires_ms } => match state.holds.get(id) {
-            Some(hold) if hold.expires_ms != *expires_ms => Ok(vec![SkuEvent::ReservationChanged {
+            Some(hold) if hold.expires_ms != *expires_ms => Ok(vec![SkuEvent::HoldChanged {
                 id: *id,
                 qty: hold.qty,
+                parts: hold.parts.clone(),
                 expires_ms: *expires_ms,
             }]),
             _ => Ok(Vec::new()),
@@ -177,18 +239,58 @@ pub fn decide(
         SkuCommand::Return { id } => match (state.holds.get(id), settled) {
             (Some(_), _) => Err(SkuRejection::ReservationNotCommitted),
             (None, Some(record)) => match record.state {
-                ReservationState::Committed if state.on_hand + record.qty > ON_HAND_MAX => {
-                    Err(SkuRejection::StockLimitExceeded)
-                }
-                ReservationState::Committed => Ok(vec![SkuEvent::ReservationReturned {
+                ReservationState::Committed if !within_max(record.qty) => Err(SkuRejection::StockLimitExceeded),
+                ReservationState::Committed => Ok(vec![SkuEvent::Returned {
                     id: *id,
-                    qty: record.qty,
+                    parts: record.parts.clone(),
                 }]),
                 ReservationState::Returned => Ok(Vec::new()),
                 _ => Err(SkuRejection::ReservationNotCommitted),
             },
             (None, None) => Err(SkuRejection::ReservationNotFound),
         },
+        SkuCommand::Transfer { id, from, to, qty } => {
+            let available = state.stock_at(from).available();
+            if qty.get() > available {
+                return Err(SkuRejection::InsufficientStock { available });
+            }
+            Ok(vec![SkuEvent::TransferSent {
+                transfer: Transfer {
+                    id: *id,
+                    from: from.clone(),
+                    to: to.clone(),
+                    qty: qty.get(),
+                    created_ms: now_ms,
+                },
+            }])
+        }
+        // A transfer this SKU sent that is no longer in transit was received: receiving
+        // twice receives once. (Whether this SKU sent it is the caller's to know.)
+        SkuCommand::ReceiveTransfer { id } => Ok(state
+            .in_transit
+            .get(id)
+            .map(|transfer| {
+                vec![SkuEvent::TransferReceived {
+                    id: *id,
+                    to: transfer.to.clone(),
+                    qty: transfer.qty,
+                }]
+            })
+            .unwrap_or_default()),
+        SkuCommand::TrimLedger {
+            from_seq,
+            upto_seq,
+            folded,
+        } => {
+            if *from_seq != state.ledger_start || upto_seq < from_seq || *upto_seq > state.movement_seq {
+                return Ok(Vec::new());
+            }
+            Ok(vec![SkuEvent::LedgerTrimmed {
+                from_seq: *from_seq,
+                upto_seq: *upto_seq,
+                folded: folded.clone(),
+            }])
+        }
         SkuCommand::ExpireDue => Ok(state
             .expiry
             .iter()
@@ -202,16 +304,42 @@ pub fn decide(
     }
 }
 
+/// Where `qty` more units of a hold come from; `already` is what the hold has (so that a
+/// refusal reports what the whole hold could have).
+fn place(
+    state: &SkuState,
+    qty: u64,
+    placement: &Placement,
+    limits: &SkuLimits,
+    already: u64,
+) -> Result<Vec<Part>, SkuRejection> {
+    allocate(&state.stock, qty, placement, &limits.allocation).map_err(|unplaced| match unplaced {
+        Unplaced::Unavailable(location) => SkuRejection::LocationUnavailable { location },
+        Unplaced::Short { available } => SkuRejection::InsufficientStock {
+            available: available + already,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::ids::{ReservationId, SkuId};
+    #[allow(unused_imports)]
+    use crate::domain::location::LocationId;
     use crate::domain::sku::model::{settled_reservation, Product};
     use crate::domain::sku::state::apply_all;
+    #[allow(unused_imports)]
+    use crate::domain::sku::stock::{at_default, Placement};
     use crate::domain::values::QUANTITY_MAX;
     use crate::domain::values::{Currency, Name, Quantity, StockDelta};
 
-    const LIMITS: SkuLimits = SkuLimits { holds_max: 3 };
+    fn limits() -> SkuLimits {
+        SkuLimits {
+            holds_max: 3,
+            ..SkuLimits::default()
+        }
+    }
 
     fn product() -> Product {
         Product {
@@ -229,10 +357,11 @@ mod tests {
             &SkuCommand::Upsert {
                 product: product(),
                 on_hand: Some(on_hand),
+                low_stock_threshold: None,
             },
             None,
             0,
-            LIMITS,
+            &limits(),
         )
         .unwrap();
         apply_all(&sku, &mut state, &events);
@@ -241,7 +370,7 @@ mod tests {
 
     fn run(state: &mut Option<SkuState>, command: SkuCommand, now_ms: u64) -> Result<Vec<SkuEvent>, SkuRejection> {
         let sku = state.as_ref().unwrap().sku().clone();
-        let events = decide(state.as_ref(), &command, None, now_ms, LIMITS)?;
+        let events = decide(state.as_ref(), &command, None, now_ms, &limits())?;
         apply_all(&sku, state, &events);
         Ok(events)
     }
@@ -251,6 +380,7 @@ mod tests {
         run(
             state,
             SkuCommand::Reserve {
+                placement: Placement::Any,
                 id,
                 qty: qty(units),
                 ttl_ms: 1000,
@@ -271,6 +401,7 @@ mod tests {
         let refused = run(
             &mut state,
             SkuCommand::Reserve {
+                placement: Placement::Any,
                 id: ReservationId::generate(),
                 qty: qty(3),
                 ttl_ms: 1000,
@@ -324,6 +455,7 @@ mod tests {
         let refused = run(
             &mut state,
             SkuCommand::Adjust {
+                location: LocationId::default_location(),
                 delta: StockDelta::parse(-2).unwrap(),
                 reason: reason.clone(),
             },
@@ -333,6 +465,7 @@ mod tests {
         run(
             &mut state,
             SkuCommand::Adjust {
+                location: LocationId::default_location(),
                 delta: StockDelta::parse(-1).unwrap(),
                 reason,
             },
@@ -350,6 +483,7 @@ mod tests {
             SkuCommand::Upsert {
                 product: product(),
                 on_hand: Some(5),
+                low_stock_threshold: None,
             },
             0,
         );
@@ -359,6 +493,7 @@ mod tests {
             SkuCommand::Upsert {
                 product: product(),
                 on_hand: Some(6),
+                low_stock_threshold: None,
             },
             0,
         );
@@ -372,6 +507,7 @@ mod tests {
             run(
                 &mut state,
                 SkuCommand::Reserve {
+                    placement: Placement::Any,
                     id: ReservationId::generate(),
                     qty: qty(1),
                     ttl_ms: 1000,
@@ -383,6 +519,7 @@ mod tests {
         let refused = run(
             &mut state,
             SkuCommand::Reserve {
+                placement: Placement::Any,
                 id: ReservationId::generate(),
                 qty: qty(1),
                 ttl_ms: 1000,
@@ -397,6 +534,7 @@ mod tests {
         let hold = Hold {
             id: ReservationId::generate(),
             qty,
+            parts: at_default(qty),
             created_ms: 0,
             expires_ms: 10,
         };
@@ -408,7 +546,7 @@ mod tests {
         command: SkuCommand,
         record: &Reservation,
     ) -> Result<Vec<SkuEvent>, SkuRejection> {
-        decide(state.as_ref(), &command, Some(record), 20, LIMITS)
+        decide(state.as_ref(), &command, Some(record), 20, &limits())
     }
 
     #[test]
@@ -443,9 +581,9 @@ mod tests {
         let return_ = |record: &Reservation| SkuCommand::Return { id: record.id };
         assert_eq!(
             decide_settled(&state, return_(&committed), &committed),
-            Ok(vec![SkuEvent::ReservationReturned {
+            Ok(vec![SkuEvent::Returned {
                 id: committed.id,
-                qty: 2
+                parts: at_default(2)
             }])
         );
         let returned = Reservation {
@@ -463,7 +601,7 @@ mod tests {
             Err(SkuRejection::ReservationNotCommitted)
         );
         assert_eq!(
-            decide(state.as_ref(), &return_(&committed), None, 20, LIMITS),
+            decide(state.as_ref(), &return_(&committed), None, 20, &limits()),
             Err(SkuRejection::ReservationNotFound)
         );
         let full = sku_with(ON_HAND_MAX - 1);
@@ -489,6 +627,7 @@ mod tests {
         let state = sku_with(5);
         let committed = record(1, ReservationState::Committed);
         let set = SkuCommand::SetHold {
+            placement: Placement::Any,
             id: committed.id,
             qty: 1,
             expires_ms: 100,

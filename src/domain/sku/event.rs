@@ -2,10 +2,26 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Hold, Product, ReservationState};
-use crate::domain::ids::ReservationId;
+use super::model::{Hold, LegacyHold, Product, ReservationState, Transfer};
+use super::stock::Part;
+use crate::domain::ids::{ReservationId, TransferId};
+use crate::domain::location::LocationId;
 use crate::domain::values::Name;
 
+/// Which side of a threshold a location's availability crossed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Crossing {
+    /// Down to `low_stock_threshold` or below (still above zero).
+    Low,
+    /// Down to zero.
+    Out,
+    /// Up from zero.
+    BackIn,
+}
+
+/// Events are stored in bincode, which numbers variants in order: new variants go at the
+/// end, and the variants marked "before locations" are kept, unchanged, so that records written
+/// by earlier releases still read (they are about `default`). This build writes the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SkuEvent {
     /// The SKU came into existence with `on_hand` units.
@@ -20,22 +36,22 @@ pub enum SkuEvent {
         /// The new name and price.
         product: Product,
     },
-    /// Units were received.
+    /// Before locations: units were received at `default`.
     StockRestocked {
         /// Units added to `on_hand`.
         qty: u64,
     },
-    /// `on_hand` was corrected.
+    /// Before locations: `on_hand` at `default` was corrected.
     StockAdjusted {
         /// Signed change of `on_hand`.
         delta: i64,
         /// Why.
         reason: Name,
     },
-    /// Units were held.
+    /// Before locations: units were held at `default`.
     StockReserved {
         /// The new hold.
-        hold: Hold,
+        hold: LegacyHold,
     },
     /// A hold was released by its owner.
     ReservationReleased {
@@ -58,7 +74,7 @@ pub enum SkuEvent {
         /// Units made available again.
         qty: u64,
     },
-    /// A held reservation changed size or expiry.
+    /// Before locations: a held reservation (all at `default`) changed size or expiry.
     ReservationChanged {
         /// Which reservation.
         id: ReservationId,
@@ -67,12 +83,100 @@ pub enum SkuEvent {
         /// When it lapses now.
         expires_ms: u64,
     },
-    /// A committed reservation's units went back to `on_hand`.
+    /// Before locations: a committed reservation's units went back to `on_hand` at `default`.
     ReservationReturned {
         /// Which reservation.
         id: ReservationId,
         /// Units returned.
         qty: u64,
+    },
+    /// Units were received at a location.
+    Received {
+        /// Where.
+        location: LocationId,
+        /// Units added to `on_hand` there.
+        qty: u64,
+        /// Why, when given.
+        reason: Option<Name>,
+    },
+    /// `on_hand` at a location was corrected.
+    Adjusted {
+        /// Where.
+        location: LocationId,
+        /// Signed change of `on_hand` there.
+        delta: i64,
+        /// Why.
+        reason: Name,
+    },
+    /// A physical count set `on_hand` at a location.
+    Counted {
+        /// Where.
+        location: LocationId,
+        /// The units counted.
+        on_hand: u64,
+        /// Why, when given.
+        reason: Option<Name>,
+    },
+    /// Units were held, at the locations its parts name.
+    Held {
+        /// The new hold.
+        hold: Hold,
+    },
+    /// A held reservation changed size, places or expiry.
+    HoldChanged {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units it holds now.
+        qty: u64,
+        /// Where it holds them now.
+        parts: Vec<Part>,
+        /// When it lapses now.
+        expires_ms: u64,
+    },
+    /// A committed reservation's units went back on the shelves its parts name.
+    Returned {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units returned, per location.
+        parts: Vec<Part>,
+    },
+    /// Units left one location for another.
+    TransferSent {
+        /// The transfer.
+        transfer: Transfer,
+    },
+    /// A transfer arrived: its units are on the destination's shelf.
+    TransferReceived {
+        /// Which transfer.
+        id: TransferId,
+        /// Where it arrived.
+        to: LocationId,
+        /// Units received.
+        qty: u64,
+    },
+    /// A location's availability crossed `low_stock_threshold` or zero. Changes no counter.
+    LevelCrossed {
+        /// Where.
+        location: LocationId,
+        /// Which way.
+        crossing: Crossing,
+        /// Units available there now.
+        available: u64,
+    },
+    /// The SKU's stock settings changed.
+    SettingsChanged {
+        /// Below this many available units a location is low (0: never).
+        low_stock_threshold: u64,
+    },
+    /// Retention folded the ledger's oldest movements, up to `upto_seq`, into the opening
+    /// balance; their rows are deleted. Changes no counter.
+    LedgerTrimmed {
+        /// The first movement folded.
+        from_seq: u64,
+        /// The last movement folded.
+        upto_seq: u64,
+        /// Their sums per location: on_hand, reserved and committed deltas.
+        folded: Vec<(LocationId, [i64; 3])>,
     },
 }
 
@@ -89,7 +193,21 @@ impl SkuEvent {
             SkuEvent::ReservationCommitted { .. } => "stockroom.stock.committed",
             SkuEvent::ReservationExpired { .. } => "stockroom.stock.expired",
             SkuEvent::ReservationChanged { .. } => "stockroom.stock.hold_changed",
-            SkuEvent::ReservationReturned { .. } => "stockroom.stock.returned",
+            SkuEvent::ReservationReturned { .. } | SkuEvent::Returned { .. } => "stockroom.stock.returned",
+            SkuEvent::Received { .. } => "stockroom.stock.restocked",
+            SkuEvent::Adjusted { .. } => "stockroom.stock.adjusted",
+            SkuEvent::Counted { .. } => "stockroom.stock.counted",
+            SkuEvent::Held { .. } => "stockroom.stock.reserved",
+            SkuEvent::HoldChanged { .. } => "stockroom.stock.hold_changed",
+            SkuEvent::TransferSent { .. } => "stockroom.transfer.sent",
+            SkuEvent::TransferReceived { .. } => "stockroom.transfer.received",
+            SkuEvent::LevelCrossed { crossing, .. } => match crossing {
+                Crossing::Low => "stockroom.stock.low",
+                Crossing::Out => "stockroom.stock.out",
+                Crossing::BackIn => "stockroom.stock.back_in",
+            },
+            SkuEvent::SettingsChanged { .. } => "stockroom.sku.settings_changed",
+            SkuEvent::LedgerTrimmed { .. } => "stockroom.ledger.trimmed",
         }
     }
 

@@ -4,10 +4,12 @@
 
 use super::command::{SkuCommand, SkuRejection};
 use super::decide::decide;
+use super::event::Crossing;
 use super::event::SkuEvent;
-use super::model::{settled_reservation, Reservation, ReservationState, SkuLimits, SkuView};
+use super::model::{settled_reservation, Movement, Reservation, ReservationState, SkuLimits, SkuView, TransferRecord};
 use super::state::{apply_all, SkuState};
 use crate::domain::ids::{ReservationId, SkuId};
+use crate::domain::location::LocationId;
 
 /// What a successful command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub enum SkuOutcome {
     },
     /// The reservation the command made, released, committed or returned.
     Reservation(Reservation),
+    /// The transfer the command sent or received; `None` when it had been received before.
+    Transfer(Option<TransferRecord>),
 }
 
 /// Everything one command did: its answer, the events applied (due expiries first), and the
@@ -33,6 +37,8 @@ pub struct Executed {
     pub events: Vec<SkuEvent>,
     /// Reservations settled by `events`, as they are to be stored.
     pub settled: Vec<Reservation>,
+    /// The ledger movements `events` made, in order.
+    pub movements: Vec<Movement>,
 }
 
 /// Runs one command the way the SKU's single writer does: first expires every hold that is
@@ -44,7 +50,7 @@ pub fn execute<E>(
     state: &mut Option<SkuState>,
     command: &SkuCommand,
     now_ms: u64,
-    limits: SkuLimits,
+    limits: &SkuLimits,
     settled_record: impl FnOnce(&ReservationId) -> Result<Option<Reservation>, E>,
 ) -> Result<Executed, E> {
     // Due holds go first, so no command sees a hold past its expiry (`ExpireDue` itself is
@@ -66,18 +72,33 @@ pub fn execute<E>(
         },
         None => None,
     };
-    apply_all(sku, state, &due);
+    let mut movements = apply_all(sku, state, &due);
     let mut events = due;
     let existed = state.is_some();
     let answer = decide(state.as_ref(), command, record.as_ref(), now_ms, limits).map(|decided| {
         let settled_now = settled_before(state.as_ref(), &decided, now_ms);
-        apply_all(sku, state, &decided);
-        let answer = answer(state.as_ref(), command, existed, &decided, &settled_now, record, now_ms);
+        let received = decided.iter().find_map(|event| match event {
+            SkuEvent::TransferReceived { id, .. } => state.as_ref()?.transfer(id).cloned(),
+            _ => None,
+        });
+        movements.extend(apply_all(sku, state, &decided));
+        let answer = answer(
+            state.as_ref(),
+            command,
+            Decided {
+                existed,
+                events: &decided,
+                settled_now: &settled_now,
+                record,
+                received,
+            },
+            now_ms,
+        );
         settled.extend(settled_now);
         if let SkuOutcome::Reservation(returned) = &answer {
             if decided
                 .iter()
-                .any(|event| matches!(event, SkuEvent::ReservationReturned { .. }))
+                .any(|event| matches!(event, SkuEvent::Returned { .. } | SkuEvent::ReservationReturned { .. }))
             {
                 settled.push(returned.clone());
             }
@@ -85,11 +106,51 @@ pub fn execute<E>(
         events.extend(decided);
         answer
     });
+    if let Some(live) = state.as_ref() {
+        events.extend(crossings(live, &movements));
+    }
     Ok(Executed {
         answer,
         events,
         settled,
+        movements,
     })
+}
+
+/// The `LevelCrossed` events of the locations whose availability `movements` took across
+/// zero or the SKU's `low_stock_threshold` (at or below it is low).
+fn crossings(state: &SkuState, movements: &[Movement]) -> Vec<SkuEvent> {
+    let mut touched: Vec<(&LocationId, i64)> = Vec::new();
+    for movement in movements {
+        let change = movement.on_hand_delta - movement.reserved_delta - movement.committed_delta;
+        match touched.iter_mut().find(|(location, _)| **location == movement.location) {
+            Some((_, total)) => *total += change,
+            None => touched.push((&movement.location, change)),
+        }
+    }
+    let threshold = state.low_stock_threshold();
+    touched
+        .into_iter()
+        .filter_map(|(location, change)| {
+            let after = state.stock_at(location).available();
+            let before = after.checked_add_signed(-change)?;
+            let low = |units: u64| units > 0 && units <= threshold;
+            let crossing = if before > 0 && after == 0 {
+                Crossing::Out
+            } else if before == 0 && after > 0 {
+                Crossing::BackIn
+            } else if low(after) && !low(before) && before > after {
+                Crossing::Low
+            } else {
+                return None;
+            };
+            Some(SkuEvent::LevelCrossed {
+                location: location.clone(),
+                crossing,
+                available: after,
+            })
+        })
+        .collect()
 }
 
 /// The reservation whose settled record `command` needs: one it names that `state` does not
@@ -106,16 +167,29 @@ fn needs_record(state: Option<&SkuState>, command: &SkuCommand, due: &[Reservati
     }
 }
 
-/// The answer to a command that `decide` accepted, given the state after its events.
-fn answer(
-    state: Option<&SkuState>,
-    command: &SkuCommand,
+/// What an accepted command did, for its answer.
+struct Decided<'a> {
+    /// Whether the SKU existed before.
     existed: bool,
-    decided: &[SkuEvent],
-    settled_now: &[Reservation],
+    /// The command's events.
+    events: &'a [SkuEvent],
+    /// The reservations they settled.
+    settled_now: &'a [Reservation],
+    /// The settled record the command named, if any.
     record: Option<Reservation>,
-    now_ms: u64,
-) -> SkuOutcome {
+    /// The transfer they received, as it was in transit.
+    received: Option<crate::domain::sku::Transfer>,
+}
+
+/// The answer to a command that `decide` accepted, given the state after its events.
+fn answer(state: Option<&SkuState>, command: &SkuCommand, decided: Decided<'_>, now_ms: u64) -> SkuOutcome {
+    let Decided {
+        existed,
+        events: decided,
+        settled_now,
+        record,
+        received,
+    } = decided;
     let state = state.expect("a command that was accepted leaves a SKU");
     match command {
         SkuCommand::Reserve { id, .. } => {
@@ -131,6 +205,16 @@ fn answer(
                 .or(record)
                 .expect("a release or commit that stands has a settled record"),
         ),
+        SkuCommand::Transfer { id, .. } => SkuOutcome::Transfer(state.transfer(id).map(|transfer| TransferRecord {
+            sku: state.sku().clone(),
+            transfer: transfer.clone(),
+            received_ms: None,
+        })),
+        SkuCommand::ReceiveTransfer { .. } => SkuOutcome::Transfer(received.map(|transfer| TransferRecord {
+            sku: state.sku().clone(),
+            transfer,
+            received_ms: Some(now_ms),
+        })),
         SkuCommand::Return { .. } => {
             let record = record.expect("a return that stands has a settled record");
             SkuOutcome::Reservation(if decided.is_empty() {
@@ -168,10 +252,19 @@ pub fn settled_before(state: Option<&SkuState>, events: &[SkuEvent], now_ms: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::domain::location::LocationId;
     use crate::domain::sku::model::Product;
+    #[allow(unused_imports)]
+    use crate::domain::sku::stock::{at_default, Placement};
     use crate::domain::values::{Currency, Name, Quantity};
 
-    const LIMITS: SkuLimits = SkuLimits { holds_max: 10 };
+    fn limits() -> SkuLimits {
+        SkuLimits {
+            holds_max: 10,
+            ..SkuLimits::default()
+        }
+    }
 
     #[test]
     fn a_failed_read_leaves_the_state_as_it_was_even_with_holds_due() {
@@ -186,20 +279,24 @@ mod tests {
         let create = SkuCommand::Upsert {
             product,
             on_hand: Some(10),
+            low_stock_threshold: None,
         };
-        execute(&sku, &mut state, &create, 0, LIMITS, no_store).unwrap();
+        execute(&sku, &mut state, &create, 0, &limits(), no_store).unwrap();
         let due = ReservationId::generate();
         let reserve = SkuCommand::Reserve {
+            placement: Placement::Any,
             id: due,
             qty: Quantity::parse(4, 100).unwrap(),
             ttl_ms: 1_000,
         };
-        execute(&sku, &mut state, &reserve, 0, LIMITS, no_store).unwrap();
+        execute(&sku, &mut state, &reserve, 0, &limits(), no_store).unwrap();
         // At 2 000 the hold is due; releasing another reservation needs a read, which fails.
         let release = SkuCommand::Release {
             id: ReservationId::generate(),
         };
-        let failed = execute(&sku, &mut state, &release, 2_000, LIMITS, |_| Err("the store failed"));
+        let failed = execute(&sku, &mut state, &release, 2_000, &limits(), |_| {
+            Err("the store failed")
+        });
         assert_eq!(failed.err(), Some("the store failed"));
         let live = state.as_ref().unwrap();
         assert!(
@@ -208,7 +305,7 @@ mod tests {
         );
         assert_eq!(live.reserved(), 4);
         // The next command that succeeds expires it, and says so in its events.
-        let executed = execute(&sku, &mut state, &SkuCommand::ExpireDue, 2_000, LIMITS, no_store).unwrap();
+        let executed = execute(&sku, &mut state, &SkuCommand::ExpireDue, 2_000, &limits(), no_store).unwrap();
         assert_eq!(executed.events.len(), 1);
         assert_eq!(state.unwrap().reserved(), 0);
     }

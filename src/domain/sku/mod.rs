@@ -2,9 +2,14 @@
 //!
 //! Invariants, checked after every applied event (cheap ones always, the full sum in debug
 //! builds and in recovery):
-//! - `reserved == sum(qty of held reservations)`;
-//! - `reserved <= on_hand`, so `available = on_hand - reserved` is never negative;
-//! - `on_hand <= ON_HAND_MAX`.
+//! - at every location, `reserved == sum(qty of the held parts there)`;
+//! - at every location, `reserved + committed <= on_hand`, so `available` is never negative
+//!   anywhere, and never in total;
+//! - every hold's `qty` is the sum of its parts;
+//! - total `on_hand <= ON_HAND_MAX`.
+//!
+//! Every change to a counter is a movement of the stock ledger ([`apply`] returns them), so
+//! the movements of a location sum to its counters.
 //!
 //! A reservation is `held` until it is committed (its units leave `on_hand`), released, or
 //! expired at `expires_ms`; a committed one may later be returned. Settled reservations leave
@@ -12,7 +17,9 @@
 //! command names one.
 //!
 //! One concept per file:
-//! - [`model`]: what a SKU sells and holds (product, holds, reservations, limits);
+//! - [`model`]: what a SKU sells and holds (product, holds, reservations, transfers,
+//!   movements, limits);
+//! - [`stock`]: counters per location, and allocation (which locations a hold takes);
 //! - [`command`]: what may be asked of a SKU, and why it may be refused;
 //! - [`event`]: what happened to a SKU (facts, applied without failing);
 //! - [`state`]: a live SKU, its invariants, and how an event changes it ([`apply`]);
@@ -26,13 +33,16 @@ pub mod event;
 pub mod execute;
 pub mod model;
 pub mod state;
+pub mod stock;
 
 pub use command::{SkuCommand, SkuRejection};
 pub use decide::decide;
+pub use event::Crossing;
 pub use event::SkuEvent;
 pub use execute::{execute, settled_before, Executed, SkuOutcome};
 pub use model::{
-    settled_reservation, Hold, Product, Reservation, ReservationState, SkuLimits, SkuView, EXPIRE_BATCH_MAX,
-    ON_HAND_MAX,
+    settled_reservation, Hold, LegacyHold, LegacyReservation, Movement, MovementKind, Product, Reservation,
+    ReservationState, SkuLimits, SkuView, Transfer, TransferRecord, EXPIRE_BATCH_MAX, ON_HAND_MAX,
 };
-pub use state::{apply, apply_all, SkuState};
+pub use state::{apply, apply_all, SkuSnapshot, SkuState};
+pub use stock::{Allocation, Part, Placement, Site, Sites, Stock, Strategy};

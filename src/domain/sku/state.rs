@@ -1,52 +1,108 @@
 //! A live SKU: its counters, its holds indexed by expiry, its invariants, and [`apply`], which
 //! changes it by one event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
 
 use super::event::SkuEvent;
-use super::model::{Hold, Product, Reservation, ReservationState, SkuView, ON_HAND_MAX};
-use crate::domain::ids::{ReservationId, SkuId};
+use super::model::{
+    Hold, Movement, MovementKind, Product, Reservation, ReservationState, SkuView, Transfer, ON_HAND_MAX,
+};
+use super::stock::{merge_parts, shrink_parts, Part, Stock};
+use crate::domain::ids::{ReservationId, SkuId, TransferId};
+use crate::domain::location::LocationId;
 
-/// A live SKU: product, counters and held reservations indexed by expiry.
+/// What a SKU is apart from its holds: how it is stored, and how it is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuSnapshot {
+    /// Name and price.
+    pub product: Product,
+    /// The counters per location, by id.
+    pub stock: Vec<(LocationId, Stock)>,
+    /// Transfers in transit.
+    pub in_transit: Vec<Transfer>,
+    /// Below this many available units a location is low (0: never).
+    pub low_stock_threshold: u64,
+    /// The last movement written to the SKU's ledger (0: none yet).
+    pub movement_seq: u64,
+    /// The counters the ledger starts from, per location: what a data directory from before
+    /// the ledger held, plus the movements retention folded in. The movements of a location
+    /// sum to its counters minus this.
+    pub opening: Vec<(LocationId, Stock)>,
+    /// The first movement still kept (earlier ones were folded into `opening`).
+    pub ledger_start: u64,
+}
+
+/// A live SKU: product, counters per location, held reservations indexed by expiry, and
+/// transfers in transit.
 #[derive(Debug, Clone)]
 pub struct SkuState {
     /// The SKU id.
     pub(super) sku: SkuId,
     /// Name and price.
     pub(super) product: Product,
-    /// Units physically in stock, held ones included.
-    pub(super) on_hand: u64,
-    /// Units held: always the sum of `holds`.
-    pub(super) reserved: u64,
+    /// Counters per location; `reserved` at each is the sum of the hold parts there.
+    pub(super) stock: BTreeMap<LocationId, Stock>,
+    /// Below this many available units a location is low (0: never).
+    pub(super) low_stock_threshold: u64,
     /// Held reservations by id.
     pub(super) holds: HashMap<ReservationId, Hold>,
     /// The same holds ordered by expiry, so expiring is a walk from the front.
     pub(super) expiry: BTreeSet<(u64, ReservationId)>,
+    /// Transfers in transit, by id.
+    pub(super) in_transit: BTreeMap<TransferId, Transfer>,
+    /// The last movement written to the ledger.
+    pub(super) movement_seq: u64,
+    /// The counters the ledger starts from (see [`SkuSnapshot::opening`]).
+    pub(super) opening: Vec<(LocationId, Stock)>,
+    /// The first movement still kept.
+    pub(super) ledger_start: u64,
 }
 
 impl SkuState {
-    /// Creates a SKU from its creation event.
+    /// Creates a SKU from its creation event: `on_hand` units at `default`.
     pub fn created(sku: SkuId, product: Product, on_hand: u64) -> Self {
+        let mut stock = BTreeMap::new();
+        stock.insert(
+            LocationId::default_location(),
+            Stock {
+                on_hand,
+                ..Stock::default()
+            },
+        );
         Self {
             sku,
             product,
-            on_hand,
-            reserved: 0,
+            stock,
+            low_stock_threshold: 0,
             holds: HashMap::new(),
             expiry: BTreeSet::new(),
+            in_transit: BTreeMap::new(),
+            movement_seq: 0,
+            opening: Vec::new(),
+            ledger_start: 1,
         }
     }
 
     /// Rebuilds a SKU from stored rows, checking every invariant; `Err` names the broken one.
-    pub fn restore(
-        sku: SkuId,
-        product: Product,
-        on_hand: u64,
-        reserved: u64,
-        holds: Vec<Hold>,
-    ) -> Result<Self, String> {
-        let mut state = Self::created(sku, product, on_hand);
-        state.reserved = reserved;
+    pub fn restore(sku: SkuId, snapshot: SkuSnapshot, holds: Vec<Hold>) -> Result<Self, String> {
+        let mut state = Self {
+            sku,
+            product: snapshot.product,
+            stock: snapshot.stock.into_iter().collect(),
+            low_stock_threshold: snapshot.low_stock_threshold,
+            holds: HashMap::new(),
+            expiry: BTreeSet::new(),
+            in_transit: snapshot
+                .in_transit
+                .into_iter()
+                .map(|transfer| (transfer.id, transfer))
+                .collect(),
+            movement_seq: snapshot.movement_seq,
+            opening: snapshot.opening,
+            ledger_start: snapshot.ledger_start,
+        };
         for hold in holds {
             state.expiry.insert((hold.expires_ms, hold.id));
             if state.holds.insert(hold.id, hold).is_some() {
@@ -57,29 +113,86 @@ impl SkuState {
         Ok(state)
     }
 
+    /// What is stored of the SKU besides its holds.
+    pub fn snapshot(&self) -> SkuSnapshot {
+        SkuSnapshot {
+            product: self.product.clone(),
+            stock: self.stock.iter().map(|(id, stock)| (id.clone(), *stock)).collect(),
+            in_transit: self.in_transit.values().cloned().collect(),
+            low_stock_threshold: self.low_stock_threshold,
+            movement_seq: self.movement_seq,
+            opening: self.opening.clone(),
+            ledger_start: self.ledger_start,
+        }
+    }
+
+    /// The first movement still kept in the ledger.
+    pub fn ledger_start(&self) -> u64 {
+        self.ledger_start
+    }
+
+    /// The counters the ledger starts from, per location.
+    pub fn opening(&self) -> &[(LocationId, Stock)] {
+        &self.opening
+    }
+
     /// The SKU id.
     pub fn sku(&self) -> &SkuId {
         &self.sku
     }
 
-    /// Units physically in stock.
+    /// The counters summed over every location.
+    pub fn totals(&self) -> Stock {
+        let mut totals = Stock::default();
+        for stock in self.stock.values() {
+            totals.add(stock);
+        }
+        totals
+    }
+
+    /// The counters at each location.
+    pub fn stock(&self) -> &BTreeMap<LocationId, Stock> {
+        &self.stock
+    }
+
+    /// The counters at one location (zero where the SKU never was).
+    pub fn stock_at(&self, location: &LocationId) -> Stock {
+        self.stock.get(location).copied().unwrap_or_default()
+    }
+
+    /// Units physically in stock, over every location.
     pub fn on_hand(&self) -> u64 {
-        self.on_hand
+        self.totals().on_hand
     }
 
-    /// Units held by reservations.
+    /// Units held by reservations, over every location.
     pub fn reserved(&self) -> u64 {
-        self.reserved
+        self.totals().reserved
     }
 
-    /// Units a new reservation can take.
+    /// Units available over every location.
     pub fn available(&self) -> u64 {
-        self.on_hand - self.reserved
+        self.totals().available()
+    }
+
+    /// The last movement of the ledger (0: none).
+    pub fn movement_seq(&self) -> u64 {
+        self.movement_seq
+    }
+
+    /// A transfer in transit.
+    pub fn transfer(&self, id: &TransferId) -> Option<&Transfer> {
+        self.in_transit.get(id)
     }
 
     /// Name and price.
     pub fn product(&self) -> &Product {
         &self.product
+    }
+
+    /// Below this many available units a location is low (0: never).
+    pub fn low_stock_threshold(&self) -> u64 {
+        self.low_stock_threshold
     }
 
     /// A held reservation, if `id` is held here.
@@ -104,12 +217,17 @@ impl SkuState {
 
     /// The counters as clients see them.
     pub fn view(&self) -> SkuView {
+        let totals = self.totals();
         SkuView {
             sku: self.sku.clone(),
             product: self.product.clone(),
-            on_hand: self.on_hand,
-            reserved: self.reserved,
-            available: self.available(),
+            on_hand: totals.on_hand,
+            reserved: totals.reserved,
+            committed: totals.committed,
+            available: totals.available(),
+            locations: self.stock.iter().map(|(id, stock)| (id.clone(), *stock)).collect(),
+            in_transit: self.in_transit.values().cloned().collect(),
+            low_stock_threshold: self.low_stock_threshold,
         }
     }
 
@@ -119,6 +237,7 @@ impl SkuState {
             id: hold.id,
             sku: self.sku.clone(),
             qty: hold.qty,
+            parts: hold.parts.clone(),
             state: ReservationState::Held,
             created_ms: hold.created_ms,
             expires_ms: hold.expires_ms,
@@ -128,14 +247,19 @@ impl SkuState {
 
     /// Checks the invariants whose cost does not grow with the number of holds.
     fn check_invariants_cheaply(&self) {
-        assert!(
-            self.reserved <= self.on_hand,
-            "{}: reserved {} exceeds on_hand {}",
-            self.sku,
-            self.reserved,
-            self.on_hand
-        );
-        assert!(self.on_hand <= ON_HAND_MAX, "{}: on_hand over the maximum", self.sku);
+        let mut on_hand = 0u64;
+        for (location, stock) in &self.stock {
+            assert!(
+                stock.reserved + stock.committed <= stock.on_hand,
+                "{} at {location}: reserved {} and committed {} exceed on_hand {}",
+                self.sku,
+                stock.reserved,
+                stock.committed,
+                stock.on_hand
+            );
+            on_hand += stock.on_hand;
+        }
+        assert!(on_hand <= ON_HAND_MAX, "{}: on_hand over the maximum", self.sku);
         assert_eq!(
             self.holds.len(),
             self.expiry.len(),
@@ -144,23 +268,40 @@ impl SkuState {
         );
     }
 
-    /// Checks every invariant, including the sum over all holds.
+    /// Checks every invariant, including the sums over all holds.
     pub fn check_invariants_fully(&self) -> Result<(), String> {
-        let held: u64 = self.holds.values().map(|hold| hold.qty).sum();
-        if held != self.reserved {
-            return Err(format!(
-                "{}: reserved {} but holds sum to {held}",
-                self.sku, self.reserved
-            ));
+        let mut held: BTreeMap<&LocationId, u64> = BTreeMap::new();
+        for hold in self.holds.values() {
+            let parts: u64 = hold.parts.iter().map(|part| part.qty).sum();
+            if parts != hold.qty || hold.parts.iter().any(|part| part.qty == 0) {
+                return Err(format!("{}: hold {} has parts that do not add up", self.sku, hold.id));
+            }
+            for part in &hold.parts {
+                *held.entry(&part.location).or_default() += part.qty;
+            }
         }
-        if self.reserved > self.on_hand {
-            return Err(format!(
-                "{}: reserved {} exceeds on_hand {}",
-                self.sku, self.reserved, self.on_hand
-            ));
+        let mut on_hand = 0u64;
+        for (location, stock) in &self.stock {
+            let held_here = held.remove(location).unwrap_or(0);
+            if held_here != stock.reserved {
+                return Err(format!(
+                    "{} at {location}: reserved {} but holds sum to {held_here}",
+                    self.sku, stock.reserved
+                ));
+            }
+            if stock.reserved + stock.committed > stock.on_hand {
+                return Err(format!(
+                    "{} at {location}: reserved {} and committed {} exceed on_hand {}",
+                    self.sku, stock.reserved, stock.committed, stock.on_hand
+                ));
+            }
+            on_hand += stock.on_hand;
         }
-        if self.on_hand > ON_HAND_MAX {
-            return Err(format!("{}: on_hand {} over the maximum", self.sku, self.on_hand));
+        if let Some((location, _)) = held.into_iter().next() {
+            return Err(format!("{}: holds at {location}, which has no counters", self.sku));
+        }
+        if on_hand > ON_HAND_MAX {
+            return Err(format!("{}: on_hand {on_hand} over the maximum", self.sku));
         }
         let indexed = self
             .expiry
@@ -171,43 +312,168 @@ impl SkuState {
         }
         Ok(())
     }
+
+    /// Changes the counters at `location` and writes the movement that says so.
+    #[allow(clippy::too_many_arguments)]
+    fn moved(
+        &mut self,
+        ledger: &mut Vec<Movement>,
+        location: &LocationId,
+        kind: MovementKind,
+        on_hand: i64,
+        reserved: i64,
+        reason: Option<String>,
+        reference: Option<String>,
+    ) {
+        let stock = self.stock.entry(location.clone()).or_default();
+        stock.on_hand = stock
+            .on_hand
+            .checked_add_signed(on_hand)
+            .expect("decide never takes on_hand below zero");
+        stock.reserved = stock
+            .reserved
+            .checked_add_signed(reserved)
+            .expect("decide never takes reserved below zero");
+        self.movement_seq += 1;
+        ledger.push(Movement {
+            seq: self.movement_seq,
+            location: location.clone(),
+            kind,
+            on_hand_delta: on_hand,
+            reserved_delta: reserved,
+            committed_delta: 0,
+            reason,
+            reference,
+        });
+    }
+
+    /// Moves the reserved units of `parts` by `sign`, with one movement per part.
+    fn moved_parts(
+        &mut self,
+        ledger: &mut Vec<Movement>,
+        parts: &[Part],
+        kind: MovementKind,
+        on_hand_sign: i64,
+        reserved_sign: i64,
+        reference: &str,
+    ) {
+        for part in parts {
+            let qty = i64::try_from(part.qty).expect("quantities fit i64");
+            self.moved(
+                ledger,
+                &part.location,
+                kind,
+                on_hand_sign * qty,
+                reserved_sign * qty,
+                None,
+                Some(reference.to_owned()),
+            );
+        }
+    }
+
+    /// Replaces a hold's parts, writing a `reservation` or `release` movement for each
+    /// location whose share changed.
+    fn reparted(&mut self, ledger: &mut Vec<Movement>, id: ReservationId, parts: &[Part]) {
+        let before = self.holds[&id].parts.clone();
+        let mut diffs: BTreeMap<LocationId, i64> = BTreeMap::new();
+        for part in &before {
+            *diffs.entry(part.location.clone()).or_default() -= i64::try_from(part.qty).expect("fits");
+        }
+        for part in parts {
+            *diffs.entry(part.location.clone()).or_default() += i64::try_from(part.qty).expect("fits");
+        }
+        let reference = id.to_string();
+        for (location, diff) in diffs.into_iter().filter(|(_, diff)| *diff != 0) {
+            let kind = if diff > 0 {
+                MovementKind::Reservation
+            } else {
+                MovementKind::Release
+            };
+            self.moved(ledger, &location, kind, 0, diff, None, Some(reference.clone()));
+        }
+    }
 }
 
+/// Applies one event, appending the ledger movements it makes to `ledger`.
 ///
 /// Panics if the event does not fit the state: events come from [`decide`](super::decide()) on the same
 /// state, so a misfit is a bug, and the actor is restarted from storage.
-pub fn apply(state: &mut SkuState, event: &SkuEvent) {
+pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>) {
+    // Only events from before locations name no location: they are about `default`.
+    let default = LocationId::default_location;
     match event {
         SkuEvent::SkuCreated { .. } => panic!("{}: SkuCreated applied to an existing SKU", state.sku),
         SkuEvent::SkuUpdated { product } => state.product = product.clone(),
-        SkuEvent::StockRestocked { qty } => state.on_hand += qty,
-        SkuEvent::StockAdjusted { delta, .. } => {
-            state.on_hand = state
-                .on_hand
-                .checked_add_signed(*delta)
-                .expect("an adjustment never takes on_hand below zero");
+        SkuEvent::SettingsChanged { low_stock_threshold } => state.low_stock_threshold = *low_stock_threshold,
+        SkuEvent::StockRestocked { qty } => {
+            let qty = i64::try_from(*qty).expect("fits");
+            state.moved(ledger, &default(), MovementKind::Receipt, qty, 0, None, None);
         }
-        SkuEvent::StockReserved { hold } => {
-            state.reserved += hold.qty;
-            state.expiry.insert((hold.expires_ms, hold.id));
-            let previous = state.holds.insert(hold.id, hold.clone());
-            assert!(previous.is_none(), "reservation id reused");
+        SkuEvent::Received { location, qty, reason } => {
+            let qty = i64::try_from(*qty).expect("fits");
+            let reason = reason.as_ref().map(|reason| reason.as_str().to_owned());
+            state.moved(ledger, location, MovementKind::Receipt, qty, 0, reason, None);
         }
+        SkuEvent::StockAdjusted { delta, reason } => {
+            let reason = Some(reason.as_str().to_owned());
+            state.moved(ledger, &default(), MovementKind::Adjustment, *delta, 0, reason, None);
+        }
+        SkuEvent::Adjusted {
+            location,
+            delta,
+            reason,
+        } => {
+            let reason = Some(reason.as_str().to_owned());
+            state.moved(ledger, location, MovementKind::Adjustment, *delta, 0, reason, None);
+        }
+        SkuEvent::Counted {
+            location,
+            on_hand,
+            reason,
+        } => {
+            let before = state.stock_at(location).on_hand;
+            let delta = i64::try_from(*on_hand).expect("fits") - i64::try_from(before).expect("fits");
+            let reason = reason.as_ref().map(|reason| reason.as_str().to_owned());
+            state.moved(ledger, location, MovementKind::Count, delta, 0, reason, None);
+        }
+        SkuEvent::StockReserved { hold } => hold_taken(state, Hold::from(hold.clone()), ledger),
+        SkuEvent::Held { hold } => hold_taken(state, hold.clone(), ledger),
         SkuEvent::ReservationChanged { id, qty, expires_ms } => {
-            let hold = state
-                .holds
-                .get_mut(id)
-                .expect("changing a reservation that is not held");
-            assert!(
-                state.expiry.remove(&(hold.expires_ms, hold.id)),
-                "expiry index out of step"
-            );
-            state.reserved = state.reserved - hold.qty + qty;
-            hold.qty = *qty;
-            hold.expires_ms = *expires_ms;
-            state.expiry.insert((*expires_ms, *id));
+            let hold = state.holds.get(id).expect("changing a reservation that is not held");
+            let parts = if *qty > hold.qty {
+                merge_parts(
+                    &hold.parts,
+                    vec![Part {
+                        location: default(),
+                        qty: qty - hold.qty,
+                    }],
+                )
+            } else {
+                shrink_parts(&hold.parts, hold.qty - qty)
+            };
+            hold_changed(state, *id, *qty, &parts, *expires_ms, ledger);
         }
-        SkuEvent::ReservationReturned { qty, .. } => state.on_hand += qty,
+        SkuEvent::HoldChanged {
+            id,
+            qty,
+            parts,
+            expires_ms,
+        } => hold_changed(state, *id, *qty, parts, *expires_ms, ledger),
+        SkuEvent::ReservationReturned { id, qty } => {
+            let qty = i64::try_from(*qty).expect("fits");
+            state.moved(
+                ledger,
+                &default(),
+                MovementKind::Return,
+                qty,
+                0,
+                None,
+                Some(id.to_string()),
+            );
+        }
+        SkuEvent::Returned { id, parts } => {
+            state.moved_parts(ledger, parts, MovementKind::Return, 1, 0, &id.to_string());
+        }
         SkuEvent::ReservationReleased { id, .. }
         | SkuEvent::ReservationExpired { id, .. }
         | SkuEvent::ReservationCommitted { id, .. } => {
@@ -216,32 +482,127 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent) {
                 state.expiry.remove(&(hold.expires_ms, hold.id)),
                 "expiry index out of step"
             );
-            state.reserved -= hold.qty;
-            if matches!(event, SkuEvent::ReservationCommitted { .. }) {
-                state.on_hand -= hold.qty;
+            let (kind, on_hand_sign) = match event {
+                SkuEvent::ReservationReleased { .. } => (MovementKind::Release, 0),
+                SkuEvent::ReservationExpired { .. } => (MovementKind::Expiry, 0),
+                _ => (MovementKind::Sale, -1),
+            };
+            state.moved_parts(ledger, &hold.parts, kind, on_hand_sign, -1, &id.to_string());
+        }
+        SkuEvent::TransferSent { transfer } => {
+            let qty = i64::try_from(transfer.qty).expect("fits");
+            let reference = Some(transfer.id.to_string());
+            state.moved(
+                ledger,
+                &transfer.from,
+                MovementKind::TransferOut,
+                -qty,
+                0,
+                None,
+                reference,
+            );
+            let previous = state.in_transit.insert(transfer.id, transfer.clone());
+            assert!(previous.is_none(), "transfer id reused");
+        }
+        SkuEvent::TransferReceived { id, to, qty } => {
+            let transfer = state
+                .in_transit
+                .remove(id)
+                .expect("receiving a transfer not in transit");
+            assert!(
+                transfer.to == *to && transfer.qty == *qty,
+                "a received transfer differs from the sent one"
+            );
+            let qty = i64::try_from(*qty).expect("fits");
+            state.moved(ledger, to, MovementKind::TransferIn, qty, 0, None, Some(id.to_string()));
+        }
+        SkuEvent::LevelCrossed { .. } => {}
+        SkuEvent::LedgerTrimmed { upto_seq, folded, .. } => {
+            for (location, delta) in folded {
+                let index = match state.opening.iter().position(|(at, _)| at == location) {
+                    Some(index) => index,
+                    None => {
+                        state.opening.push((location.clone(), Stock::default()));
+                        state.opening.len() - 1
+                    }
+                };
+                let opening = &mut state.opening[index].1;
+                let add = |value: u64, delta: i64| value.checked_add_signed(delta).expect("prefix sums are counters");
+                opening.on_hand = add(opening.on_hand, delta[0]);
+                opening.reserved = add(opening.reserved, delta[1]);
+                opening.committed = add(opening.committed, delta[2]);
             }
+            state.opening.sort_by(|(a, _), (b, _)| a.cmp(b));
+            state.ledger_start = upto_seq + 1;
         }
     }
     state.check_invariants_cheaply();
     debug_assert_eq!(state.check_invariants_fully(), Ok(()));
 }
 
-/// Applies a batch of events from [`decide`](super::decide()), creating the state on `SkuCreated`.
-pub fn apply_all(sku: &SkuId, state: &mut Option<SkuState>, events: &[SkuEvent]) {
+fn hold_taken(state: &mut SkuState, hold: Hold, ledger: &mut Vec<Movement>) {
+    state.moved_parts(
+        ledger,
+        &hold.parts,
+        MovementKind::Reservation,
+        0,
+        1,
+        &hold.id.to_string(),
+    );
+    state.expiry.insert((hold.expires_ms, hold.id));
+    let previous = state.holds.insert(hold.id, hold);
+    assert!(previous.is_none(), "reservation id reused");
+}
+
+fn hold_changed(
+    state: &mut SkuState,
+    id: ReservationId,
+    qty: u64,
+    parts: &[Part],
+    expires_ms: u64,
+    ledger: &mut Vec<Movement>,
+) {
+    state.reparted(ledger, id, parts);
+    let hold = state
+        .holds
+        .get_mut(&id)
+        .expect("changing a reservation that is not held");
+    assert!(
+        state.expiry.remove(&(hold.expires_ms, hold.id)),
+        "expiry index out of step"
+    );
+    hold.qty = qty;
+    hold.parts = parts.to_vec();
+    hold.expires_ms = expires_ms;
+    state.expiry.insert((expires_ms, id));
+}
+
+/// Applies a batch of events from [`decide`](super::decide()), creating the state on
+/// `SkuCreated`; returns the ledger movements they made, in order.
+pub fn apply_all(sku: &SkuId, state: &mut Option<SkuState>, events: &[SkuEvent]) -> Vec<Movement> {
+    let mut ledger = Vec::new();
     for event in events {
         match event {
             SkuEvent::SkuCreated { product, on_hand } => {
                 assert!(state.is_none(), "SkuCreated applied to an existing SKU");
-                *state = Some(SkuState::created(sku.clone(), product.clone(), *on_hand));
+                let mut created = SkuState::created(sku.clone(), product.clone(), 0);
+                let qty = i64::try_from(*on_hand).expect("fits");
+                if qty > 0 {
+                    let default = LocationId::default_location();
+                    created.moved(&mut ledger, &default, MovementKind::Receipt, qty, 0, None, None);
+                }
+                *state = Some(created);
             }
             other => apply(
                 state
                     .as_mut()
                     .expect("events other than SkuCreated need an existing SKU"),
                 other,
+                &mut ledger,
             ),
         }
     }
+    ledger
 }
 
 #[cfg(test)]
@@ -263,11 +624,39 @@ mod tests {
         let hold = Hold {
             id: ReservationId::generate(),
             qty: 2,
+            parts: super::super::stock::at_default(2),
             created_ms: 0,
             expires_ms: 10,
         };
-        assert!(SkuState::restore(sku.clone(), product(), 5, 2, vec![hold.clone()]).is_ok());
-        assert!(SkuState::restore(sku.clone(), product(), 5, 3, vec![hold.clone()]).is_err());
-        assert!(SkuState::restore(sku, product(), 1, 2, vec![hold]).is_err());
+        let snapshot = |on_hand: u64, reserved: u64| SkuSnapshot {
+            product: product(),
+            stock: vec![(
+                LocationId::default_location(),
+                Stock {
+                    on_hand,
+                    reserved,
+                    committed: 0,
+                },
+            )],
+            in_transit: Vec::new(),
+            low_stock_threshold: 0,
+            movement_seq: 0,
+            opening: Vec::new(),
+            ledger_start: 1,
+        };
+        assert!(SkuState::restore(sku.clone(), snapshot(5, 2), vec![hold.clone()]).is_ok());
+        assert!(SkuState::restore(sku.clone(), snapshot(5, 3), vec![hold.clone()]).is_err());
+        assert!(SkuState::restore(sku.clone(), snapshot(1, 2), vec![hold.clone()]).is_err());
+        let elsewhere = Hold {
+            parts: vec![Part {
+                location: LocationId::parse("shop").unwrap(),
+                qty: 2,
+            }],
+            ..hold
+        };
+        assert!(
+            SkuState::restore(sku, snapshot(5, 2), vec![elsewhere]).is_err(),
+            "a hold at a location other than the one whose counters hold it"
+        );
     }
 }

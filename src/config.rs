@@ -253,7 +253,8 @@ impl Default for AllocationSettings {
 pub struct LedgerSettings {
     /// Most movements one page returns (`limit` above it is refused).
     pub page_max: usize,
-    /// Whether every movement is also published as a `stockroom.stock.movement` event.
+    /// Whether every movement is also published as a `stockroom.stock.movement` event (when
+    /// Kafka is on; without it nothing reads the events, and the rows are the ledger).
     pub publish_movements: bool,
     /// Movements older than this many days are folded into the SKU's opening balance and
     /// deleted (0: kept as long as the SKU).

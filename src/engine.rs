@@ -202,7 +202,8 @@ impl Engine {
                 },
             },
             locations: Arc::clone(&locations),
-            publish_movements: settings.ledger.publish_movements,
+            // Movement events are for the Kafka bridge; without it the rows are the ledger.
+            publish_movements: settings.ledger.publish_movements && settings.kafka.enabled,
             settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
             hold_index: Arc::new(DashMap::new()),
             feed: Arc::clone(&feed),

@@ -94,7 +94,7 @@ fn data(event: &DomainEvent) -> Value {
             "reserved_delta": movement.reserved_delta,
             "committed_delta": movement.committed_delta,
             "reason": movement.reason,
-            "reference": movement.reference,
+            "reference": movement.reference.map(|reference| reference.to_string()),
         }),
         DomainEvent::Location {
             location: id,

@@ -221,7 +221,7 @@ pub struct MovementBody<'a> {
     /// Why, when given.
     pub reason: Option<&'a str>,
     /// The reservation or transfer it belongs to.
-    pub reference: Option<&'a str>,
+    pub reference: Option<String>,
     /// Who made it.
     pub by: &'a str,
 }
@@ -379,7 +379,7 @@ pub async fn movements(
             reserved_delta: row.movement.reserved_delta,
             committed_delta: row.movement.committed_delta,
             reason: row.movement.reason.as_deref(),
-            reference: row.movement.reference.as_deref(),
+            reference: row.movement.reference.map(|reference| reference.to_string()),
             by: &row.by,
         })
         .collect();

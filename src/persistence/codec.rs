@@ -47,6 +47,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Encodes a [`Versioned`] value with the current version byte.
 pub fn encode_versioned<T: Versioned>(value: &T) -> Vec<u8> {
+    encode_current(value)
+}
+
+/// Encodes, with the current version byte, a value that serializes exactly as a
+/// [`Versioned`] type (a borrowed view of one).
+pub fn encode_current<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION_LOCATIONS];
     // expect: as in `encode`.
     options()

@@ -41,7 +41,7 @@ pub use event::Crossing;
 pub use event::SkuEvent;
 pub use execute::{execute, settled_before, Executed, SkuOutcome};
 pub use model::{
-    settled_reservation, Hold, LegacyHold, LegacyReservation, Movement, MovementKind, Product, Reservation,
+    settled_reservation, Hold, LegacyHold, LegacyReservation, Movement, MovementKind, Product, Reference, Reservation,
     ReservationState, SkuLimits, SkuView, Transfer, TransferRecord, EXPIRE_BATCH_MAX, ON_HAND_MAX,
 };
 pub use state::{apply, apply_all, SkuSnapshot, SkuState};

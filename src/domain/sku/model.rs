@@ -312,8 +312,26 @@ pub struct Movement {
     pub committed_delta: i64,
     /// Why (adjustments, counts, restocks with a reason).
     pub reason: Option<String>,
-    /// What it belongs to: a reservation or transfer id.
-    pub reference: Option<String>,
+    /// What it belongs to: a reservation or a transfer.
+    pub reference: Option<Reference>,
+}
+
+/// What a movement belongs to (stored as the id's 16 bytes, shown as its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reference {
+    /// A reservation (held, released, lapsed, sold or returned units).
+    Reservation(ReservationId),
+    /// A transfer (units sent or received).
+    Transfer(TransferId),
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Reservation(id) => id.fmt(f),
+            Reference::Transfer(id) => id.fmt(f),
+        }
+    }
 }
 
 /// The settled record a settling event leaves behind, built from the hold before it went.

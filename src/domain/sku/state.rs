@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::SkuEvent;
 use super::model::{
-    Hold, Movement, MovementKind, Product, Reservation, ReservationState, SkuView, Transfer, ON_HAND_MAX,
+    Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer, ON_HAND_MAX,
 };
 use super::stock::{merge_parts, shrink_parts, Part, Stock};
 use crate::domain::ids::{ReservationId, SkuId, TransferId};
@@ -32,6 +32,39 @@ pub struct SkuSnapshot {
     pub opening: Vec<(LocationId, Stock)>,
     /// The first movement still kept (earlier ones were folded into `opening`).
     pub ledger_start: u64,
+}
+
+/// Serializes a [`SkuState`] as a [`SkuSnapshot`] (field for field, the same order).
+struct SnapshotRef<'a>(&'a SkuState);
+
+impl Serialize for SnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let state = self.0;
+        let mut out = serializer.serialize_struct("SkuSnapshot", 7)?;
+        out.serialize_field("product", &state.product)?;
+        out.serialize_field("stock", &Seq(|| state.stock.iter()))?;
+        out.serialize_field("in_transit", &Seq(|| state.in_transit.values()))?;
+        out.serialize_field("low_stock_threshold", &state.low_stock_threshold)?;
+        out.serialize_field("movement_seq", &state.movement_seq)?;
+        out.serialize_field("opening", &state.opening)?;
+        out.serialize_field("ledger_start", &state.ledger_start)?;
+        out.end()
+    }
+}
+
+/// A sequence serialized from an iterator (of known length).
+struct Seq<F>(F);
+
+impl<F, I> Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: ExactSizeIterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((self.0)())
+    }
 }
 
 /// A live SKU: product, counters per location, held reservations indexed by expiry, and
@@ -124,6 +157,12 @@ impl SkuState {
             opening: self.opening.clone(),
             ledger_start: self.ledger_start,
         }
+    }
+
+    /// The SKU as [`SkuSnapshot`] stores it, serialized straight from the state (the same
+    /// bytes as `snapshot()`, without copying it first: this runs on every change).
+    pub fn snapshot_ref(&self) -> impl Serialize + '_ {
+        SnapshotRef(self)
     }
 
     /// The first movement still kept in the ledger.
@@ -323,7 +362,7 @@ impl SkuState {
         on_hand: i64,
         reserved: i64,
         reason: Option<String>,
-        reference: Option<String>,
+        reference: Option<Reference>,
     ) {
         let stock = self.stock.entry(location.clone()).or_default();
         stock.on_hand = stock
@@ -355,7 +394,7 @@ impl SkuState {
         kind: MovementKind,
         on_hand_sign: i64,
         reserved_sign: i64,
-        reference: &str,
+        reference: Reference,
     ) {
         for part in parts {
             let qty = i64::try_from(part.qty).expect("quantities fit i64");
@@ -366,7 +405,7 @@ impl SkuState {
                 on_hand_sign * qty,
                 reserved_sign * qty,
                 None,
-                Some(reference.to_owned()),
+                Some(reference),
             );
         }
     }
@@ -382,14 +421,14 @@ impl SkuState {
         for part in parts {
             *diffs.entry(part.location.clone()).or_default() += i64::try_from(part.qty).expect("fits");
         }
-        let reference = id.to_string();
+        let reference = Reference::Reservation(id);
         for (location, diff) in diffs.into_iter().filter(|(_, diff)| *diff != 0) {
             let kind = if diff > 0 {
                 MovementKind::Reservation
             } else {
                 MovementKind::Release
             };
-            self.moved(ledger, &location, kind, 0, diff, None, Some(reference.clone()));
+            self.moved(ledger, &location, kind, 0, diff, None, Some(reference));
         }
     }
 }
@@ -468,11 +507,11 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 qty,
                 0,
                 None,
-                Some(id.to_string()),
+                Some(Reference::Reservation(*id)),
             );
         }
         SkuEvent::Returned { id, parts } => {
-            state.moved_parts(ledger, parts, MovementKind::Return, 1, 0, &id.to_string());
+            state.moved_parts(ledger, parts, MovementKind::Return, 1, 0, Reference::Reservation(*id));
         }
         SkuEvent::ReservationReleased { id, .. }
         | SkuEvent::ReservationExpired { id, .. }
@@ -487,11 +526,11 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 SkuEvent::ReservationExpired { .. } => (MovementKind::Expiry, 0),
                 _ => (MovementKind::Sale, -1),
             };
-            state.moved_parts(ledger, &hold.parts, kind, on_hand_sign, -1, &id.to_string());
+            state.moved_parts(ledger, &hold.parts, kind, on_hand_sign, -1, Reference::Reservation(*id));
         }
         SkuEvent::TransferSent { transfer } => {
             let qty = i64::try_from(transfer.qty).expect("fits");
-            let reference = Some(transfer.id.to_string());
+            let reference = Some(Reference::Transfer(transfer.id));
             state.moved(
                 ledger,
                 &transfer.from,
@@ -514,7 +553,15 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 "a received transfer differs from the sent one"
             );
             let qty = i64::try_from(*qty).expect("fits");
-            state.moved(ledger, to, MovementKind::TransferIn, qty, 0, None, Some(id.to_string()));
+            state.moved(
+                ledger,
+                to,
+                MovementKind::TransferIn,
+                qty,
+                0,
+                None,
+                Some(Reference::Transfer(*id)),
+            );
         }
         SkuEvent::LevelCrossed { .. } => {}
         SkuEvent::LedgerTrimmed { upto_seq, folded, .. } => {
@@ -547,7 +594,7 @@ fn hold_taken(state: &mut SkuState, hold: Hold, ledger: &mut Vec<Movement>) {
         MovementKind::Reservation,
         0,
         1,
-        &hold.id.to_string(),
+        Reference::Reservation(hold.id),
     );
     state.expiry.insert((hold.expires_ms, hold.id));
     let previous = state.holds.insert(hold.id, hold);

@@ -213,6 +213,22 @@ pub fn allocate(
                 sites.by_priority.iter().map(|id| (id.clone(), available(id))).collect()
             }
             Strategy::MostAvailable => {
+                // The common case, the fullest location has it all, in one pass and no list.
+                let fullest = stock
+                    .iter()
+                    .filter(|(id, _)| sites.is_active(id))
+                    .map(|(id, counters)| (id, counters.available()))
+                    .max_by(|(a_id, a), (b_id, b)| {
+                        a.cmp(b)
+                            .then_with(|| sites.priority(b_id).cmp(&sites.priority(a_id)))
+                            .then_with(|| b_id.cmp(a_id))
+                    });
+                if let Some((id, _)) = fullest.filter(|(_, units)| *units >= qty) {
+                    return Ok(vec![Part {
+                        location: id.clone(),
+                        qty,
+                    }]);
+                }
                 let mut candidates: Vec<(LocationId, u64)> = stock
                     .iter()
                     .filter(|(id, _)| sites.is_active(id))

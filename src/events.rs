@@ -93,6 +93,7 @@ fn data(event: &DomainEvent) -> Value {
             "on_hand_delta": movement.on_hand_delta,
             "reserved_delta": movement.reserved_delta,
             "committed_delta": movement.committed_delta,
+            "available": movement.available_after,
             "reason": movement.reason,
             "reference": movement.reference.map(|reference| reference.to_string()),
         }),
@@ -330,5 +331,41 @@ mod tests {
         assert_eq!(value["data"]["qty"], 2);
         assert_eq!(value["data"]["expires_at"], "2023-11-14T22:23:20.000Z");
         assert_eq!(TopicKind::of(&record.event).topic("shop"), "shop.inventory");
+    }
+
+    #[test]
+    fn a_movement_is_a_cloud_event_with_its_location_and_what_is_available_there() {
+        use crate::domain::location::LocationId;
+        use crate::domain::sku::{Movement, MovementKind, Reference};
+        let id = ReservationId::generate();
+        let record = EventRecord {
+            seq: 7,
+            time_ms: 1_700_000_000_000,
+            event: DomainEvent::Movement {
+                sku: SkuId::parse("tee").unwrap(),
+                movement: Movement {
+                    seq: 3,
+                    location: LocationId::parse("shop-1").unwrap(),
+                    kind: MovementKind::Reservation,
+                    on_hand_delta: 0,
+                    reserved_delta: 2,
+                    committed_delta: 0,
+                    available_after: 5,
+                    reason: None,
+                    reference: Some(Reference::Reservation(id)),
+                },
+            },
+            by: std::sync::Arc::from("cart"),
+        };
+        let value = cloud_event(&record, "/stockroom");
+        assert_eq!(value["type"], "stockroom.stock.movement");
+        assert_eq!(value["subject"], "tee");
+        assert_eq!(
+            value["data"],
+            json!({"sku": "tee", "seq": 3, "location": "shop-1", "kind": "reservation", "on_hand_delta": 0,
+                   "reserved_delta": 2, "committed_delta": 0, "available": 5, "reason": null,
+                   "reference": id.to_string()})
+        );
+        assert_eq!(TopicKind::of(&record.event), TopicKind::Inventory);
     }
 }

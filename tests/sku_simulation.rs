@@ -698,9 +698,11 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
         entry.1 += i64::try_from(stock.reserved).expect("fits");
     }
     let mut seqs = Vec::new();
+    let mut last_available: BTreeMap<String, u64> = BTreeMap::new();
     for (key, bytes) in store.scan(&[keys::MOVEMENT], None, usize::MAX).expect("scan") {
         let row: MovementRow = codec::decode(&key, &bytes).expect("decodes");
         seqs.push(row.movement.seq);
+        last_available.insert(row.movement.location.to_string(), row.movement.available_after);
         let entry = sums.entry(row.movement.location.to_string()).or_default();
         entry.0 += row.movement.on_hand_delta;
         entry.1 += row.movement.reserved_delta;
@@ -711,6 +713,13 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
         state.ledger_start(),
         state.movement_seq()
     );
+    for (at, available) in &last_available {
+        assert_eq!(
+            *available,
+            state.stock_at(&location(at)).available(),
+            "step {step} {when}: the last movement at {at} says what is available there"
+        );
+    }
     for (at, stock) in state.stock() {
         let sum = sums.remove(at.as_str()).unwrap_or_default();
         assert_eq!(

@@ -310,6 +310,9 @@ pub struct Movement {
     pub reserved_delta: i64,
     /// Change of `committed`.
     pub committed_delta: i64,
+    /// Units available at the location right after it (what the stock events on Kafka show
+    /// per location).
+    pub available_after: u64,
     /// Why (adjustments, counts, restocks with a reason).
     pub reason: Option<String>,
     /// What it belongs to: a reservation or a transfer.

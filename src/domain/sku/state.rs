@@ -373,6 +373,7 @@ impl SkuState {
             .reserved
             .checked_add_signed(reserved)
             .expect("decide never takes reserved below zero");
+        let available_after = stock.on_hand.saturating_sub(stock.reserved + stock.committed);
         self.movement_seq += 1;
         ledger.push(Movement {
             seq: self.movement_seq,
@@ -381,6 +382,7 @@ impl SkuState {
             on_hand_delta: on_hand,
             reserved_delta: reserved,
             committed_delta: 0,
+            available_after,
             reason,
             reference,
         });

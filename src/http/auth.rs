@@ -62,6 +62,7 @@ pub const ROUTES: &[RouteRule] = &[
     route("PUT", "/v1/carts/{id}/items/{sku}", Rule::Owner(&[])),
     route("DELETE", "/v1/carts/{id}/items/{sku}", Rule::Owner(&[])),
     route("POST", "/v1/carts/{id}/checkout", Rule::Owner(&[])),
+    route("GET", "/v1/orders", Rule::Roles(&[Fulfilment, Read])),
     route("GET", "/v1/orders/{id}", Rule::Owner(&[Read, Fulfilment, Payments])),
     route("POST", "/v1/orders/{id}/pay", Rule::Roles(&[Payments])),
     route("POST", "/v1/orders/{id}/cancel", Rule::Owner(&[Fulfilment])),

@@ -83,6 +83,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/locations").route(web::get().to(locations::list)))
         .service(resource("/v1/transfers").route(web::post().to(ledger::create)))
+        .service(resource("/v1/orders").route(web::get().to(orders::list)))
         .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::create)))
         .service(
             resource("/v1/carts/{id}/items/{sku}")

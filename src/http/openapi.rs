@@ -184,6 +184,7 @@ impl Modify for Security {
         crate::http::carts::remove_line,
         crate::http::carts::checkout,
         crate::http::orders::get,
+        crate::http::orders::list,
         crate::http::orders::pay,
         crate::http::orders::cancel,
         crate::http::orders::set_status,

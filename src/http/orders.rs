@@ -138,18 +138,135 @@ pub async fn set_status(
     body: JsonBody<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
-    let status = OrderStatus::ALL
-        .into_iter()
-        .find(|status| status.as_str() == body.value.status)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_status",
-                "status must be one of placed, paid, packed, shipped, delivered, cancelled, expired",
-            )
-        })?;
+    let status = parse_status(&body.value.status)?;
     let action = match status {
         OrderStatus::Cancelled => OrderAction::Cancel,
         other => OrderAction::SetStatus(other),
     };
     change(engine, caller, &request, &key, &body.canonical, action).await
+}
+
+/// An order status by its API name; anything else is `400 invalid_status`.
+fn parse_status(raw: &str) -> Result<OrderStatus, ApiError> {
+    OrderStatus::ALL
+        .into_iter()
+        .find(|status| status.as_str() == raw)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                "status must be one of placed, paid, packed, shipped, delivered, cancelled, expired",
+            )
+        })
+}
+
+/// Query of `GET /v1/orders`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    created_after: Option<String>,
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Default page size of the order list.
+const LIST_LIMIT_DEFAULT: usize = 100;
+/// Largest page size of the order list.
+const LIST_LIMIT_MAX: usize = 1000;
+/// Most order rows one page reads while filtering, so one page stays cheap; `next` goes on
+/// from where it stopped.
+const LIST_SCAN_MAX: usize = 10_000;
+
+/// A page of orders.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderPage<'a> {
+    /// Orders, oldest first.
+    pub items: Vec<crate::http::views::OrderBody<'a>>,
+    /// Pass as `after` for the next page; `null` on the last.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/orders?status=&created_after=&after=&limit=` (admin, fulfilment, read): orders
+/// oldest first (ids are UUIDv7, so id order is creation order), paged by id. Settled orders
+/// stay listed for `order.settled_retention_hours`.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", operation_id = "orders_list",
+    params(("status" = Option<String>, Query, description = "Only orders in this status"), ("created_after" = Option<String>, Query, description = "Only orders created at or after this RFC 3339 time"), ("after" = Option<String>, Query, description = "Continue after this order id"), ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "A page of orders", body = OrderPage), (status = 400, description = "Invalid query", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    use crate::domain::order::Order;
+    use crate::persistence::keys;
+    let engine = state.engine()?;
+    let query = query.into_inner();
+    let status = query.status.as_deref().map(parse_status).transpose()?;
+    let limit = match query.limit {
+        None => LIST_LIMIT_DEFAULT,
+        Some(raw) => usize::try_from(raw)
+            .ok()
+            .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
+            .ok_or_else(|| ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}")))?,
+    };
+    // Ids are UUIDv7: their first 48 bits are the creation time in ms, so a time is a key.
+    // The scan starts a minute early (an id's time and the order's `created_at` come from two
+    // readings of the clock) and `created_at` decides.
+    let since_ms = query
+        .created_after
+        .as_deref()
+        .map(|raw| {
+            let at = humantime::parse_rfc3339(raw)
+                .map_err(|_| ApiError::bad_request("invalid_query", "created_after must be an RFC 3339 time"))?;
+            Ok::<_, ApiError>(
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
+            )
+        })
+        .transpose()?;
+    let since = since_ms.map(|ms| {
+        let mut key = vec![keys::ORDER];
+        key.extend_from_slice(&ms.saturating_sub(60_000).min((1 << 48) - 1).to_be_bytes()[2..]);
+        key.extend_from_slice(&[0; 10]);
+        key
+    });
+    let cursor = query
+        .after
+        .as_deref()
+        .map(|raw| OrderId::parse(raw).map(|id| keys::order(&id)))
+        .transpose()?;
+    let start = match (since, cursor) {
+        (Some(since), Some(cursor)) => Some(since.max(cursor)),
+        (since, cursor) => since.or(cursor),
+    };
+    let (orders, next) = super::command::read_durable(engine, || {
+        let mut orders: Vec<Order> = Vec::new();
+        let mut next = None;
+        let mut scanned = 0;
+        let mut from = start;
+        'pages: loop {
+            let page = engine.store.scan(&[keys::ORDER], from.as_deref(), limit.max(64))?;
+            let Some((last, _)) = page.last() else { break };
+            from = Some(last.clone());
+            for (key, bytes) in &page {
+                scanned += 1;
+                let order: Order = engine.store.decode(key, bytes)?;
+                let id = order.id;
+                let created_ms = order.history.first().map_or(0, |entry| entry.at_ms);
+                let wanted = status.is_none_or(|status| order.status() == status)
+                    && since_ms.is_none_or(|since| created_ms >= since);
+                if wanted {
+                    if orders.len() == limit {
+                        next = orders.last().map(|last| last.id.to_string());
+                        break 'pages;
+                    }
+                    orders.push(order);
+                }
+                if scanned >= LIST_SCAN_MAX {
+                    next = Some(id.to_string());
+                    break 'pages;
+                }
+            }
+        }
+        Ok((orders, next))
+    })
+    .await?;
+    let items = orders.iter().map(crate::http::views::OrderBody::from).collect();
+    Ok(json_response(200, super::views::to_json(&OrderPage { items, next })))
 }

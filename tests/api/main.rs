@@ -16,6 +16,7 @@ mod kafka;
 mod kafka_support;
 mod lifecycle;
 mod locations;
+mod orders_list;
 mod overload;
 mod power_cut;
 mod power_cut_fs;

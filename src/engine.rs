@@ -20,7 +20,7 @@ use crate::actors::turns::Turns;
 use crate::actors::{Registry, Services, SkuDeps};
 use crate::config::Settings;
 use crate::credentials::Credentials;
-use crate::domain::sku::SkuLimits;
+use crate::domain::sku::{SkuCommand, SkuLimits};
 use crate::domain::{Clock, SkuId};
 use crate::idempotency::IdempotencyGate;
 use crate::locations::Locations;
@@ -93,6 +93,13 @@ pub struct Engine {
 pub fn store_dir(settings: &Settings) -> PathBuf {
     settings.store.data_dir.join("store")
 }
+
+/// How often the sweeper runs ledger retention.
+const LEDGER_PASS_EVERY: Duration = Duration::from_secs(600);
+
+/// How many more batches one page of SKUs gets in one ledger pass when a SKU has more old
+/// movements than one batch (up to 100,000 movements per SKU per pass).
+const LEDGER_PAGE_REPEATS_MAX: usize = 99;
 
 /// What opening the store and recovering gave.
 struct Opened {
@@ -353,6 +360,7 @@ impl Engine {
         let cutoff_ms = self.clock.now_ms().saturating_sub(self.ledger_retention_ms);
         let mut after: Option<SkuId> = None;
         let mut trimmed = 0;
+        let mut repeats = 0;
         loop {
             let engine = Arc::clone(self);
             let from = after.clone();
@@ -361,16 +369,28 @@ impl Engine {
             })
             .await
             .context("the ledger pass panicked")??;
+            let mut full = false;
             for (sku, command) in trims {
-                let (reply, _) = self
+                if let SkuCommand::TrimLedger { from_seq, upto_seq, .. } = &command {
+                    full |= upto_seq + 1 - from_seq >= crate::persistence::ledger::TRIM_ROWS_MAX as u64;
+                }
+                let (reply, ticket) = self
                     .registry
                     .skus
                     .command(&sku, command, &crate::access::by_system())
                     .await?;
+                // The next read of this SKU's rows must see the fold.
+                self.writer.durability().wait(ticket).await?;
                 if matches!(reply, Ok(Ok(_))) {
                     trimmed += 1;
                 }
             }
+            // A SKU with more old movements than one batch goes again, within bounds.
+            if full && repeats < LEDGER_PAGE_REPEATS_MAX {
+                repeats += 1;
+                continue;
+            }
+            repeats = 0;
             match next {
                 Some(last) => after = Some(last),
                 None => return Ok(trimmed),
@@ -384,6 +404,7 @@ impl Engine {
         actix_web::rt::spawn(async move {
             let mut ticker = actix_web::rt::time::interval(interval);
             ticker.tick().await;
+            let mut last_ledger_pass = None;
             loop {
                 ticker.tick().await;
                 let Some(engine) = engine.upgrade() else { return };
@@ -395,10 +416,15 @@ impl Engine {
                     Ok(Err(error)) => tracing::warn!(error = %error, "retention pass failed"),
                     Err(_) => tracing::warn!("retention pass panicked"),
                 }
-                match engine.trim_ledgers().await {
-                    Ok(0) => {}
-                    Ok(skus) => tracing::debug!(skus, "ledger retention folded old movements"),
-                    Err(error) => tracing::warn!(error = %error, "ledger retention pass failed"),
+                // Ledger retention is counted in days and reads every SKU: a pass every ten
+                // minutes is plenty.
+                if last_ledger_pass.is_none_or(|at: std::time::Instant| at.elapsed() >= LEDGER_PASS_EVERY) {
+                    last_ledger_pass = Some(std::time::Instant::now());
+                    match engine.trim_ledgers().await {
+                        Ok(0) => {}
+                        Ok(skus) => tracing::debug!(skus, "ledger retention folded old movements"),
+                        Err(error) => tracing::warn!(error = %error, "ledger retention pass failed"),
+                    }
                 }
             }
         });

@@ -296,13 +296,15 @@ pub async fn movements(
         let mut next = None;
         if descending {
             let mut below = query.after.unwrap_or(u64::MAX).min(row.movement_seq + 1);
-            while below > 1 && rows.len() < limit {
+            // Movements before `ledger_start` were folded into `opening`: nothing to read there.
+            let first = row.ledger_start.max(1);
+            while below > first && rows.len() < limit {
                 if scanned >= MOVEMENT_SCAN_MAX {
                     next = Some(below);
                     break;
                 }
                 let window = (limit - rows.len()).max(64) as u64;
-                let from = below.saturating_sub(window).max(1);
+                let from = below.saturating_sub(window).max(first);
                 let start = (from > 1).then(|| keys::movement(&sku, from - 1));
                 let page = engine.store.scan(
                     &prefix,
@@ -324,7 +326,7 @@ pub async fn movements(
                     }
                 }
                 below = from;
-                if rows.len() == limit && next.is_none() && below > 1 {
+                if rows.len() == limit && next.is_none() && below > first {
                     next = rows.last().map(|last| last.movement.seq);
                 }
             }

@@ -739,6 +739,18 @@ async fn movements_past_their_retention_fold_into_the_opening_balance() {
         .unwrap();
     assert_eq!(released.status(), StatusCode::OK);
     assert_ledger_matches(&app, "old").await;
+    let newest_first = app.read_json(ADMIN_TOKEN, "/v1/skus/old/movements?order=desc").await;
+    let seqs: Vec<u64> = newest_first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|movement| movement["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        (seqs, &newest_first["next"]),
+        (vec![5, 4], &Value::Null),
+        "nothing below the folded ones"
+    );
     // And across a restart.
     engine.barrier().await.unwrap();
     drop(engine);
@@ -795,4 +807,47 @@ async fn a_cart_line_holds_where_the_shopper_picks_up() {
         "checkout sold from both"
     );
     assert_ledger_matches(&app, "kite").await;
+}
+
+#[actix_web::test]
+async fn one_ledger_pass_folds_more_than_one_batch_of_a_busy_sku() {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let options = Options {
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.ledger.retention_days = 1;
+    })
+    .await;
+    app.create_sku("busy", 0).await;
+    // 2,100 movements: more than two batches of 1,000.
+    let client = reqwest::Client::new();
+    for chunk in 0..(2_100 / 50) {
+        futures::future::join_all((0..50).map(|n| {
+            client
+                .post(app.url("/v1/skus/busy/restock"))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("Idempotency-Key", format!("busy-{chunk}-{n}"))
+                .json(&json!({"qty": 1}))
+                .send()
+        }))
+        .await
+        .into_iter()
+        .for_each(|response| assert_eq!(response.unwrap().status(), StatusCode::OK));
+    }
+    clock.advance(2 * 86_400_000);
+    let engine = Arc::clone(app.state.engine().unwrap());
+    assert_eq!(
+        engine.trim_ledgers().await.unwrap(),
+        3,
+        "three folds: 1,000, 1,000 and 100"
+    );
+    let ledger = app.read_json(ADMIN_TOKEN, "/v1/skus/busy/movements").await;
+    assert_eq!(ledger["items"], json!([]));
+    assert_eq!(
+        ledger["opening"],
+        json!([{"location": "default", "on_hand": 2_100, "reserved": 0, "committed": 0}])
+    );
+    assert_ledger_matches(&app, "busy").await;
 }

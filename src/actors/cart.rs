@@ -50,6 +50,8 @@ pub struct CartView {
     pub lines: Vec<PricedLine>,
     /// Sum of the line totals.
     pub total_minor: u64,
+    /// The SKUs' display names, by SKU, as read with the lines.
+    pub names: Vec<(SkuId, crate::domain::Name)>,
 }
 
 /// What a cart request produced.
@@ -372,12 +374,14 @@ fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
 /// The cart's lines, read from the SKUs and priced, with the newest ticket among the reads.
 async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
     let mut held = Vec::new();
+    let mut names = Vec::new();
     let mut ticket = 0;
     for sku in &cart.skus {
         let (line, read) = context.skus.line(sku, cart.line_id(sku)).await?;
         ticket = ticket.max(read);
         if let Some((qty, sku_view)) = line {
             held.push((sku.clone(), qty, sku_view.product.price_minor));
+            names.push((sku.clone(), sku_view.product.name));
         }
     }
     let (lines, total) = price_lines(held).map_err(CartFailure::Rejected)?;
@@ -386,6 +390,7 @@ async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), 
             cart: cart.clone(),
             lines,
             total_minor: total.minor(),
+            names,
         },
         ticket,
     ))
@@ -522,6 +527,7 @@ fn empty_view(cart: &Cart) -> CartView {
         cart: cart.clone(),
         lines: Vec::new(),
         total_minor: 0,
+        names: Vec::new(),
     }
 }
 

@@ -259,6 +259,9 @@ pub fn render_reservation(reply: &SkuAnswer) -> (u16, Vec<u8>) {
 pub struct LineBody<'a> {
     /// The SKU.
     pub sku: &'a str,
+    /// The SKU's display name (cart lines; an order keeps prices, not names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
     /// Units.
     pub qty: u64,
     /// Unit price in minor units.
@@ -301,6 +304,11 @@ impl<'a> From<&'a CartView> for CartBody<'a> {
                 .iter()
                 .map(|line| LineBody {
                     sku: line.sku.as_str(),
+                    name: view
+                        .names
+                        .iter()
+                        .find(|(sku, _)| *sku == line.sku)
+                        .map(|(_, name)| name.as_str()),
                     qty: line.qty,
                     price_minor: line.price_minor,
                     line_total_minor: line.line_total_minor,
@@ -347,18 +355,22 @@ pub struct OrderBody<'a> {
     pub payment_ref: Option<&'a str>,
     /// When an unpaid order expires.
     pub payment_due_at: String,
+    /// The cart it was checked out from.
+    pub cart_id: String,
 }
 
 impl<'a> From<&'a Order> for OrderBody<'a> {
     fn from(order: &'a Order) -> Self {
         OrderBody {
             order_id: order.id.to_string(),
+            cart_id: order.cart.to_string(),
             status: order.status(),
             lines: order
                 .lines
                 .iter()
                 .map(|line| LineBody {
                     sku: line.sku.as_str(),
+                    name: None,
                     qty: line.qty,
                     price_minor: line.price_minor,
                     // An order is placed only when its total fits, so each line's total does.

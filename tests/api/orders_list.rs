@@ -22,8 +22,13 @@ async fn staff_list_orders_by_status_and_creation_time_page_by_page() {
     let mut orders = Vec::new();
     for _ in 0..5 {
         let cart = app.create_cart().await;
-        assert_eq!(app.set_line(&cart, "mug", 1).await.status(), StatusCode::OK);
+        let with_line: Value = app.set_line(&cart, "mug", 1).await.json().await.unwrap();
+        assert_eq!(
+            with_line["lines"][0]["name"], "Product mug",
+            "a cart line shows its SKU's name"
+        );
         let order: Value = app.checkout(&cart).await.json().await.unwrap();
+        assert_eq!(order["cart_id"], cart.id.as_str(), "an order names its cart");
         orders.push(order);
     }
     let all_ids: Vec<String> = orders

@@ -79,6 +79,16 @@ async fn spawn(strategy: Strategy, allow_split: bool) -> TestApp {
     .await
 }
 
+/// A clock the test moves, and the server options that use it.
+fn test_clock() -> (Arc<ManualClock>, Options) {
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let options = Options {
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        ..Options::default()
+    };
+    (clock, options)
+}
+
 /// For every location of `sku`: opening plus movements equals the counters.
 async fn assert_ledger_matches(app: &TestApp, sku: &str) {
     let client = reqwest::Client::new();
@@ -372,11 +382,7 @@ async fn wave(base: &str, seed: u64, sites: [&'static str; 4]) -> Vec<String> {
 
 #[actix_web::test]
 async fn concurrent_holds_anywhere_never_oversell_a_location_or_the_total_and_the_ledger_matches() {
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let options = Options {
-        clock: Arc::clone(&clock) as Arc<dyn Clock>,
-        ..Options::default()
-    };
+    let (clock, options) = test_clock();
     let app = TestApp::spawn_with(
         Arc::new(TempDir::new().unwrap()),
         options,
@@ -685,11 +691,7 @@ async fn the_ledger_pages_both_ways_and_refuses_bad_queries() {
 
 #[actix_web::test]
 async fn movements_past_their_retention_fold_into_the_opening_balance() {
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let options = Options {
-        clock: Arc::clone(&clock) as Arc<dyn Clock>,
-        ..Options::default()
-    };
+    let (clock, options) = test_clock();
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.ledger.retention_days = 1;
         settings.reservation.max_ttl_seconds = 3 * 86_400;
@@ -811,11 +813,7 @@ async fn a_cart_line_holds_where_the_shopper_picks_up() {
 
 #[actix_web::test]
 async fn one_ledger_pass_folds_more_than_one_batch_of_a_busy_sku() {
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let options = Options {
-        clock: Arc::clone(&clock) as Arc<dyn Clock>,
-        ..Options::default()
-    };
+    let (clock, options) = test_clock();
     let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
         settings.ledger.retention_days = 1;
     })

@@ -271,13 +271,7 @@ pub async fn movements(
     let sku = SkuId::parse(path_param(&request, "sku"))?;
     let query = query.into_inner();
     let page_max = state.settings.ledger.page_max;
-    let limit = match query.limit {
-        None => MOVEMENTS_LIMIT_DEFAULT.min(page_max),
-        Some(raw) => usize::try_from(raw)
-            .ok()
-            .filter(|limit| (1..=page_max).contains(limit))
-            .ok_or_else(|| ApiError::bad_request("invalid_query", format!("limit must be 1 to {page_max}")))?,
-    };
+    let limit = super::request::page_limit(query.limit, MOVEMENTS_LIMIT_DEFAULT, page_max)?;
     let descending = match query.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,

@@ -198,13 +198,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
     let engine = state.engine()?;
     let query = query.into_inner();
     let status = query.status.as_deref().map(parse_status).transpose()?;
-    let limit = match query.limit {
-        None => LIST_LIMIT_DEFAULT,
-        Some(raw) => usize::try_from(raw)
-            .ok()
-            .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-            .ok_or_else(|| ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}")))?,
-    };
+    let limit = super::request::page_limit(query.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     // Ids are UUIDv7: their first 48 bits are the creation time in ms, so a time is a key.
     // The scan starts a minute early (an id's time and the order's `created_at` come from two
     // readings of the clock) and `created_at` decides.

@@ -116,3 +116,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}
+
+/// A list's `limit`: `default` when absent, else 1 to `max`; anything else is
+/// `400 invalid_query`.
+pub fn page_limit(raw: Option<i64>, default: usize, max: usize) -> Result<usize, super::error::ApiError> {
+    match raw {
+        None => Ok(default.min(max)),
+        Some(raw) => usize::try_from(raw)
+            .ok()
+            .filter(|limit| (1..=max).contains(limit))
+            .ok_or_else(|| super::error::ApiError::bad_request("invalid_query", format!("limit must be 1 to {max}"))),
+    }
+}

@@ -225,15 +225,7 @@ pub async fn list(
                 }
             }
         } else {
-            let limit = match query.limit {
-                None => LIST_LIMIT_DEFAULT,
-                Some(limit) => usize::try_from(limit)
-                    .ok()
-                    .filter(|limit| (1..=LIST_LIMIT_MAX).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::bad_request("invalid_query", format!("limit must be 1 to {LIST_LIMIT_MAX}"))
-                    })?,
-            };
+            let limit = super::request::page_limit(query.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
             let after = query
                 .after
                 .as_deref()

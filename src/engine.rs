@@ -68,7 +68,7 @@ pub struct Engine {
     /// Writes the state rows into the store in the background.
     checkpointer: Checkpointer,
     /// Idempotency-Key admission.
-    pub idempotency: IdempotencyGate,
+    pub idempotency: Arc<IdempotencyGate>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Request limits.
@@ -231,12 +231,15 @@ impl Engine {
                 settings.simulator.max_step_delay_ms,
             )),
             settled_retention_ms: settings.order.settled_retention_hours.saturating_mul(3_600_000),
+            step_retention_ms: settings.idempotency.retention_hours.saturating_mul(3_600_000),
         };
+        let idempotency = Arc::new(IdempotencyGate::new(store.clone()));
         let registry = Arc::new(Registry::new(
             arbiters.iter().map(Arbiter::handle).collect(),
             deps,
             cart_limits,
             order_limits,
+            Arc::clone(&idempotency),
             settings.actors.mailbox_capacity_messages,
         ));
         let sku_count = recovered.skus.len();
@@ -298,7 +301,7 @@ impl Engine {
             ledger_retention_ms: settings.ledger.retention_days.saturating_mul(86_400_000),
             ws_tickets: crate::http::tickets::WsTickets::default(),
             registry,
-            idempotency: IdempotencyGate::new(store.clone()),
+            idempotency,
             writer,
             store,
             checkpointer,

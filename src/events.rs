@@ -149,6 +149,20 @@ fn data(event: &DomainEvent) -> Value {
                     "seq": seq,
                 }),
                 OrderEvent::StockReturned => json!({ "order_id": order_id }),
+                OrderEvent::Fulfilled { fulfilment } => json!({
+                    "order_id": order_id,
+                    "fulfilment_id": fulfilment.id.to_string(),
+                    "location": fulfilment.location.as_str(),
+                    "lines": units_json(&fulfilment.lines),
+                }),
+                OrderEvent::ReturnReceived { taken } => json!({
+                    "order_id": order_id,
+                    "return_id": taken.id.to_string(),
+                    "location": taken.location.as_str(),
+                    "restock": taken.restock,
+                    "refund_minor": taken.refund_minor,
+                    "lines": units_json(&taken.lines),
+                }),
             }
         }
     }
@@ -236,6 +250,7 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
         }),
         SkuEvent::ReservationReleased { id, qty }
         | SkuEvent::ReservationCommitted { id, qty }
+        | SkuEvent::Committed { id, qty }
         | SkuEvent::ReservationExpired { id, qty } => json!({
             "sku": sku,
             "reservation_id": id.to_string(),
@@ -247,7 +262,25 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
             "qty": qty,
             "parts": parts_json(&at_default(*qty)),
         }),
-        SkuEvent::Returned { id, parts } => json!({
+        SkuEvent::Shipped { id, location, qty, .. } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "location": location.as_str(),
+            "qty": qty,
+        }),
+        SkuEvent::TakenBack {
+            id,
+            location,
+            qty,
+            restock,
+        } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "location": location.as_str(),
+            "qty": qty,
+            "restock": restock,
+        }),
+        SkuEvent::Returned { id, parts } | SkuEvent::Uncommitted { id, parts } => json!({
             "sku": sku,
             "reservation_id": id.to_string(),
             "qty": parts.iter().map(|part| part.qty).sum::<u64>(),
@@ -283,6 +316,15 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
             "upto_seq": upto_seq,
         }),
     }
+}
+
+fn units_json(lines: &[crate::domain::order::UnitsOf]) -> Value {
+    Value::Array(
+        lines
+            .iter()
+            .map(|units| json!({ "sku": units.sku.as_str(), "qty": units.qty }))
+            .collect(),
+    )
 }
 
 fn parts_json(parts: &[Part]) -> Value {

@@ -1,7 +1,8 @@
 //! Seeded random simulation of the SKU domain against a plain model.
 //!
 //! Each run picks an allocation strategy and whether holds may split, then draws commands
-//! (reserve anywhere, at one location or by preference; release, commit, return; restock,
+//! (reserve anywhere, at one location or by preference; release, commit, ship, return, take
+//! back after shipping; restock,
 //! adjust and count at any of four locations, one of them inactive; transfers and their
 //! receipt; cart-line holds resized; expiry), moves the clock (forwards, sometimes far,
 //! sometimes backwards) and restarts (rebuilding the SKU from the rows it wrote to a real
@@ -73,8 +74,8 @@ type Parts = Vec<(String, u64)>;
 struct Model {
     strategy: Strategy,
     allow_split: bool,
-    /// Per location: (on_hand, reserved).
-    stock: BTreeMap<String, (u64, u64)>,
+    /// Per location: (on_hand, reserved, committed).
+    stock: BTreeMap<String, (u64, u64, u64)>,
     /// Held reservations: id -> (parts, expires_ms).
     holds: BTreeMap<ReservationId, (Parts, u64)>,
     /// Settled reservations: how they settled and their parts.
@@ -89,7 +90,11 @@ fn total(parts: &Parts) -> u64 {
 
 impl Model {
     fn on_hand(&self) -> u64 {
-        self.stock.values().map(|(on_hand, _)| on_hand).sum()
+        self.stock.values().map(|(on_hand, ..)| on_hand).sum()
+    }
+
+    fn committed(&self) -> u64 {
+        self.stock.values().map(|(.., committed)| committed).sum()
     }
 
     fn reserved(&self) -> u64 {
@@ -97,7 +102,9 @@ impl Model {
     }
 
     fn available_at(&self, at: &str) -> u64 {
-        self.stock.get(at).map_or(0, |(on_hand, reserved)| on_hand - reserved)
+        self.stock
+            .get(at)
+            .map_or(0, |(on_hand, reserved, committed)| on_hand - reserved - committed)
     }
 
     fn site(at: &str) -> (i64, bool) {
@@ -108,15 +115,22 @@ impl Model {
     }
 
     fn add(&mut self, at: &str, on_hand: i64, reserved: i64) {
+        self.add3(at, on_hand, reserved, 0);
+    }
+
+    fn add3(&mut self, at: &str, on_hand: i64, reserved: i64, committed: i64) {
         let entry = self.stock.entry(at.to_owned()).or_default();
         entry.0 = entry.0.checked_add_signed(on_hand).expect("model on_hand");
         entry.1 = entry.1.checked_add_signed(reserved).expect("model reserved");
+        entry.2 = entry.2.checked_add_signed(committed).expect("model committed");
     }
 
-    fn hold_parts(&mut self, parts: &Parts, sign: i64, on_hand_too: bool) {
+    /// Moves the units of `parts`: `sign` times their quantity off `reserved`, and onto
+    /// `committed` when `sold`.
+    fn hold_parts(&mut self, parts: &Parts, sign: i64, sold: bool) {
         for (at, qty) in parts {
             let qty = i64::try_from(*qty).expect("fits") * sign;
-            self.add(at, if on_hand_too { qty } else { 0 }, qty);
+            self.add3(at, 0, qty, if sold { -qty } else { 0 });
         }
     }
 
@@ -193,7 +207,7 @@ impl Model {
 
     /// The model's answer: `Ok` for success, `Err` for the expected rejection.
     fn run(&mut self, command: &SkuCommand, now_ms: u64) -> Result<(), SkuRejection> {
-        use ReservationState::{Committed, Expired, Released, Returned};
+        use ReservationState::{Committed, Expired, Released, Returned, Sold};
         self.expire_due(now_ms);
         match command {
             SkuCommand::Reserve {
@@ -218,18 +232,27 @@ impl Model {
                 }
                 match self.settled.get(id) {
                     Some((Released | Expired, _)) => Ok(()),
-                    Some((Committed | Returned, _)) => Err(SkuRejection::ReservationCommitted),
+                    Some((Committed | Sold | Returned, _)) => Err(SkuRejection::ReservationCommitted),
                     _ => Err(SkuRejection::ReservationNotFound),
                 }
             }
-            SkuCommand::Commit { id } => {
+            SkuCommand::Commit { id, until_shipped } => {
                 if let Some((parts, _)) = self.holds.remove(id) {
-                    self.hold_parts(&parts, -1, true);
-                    self.settled.insert(*id, (Committed, parts));
+                    if *until_shipped {
+                        self.hold_parts(&parts, -1, true);
+                        self.settled.insert(*id, (Committed, parts));
+                    } else {
+                        // Sold outright: off the shelf at once.
+                        for (at, qty) in &parts {
+                            let qty = i64::try_from(*qty).expect("fits");
+                            self.add3(at, -qty, -qty, 0);
+                        }
+                        self.settled.insert(*id, (Sold, parts));
+                    }
                     return Ok(());
                 }
                 match self.settled.get(id) {
-                    Some((Committed, _)) => Ok(()),
+                    Some((Committed | Sold, _)) => Ok(()),
                     Some((Returned, _)) => Err(SkuRejection::ReservationCommitted),
                     Some((Released, _)) => Err(SkuRejection::ReservationReleased),
                     Some((Expired, _)) => Err(SkuRejection::ReservationExpired),
@@ -242,6 +265,14 @@ impl Model {
                 }
                 match self.settled.get(id).cloned() {
                     Some((Committed, parts)) => {
+                        // Sold, not shipped: the units are still on the shelf.
+                        for (at, qty) in &parts {
+                            self.add3(at, 0, 0, -i64::try_from(*qty).expect("fits"));
+                        }
+                        self.settled.insert(*id, (Returned, parts));
+                        Ok(())
+                    }
+                    Some((Sold, parts)) => {
                         if self.on_hand() + total(&parts) > ON_HAND_MAX {
                             return Err(SkuRejection::StockLimitExceeded);
                         }
@@ -304,7 +335,7 @@ impl Model {
                 }
                 None if *qty == 0 => Ok(()),
                 None => {
-                    if matches!(self.settled.get(id), Some((Committed | Returned, _))) {
+                    if matches!(self.settled.get(id), Some((Committed | Sold | Returned, _))) {
                         return Err(SkuRejection::ReservationCommitted);
                     }
                     if self.holds.len() >= HOLDS_MAX {
@@ -342,10 +373,10 @@ impl Model {
                 Ok(())
             }
             SkuCommand::Count { location, on_hand, .. } => {
-                let (shelf, reserved) = self.stock.get(location.as_str()).copied().unwrap_or_default();
-                if *on_hand < reserved {
+                let (shelf, reserved, committed) = self.stock.get(location.as_str()).copied().unwrap_or_default();
+                if *on_hand < reserved + committed {
                     return Err(SkuRejection::InsufficientStock {
-                        available: shelf - reserved,
+                        available: shelf - reserved - committed,
                     });
                 }
                 let delta = i64::try_from(*on_hand).expect("fits") - i64::try_from(shelf).expect("fits");
@@ -364,6 +395,53 @@ impl Model {
             SkuCommand::ReceiveTransfer { id } => {
                 if let Some((to, qty)) = self.in_transit.remove(id) {
                     self.add(&to, i64::try_from(qty).expect("fits"), 0);
+                }
+                Ok(())
+            }
+            SkuCommand::Ship { id, location, qty } => {
+                if self.holds.contains_key(id) {
+                    return Err(SkuRejection::ReservationNotCommitted);
+                }
+                match self.settled.get(id).cloned() {
+                    Some((state @ (Committed | Sold), mut parts)) => {
+                        let here = parts
+                            .iter()
+                            .filter(|(at, _)| at == location.as_str())
+                            .map(|(_, units)| units)
+                            .sum::<u64>();
+                        if here < *qty {
+                            return Err(SkuRejection::NotCommittedHere {
+                                location: location.clone(),
+                                committed: here,
+                            });
+                        }
+                        if state == Committed {
+                            let units = i64::try_from(*qty).expect("fits");
+                            self.add3(location.as_str(), -units, 0, -units);
+                        }
+                        let mut left = *qty;
+                        for (at, units) in parts.iter_mut().filter(|(at, _)| at == location.as_str()) {
+                            let _ = at;
+                            let take = (*units).min(left);
+                            *units -= take;
+                            left -= take;
+                        }
+                        parts.retain(|(_, units)| *units > 0);
+                        self.settled.insert(*id, (state, parts));
+                        Ok(())
+                    }
+                    Some(_) => Err(SkuRejection::ReservationNotCommitted),
+                    None => Err(SkuRejection::ReservationNotFound),
+                }
+            }
+            SkuCommand::TakeBack {
+                location, qty, restock, ..
+            } => {
+                if *restock {
+                    if self.on_hand() + qty > ON_HAND_MAX {
+                        return Err(SkuRejection::StockLimitExceeded);
+                    }
+                    self.add(location.as_str(), i64::try_from(*qty).expect("fits"), 0);
                 }
                 Ok(())
             }
@@ -518,7 +596,7 @@ fn simulate(seed: u64, steps: usize) {
         assert!(matches!(created.answer, Ok(SkuOutcome::Sku { created: true, .. })));
         store_change(&storage, &state, &created, now_ms);
     }
-    model.stock.insert("default".to_owned(), (initial, 0));
+    model.stock.insert("default".to_owned(), (initial, 0, 0));
 
     for step in 0..steps {
         let command = match rng.random_range(0..100) {
@@ -533,6 +611,7 @@ fn simulate(seed: u64, steps: usize) {
             },
             38..54 => SkuCommand::Commit {
                 id: some_id(&mut rng, &model),
+                until_shipped: rng.random_bool(0.6),
             },
             54..61 => SkuCommand::Restock {
                 location: any_location(&mut rng),
@@ -612,10 +691,40 @@ fn simulate(seed: u64, steps: usize) {
                 id: line_ids[rng.random_range(0..line_ids.len())],
                 expires_ms: now_ms + rng.random_range(1..=5_000),
             },
-            89..92 => SkuCommand::Return {
+            89..91 => SkuCommand::Return {
                 id: some_id(&mut rng, &model),
             },
-            92..96 => {
+            91..93 => {
+                // Ship part of a sale, usually from where it is committed.
+                let sold: Vec<(&ReservationId, &Parts)> = model
+                    .settled
+                    .iter()
+                    .filter(|(_, (state, parts))| state.is_sold() && !parts.is_empty())
+                    .map(|(id, (_, parts))| (id, parts))
+                    .collect();
+                match sold.get(rng.random_range(0..sold.len().max(1))) {
+                    Some((id, parts)) if rng.random_bool(0.9) => {
+                        let (at, units) = &parts[rng.random_range(0..parts.len())];
+                        SkuCommand::Ship {
+                            id: **id,
+                            location: location(at),
+                            qty: rng.random_range(1..=*units + 1),
+                        }
+                    }
+                    _ => SkuCommand::Ship {
+                        id: some_id(&mut rng, &model),
+                        location: any_location(&mut rng),
+                        qty: rng.random_range(1..=5),
+                    },
+                }
+            }
+            93..94 => SkuCommand::TakeBack {
+                id: some_id(&mut rng, &model),
+                location: any_location(&mut rng),
+                qty: rng.random_range(1..=5),
+                restock: rng.random_bool(0.7),
+            },
+            94..96 => {
                 now_ms = match rng.random_range(0..20) {
                     0 => now_ms + 3_600_000,
                     1 => now_ms - rng.random_range(0..=1_000),
@@ -653,18 +762,26 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
     assert_eq!(state.check_invariants_fully(), Ok(()), "step {step} {when}");
     let view = state.view();
     assert_eq!(
-        (view.on_hand, view.reserved, view.available),
-        (model.on_hand(), model.reserved(), model.on_hand() - model.reserved()),
+        (view.on_hand, view.reserved, view.committed, view.available),
+        (
+            model.on_hand(),
+            model.reserved(),
+            model.committed(),
+            model.on_hand() - model.reserved() - model.committed()
+        ),
         "step {step} {when}: counters"
     );
-    for (at, (on_hand, reserved)) in &model.stock {
+    for (at, (on_hand, reserved, committed)) in &model.stock {
         let stock = state.stock_at(&location(at));
         assert_eq!(
-            (stock.on_hand, stock.reserved),
-            (*on_hand, *reserved),
+            (stock.on_hand, stock.reserved, stock.committed),
+            (*on_hand, *reserved, *committed),
             "step {step} {when}: counters at {at}"
         );
-        assert!(stock.on_hand >= stock.reserved, "step {step} {when}: oversold at {at}");
+        assert!(
+            stock.on_hand >= stock.reserved + stock.committed,
+            "step {step} {when}: oversold at {at}"
+        );
     }
     let mut held: Vec<(ReservationId, Vec<(String, u64)>)> = state
         .holds()
@@ -691,11 +808,12 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
         "step {step} {when}: transfers in transit"
     );
     // The ledger as stored: opening balance plus every movement equals the counters.
-    let mut sums: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut sums: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for (at, stock) in state.opening() {
         let entry = sums.entry(at.to_string()).or_default();
         entry.0 += i64::try_from(stock.on_hand).expect("fits");
         entry.1 += i64::try_from(stock.reserved).expect("fits");
+        entry.2 += i64::try_from(stock.committed).expect("fits");
     }
     let mut seqs = Vec::new();
     let mut last_available: BTreeMap<String, u64> = BTreeMap::new();
@@ -706,6 +824,7 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
         let entry = sums.entry(row.movement.location.to_string()).or_default();
         entry.0 += row.movement.on_hand_delta;
         entry.1 += row.movement.reserved_delta;
+        entry.2 += row.movement.committed_delta;
     }
     assert!(
         seqs.iter().copied().eq(state.ledger_start()..=state.movement_seq()),
@@ -726,13 +845,14 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
             sum,
             (
                 i64::try_from(stock.on_hand).expect("fits"),
-                i64::try_from(stock.reserved).expect("fits")
+                i64::try_from(stock.reserved).expect("fits"),
+                i64::try_from(stock.committed).expect("fits")
             ),
             "step {step} {when}: the ledger of {at} sums to its counters"
         );
     }
     assert!(
-        sums.values().all(|sum| *sum == (0, 0)),
+        sums.values().all(|sum| *sum == (0, 0, 0)),
         "step {step} {when}: movements at locations without counters"
     );
 }

@@ -589,18 +589,35 @@ async fn saga(
     let mut commits = Vec::with_capacity(cart.skus.len());
     for sku in cart.skus.clone() {
         let id = cart.line_id(&sku);
-        let commit = match context.skus.command(&sku, SkuCommand::Commit { id }, &by).await {
+        let commit = match context
+            .skus
+            .command(
+                &sku,
+                SkuCommand::Commit {
+                    id,
+                    until_shipped: true,
+                },
+                &by,
+            )
+            .await
+        {
             Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
                 ticket = ticket.max(done);
-                let (price_minor, currency) = match context.skus.line(&sku, id).await {
-                    Ok((Some((_, view)), _)) => (view.product.price_minor, Some(view.product.currency)),
-                    Ok((None, _)) => (0, None),
+                let (price_minor, currency, name) = match context.skus.line(&sku, id).await {
+                    Ok((Some((_, view)), _)) => (
+                        view.product.price_minor,
+                        Some(view.product.currency),
+                        Some(view.product.name.as_str().to_owned()),
+                    ),
+                    Ok((None, _)) => (0, None, None),
                     Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
                 };
                 LineCommit::Committed {
                     qty: reservation.qty,
                     price_minor,
                     currency,
+                    name,
+                    parts: reservation.parts,
                 }
             }
             // No hold: the line was never set, or was emptied (released).
@@ -619,7 +636,7 @@ async fn saga(
     let now_ms = context.services.clock.now_ms();
     let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
     let (give_back, failure) = match cart.end_checkout(order_id, commits, now_ms, payment_timeout_ms) {
-        CheckoutEnd::Place(order) => return place(&context, cart, order, idempotency, ticket, &by),
+        CheckoutEnd::Place(order) => return place(&context, cart, *order, idempotency, ticket, &by),
         CheckoutEnd::Compensate { give_back, failure } => (give_back, failure),
     };
     for line in &give_back {
@@ -678,7 +695,7 @@ fn place(
         },
     ];
     let settled = settled_cart_ops(context, &cart);
-    let order_row = vec![Op::Put(keys::order(&order_id), codec::encode(&order))];
+    let order_row = vec![Op::Put(keys::order(&order_id), codec::encode_versioned(&order))];
     match write(
         context,
         &cart,

@@ -19,10 +19,14 @@ use super::registry::{OrderContext, OrderDirectory};
 use super::timer::DueTimer;
 use super::{persist, Access};
 use crate::access::{by_system, By};
-use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus};
-use crate::domain::sku::{SkuCommand, SkuRejection};
+use sha2::{Digest, Sha256};
+
+use crate::domain::ids::{FulfilmentId, ReturnId};
+use crate::domain::location::LocationId;
+use crate::domain::order::{HistoryEntry, Order, OrderRejection, OrderStatus, StepKind, UnitsOf};
+use crate::domain::sku::{Reservation, SkuCommand, SkuRejection};
 use crate::domain::{DomainEvent, OrderEvent};
-use crate::idempotency::IdempotencyDraft;
+use crate::idempotency::{Admission, IdempotencyDraft};
 use crate::metrics as names;
 use crate::persistence::{codec, keys, Op, Ticket};
 
@@ -52,8 +56,25 @@ pub enum OrderAction {
     },
     /// `placed | paid -> cancelled`; the stock goes back.
     Cancel,
-    /// An admin move to `status` (`expired` and `placed` are the server's own).
+    /// A staff move to `status` (`expired`, `placed` and the moves of fulfilments and
+    /// returns are the server's own; `shipped` ships whatever is left).
     SetStatus(OrderStatus),
+    /// Ships units from a location.
+    Fulfil {
+        /// Where from.
+        location: LocationId,
+        /// What.
+        lines: Vec<UnitsOf>,
+    },
+    /// Takes delivered units back at a location.
+    TakeBack {
+        /// Where.
+        location: LocationId,
+        /// Back on the shelf, or written off.
+        restock: bool,
+        /// What.
+        lines: Vec<UnitsOf>,
+    },
 }
 
 /// Reads the order.
@@ -208,7 +229,7 @@ impl OrderActor {
             |actor| &mut actor.timer,
             |actor, ctx| {
                 if actor.order.owes_stock() {
-                    actor.run(ctx, None, |context, order| return_stock(context, order, by_system()));
+                    actor.run(ctx, None, |context, order| pay_stock_debts(context, order, by_system()));
                 } else if actor.order.status() == OrderStatus::Placed {
                     actor.run(ctx, None, |context, order| change(context, order, Change::Expire, None));
                 }
@@ -298,7 +319,7 @@ impl Actor for OrderActor {
         ctx.set_mailbox_capacity(0);
         self.touch();
         if self.order.owes_stock() {
-            self.run(ctx, None, |context, order| return_stock(context, order, by_system()));
+            self.run(ctx, None, |context, order| pay_stock_debts(context, order, by_system()));
         } else {
             self.arm_timer(ctx);
         }
@@ -407,64 +428,69 @@ async fn change(
     idempotency: Option<IdempotencyDraft<OrderReply>>,
 ) -> (Order, OrderReply, Ticket) {
     let deps = context.services.clone();
-    let now_ms = deps.clock.now_ms();
-    let from = order.status();
-    let to = match &change {
-        Change::Request {
-            action: OrderAction::Pay { .. },
-            ..
-        } => OrderStatus::Paid,
-        Change::Request {
-            action: OrderAction::Cancel,
-            ..
-        } => OrderStatus::Cancelled,
-        Change::Request {
-            action: OrderAction::SetStatus(status),
-            ..
-        } => *status,
-        Change::Expire => OrderStatus::Expired,
-    };
-    let shopper = matches!(change, Change::Request { shopper: true, .. });
     let by = match &change {
         Change::Request { by, .. } => Arc::clone(by),
         Change::Expire => by_system(),
     };
-    let server_only = matches!(to, OrderStatus::Placed | OrderStatus::Expired) && !matches!(change, Change::Expire);
-    let due = matches!(change, Change::Expire) && now_ms < order.payment_due_ms;
-    let previous = order.clone();
-    let reply: OrderReply = if server_only || due {
-        Err(OrderFailure::Rejected(OrderRejection::InvalidTransition { from, to }))
-    } else if shopper && from.can_move_to(to) && !from.shopper_may_move_to(to) {
-        Err(OrderFailure::Forbidden)
-    } else {
-        match order.move_to(to, now_ms) {
-            Ok(()) => {
-                if let Change::Request {
-                    action: OrderAction::Pay { payment_ref },
-                    ..
-                } = &change
-                {
-                    order.payment_ref = Some(payment_ref.clone());
-                }
-                Ok(order.clone())
-            }
-            Err(rejection) => Err(OrderFailure::Rejected(rejection)),
+    // Steps owed by an earlier change go first: this one may build on them.
+    let mut ticket = 0;
+    if !order.pending.is_empty() {
+        let (settled, done, written) = settle_steps(&context, order, &by).await;
+        order = settled;
+        ticket = written;
+        if !done {
+            return (order, Err(OrderFailure::Overloaded), ticket);
         }
-    };
+    }
+    let ships = matches!(
+        &change,
+        Change::Request {
+            action: OrderAction::Fulfil { .. } | OrderAction::SetStatus(OrderStatus::Shipped),
+            ..
+        }
+    );
+    if ships && !learn_parts(&context, &mut order) {
+        return (order, Err(OrderFailure::Overloaded), ticket);
+    }
+    let now_ms = deps.clock.now_ms();
+    let from = order.status();
+    let seen = order.seq();
+    let (fulfilments_before, returns_before) = (order.fulfilments.len(), order.returns.len());
+    let previous = order.clone();
+    let reply = decide(&mut order, &change, now_ms);
+    if reply.is_err() {
+        order = previous.clone();
+    }
     let mut ops = Vec::new();
     let mut events = Vec::new();
     if reply.is_ok() {
-        ops.push(Op::Put(keys::order(&order.id), codec::encode(&order)));
-        if order.status().is_settled() && !order.owes_stock() {
+        ops.push(Op::Put(keys::order(&order.id), codec::encode_versioned(&order)));
+        if order.status().is_settled() && !order.owes_stock() && !from.is_settled() {
             ops.push(settled_order_op(&context, &order, now_ms));
         }
-        events.push(DomainEvent::Order {
-            order: order.id,
-            event: OrderEvent::StatusChanged {
-                seq: order.seq(),
-                status: to,
-            },
-        });
+        for fulfilment in &order.fulfilments[fulfilments_before..] {
+            events.push(DomainEvent::Order {
+                order: order.id,
+                event: OrderEvent::Fulfilled {
+                    fulfilment: fulfilment.clone(),
+                },
+            });
+        }
+        for taken in &order.returns[returns_before..] {
+            events.push(DomainEvent::Order {
+                order: order.id,
+                event: OrderEvent::ReturnReceived { taken: taken.clone() },
+            });
+        }
+        for entry in order.history.iter().filter(|entry| entry.seq > seen) {
+            events.push(DomainEvent::Order {
+                order: order.id,
+                event: OrderEvent::StatusChanged {
+                    seq: entry.seq,
+                    status: entry.status,
+                },
+            });
+        }
     }
     let mut in_flight = None;
     if let Some(draft) = idempotency {
@@ -473,25 +499,205 @@ async fn change(
         in_flight = Some(mark);
     }
     if ops.is_empty() {
-        return (order, reply, 0);
+        return (order, reply, ticket);
     }
-    let Some(ticket) = persist(&deps.writer, ops, events, now_ms, &by) else {
-        return (previous, Err(OrderFailure::Overloaded), 0);
+    let Some(written) = persist(&deps.writer, ops, events, now_ms, &by) else {
+        return (previous, Err(OrderFailure::Overloaded), ticket);
     };
+    ticket = ticket.max(written);
     if let Some(mark) = in_flight {
         mark.release_when_durable(deps.writer.durability(), ticket);
     }
-    if reply.is_ok() {
+    let to = order.status();
+    if reply.is_ok() && to != from {
         metrics::gauge!(names::ORDERS, "status" => from.as_str()).decrement(1.0);
         metrics::gauge!(names::ORDERS, "status" => to.as_str()).increment(1.0);
     }
     if !order.owes_stock() {
         return (order, reply, ticket);
     }
-    // The cancellation stands (it is written); the stock goes back now, or on a retry.
-    let (order, _, returned) = return_stock(context, order, by).await;
+    // The change stands (it is written); the stock follows now, or on a retry.
+    let (order, _, owed) = pay_stock_debts(context, order, by).await;
     let reply = reply.map(|_| order.clone());
-    (order, reply, ticket.max(returned))
+    (order, reply, ticket.max(owed))
+}
+
+/// Applies `change` to `order` (which it may leave half-changed when it refuses: the caller
+/// keeps the order from before).
+fn decide(order: &mut Order, change: &Change, now_ms: u64) -> OrderReply {
+    let from = order.status();
+    let (action, shopper) = match change {
+        Change::Expire if now_ms < order.payment_due_ms => {
+            return Err(OrderFailure::Rejected(OrderRejection::InvalidTransition {
+                from,
+                to: OrderStatus::Expired,
+            }))
+        }
+        Change::Expire => {
+            order
+                .move_to(OrderStatus::Expired, now_ms)
+                .map_err(OrderFailure::Rejected)?;
+            return Ok(order.clone());
+        }
+        Change::Request { action, shopper, .. } => (action, *shopper),
+    };
+    // Shipping, taking back and cancelling what is left are the shop's, never the shopper's.
+    let staff_only = || if shopper { Err(OrderFailure::Forbidden) } else { Ok(()) };
+    let rejected = OrderFailure::Rejected;
+    match action {
+        OrderAction::Fulfil { location, lines } => {
+            staff_only()?;
+            order
+                .fulfil(FulfilmentId::generate(), location.clone(), lines.clone(), now_ms)
+                .map_err(rejected)?;
+        }
+        OrderAction::TakeBack {
+            location,
+            restock,
+            lines,
+        } => {
+            staff_only()?;
+            order
+                .take_back(ReturnId::generate(), location.clone(), *restock, lines.clone(), now_ms)
+                .map_err(rejected)?;
+        }
+        OrderAction::Cancel if from == OrderStatus::PartiallyShipped => {
+            staff_only()?;
+            order.cancel_rest(now_ms).map_err(rejected)?;
+        }
+        // Shipping by status ships whatever is left, from where it is committed.
+        OrderAction::SetStatus(OrderStatus::Shipped) if from.can_move_to(OrderStatus::Shipped) && !shopper => {
+            for (location, lines) in order.rest_by_location() {
+                order
+                    .fulfil(FulfilmentId::generate(), location, lines, now_ms)
+                    .map_err(rejected)?;
+            }
+            if order.status() != OrderStatus::Shipped {
+                order.move_to(OrderStatus::Shipped, now_ms).map_err(rejected)?;
+            }
+        }
+        OrderAction::Pay { .. } | OrderAction::Cancel | OrderAction::SetStatus(_) => {
+            let to = match action {
+                OrderAction::Pay { .. } => OrderStatus::Paid,
+                OrderAction::SetStatus(status) => *status,
+                _ => OrderStatus::Cancelled,
+            };
+            if !to.may_be_asked_for() {
+                return Err(rejected(OrderRejection::InvalidTransition { from, to }));
+            }
+            if shopper && from.can_move_to(to) && !from.shopper_may_move_to(to) {
+                return Err(OrderFailure::Forbidden);
+            }
+            order.move_to(to, now_ms).map_err(rejected)?;
+            if let OrderAction::Pay { payment_ref } = action {
+                order.payment_ref = Some(payment_ref.clone());
+            }
+        }
+    }
+    Ok(order.clone())
+}
+
+/// Fills in where the units of lines from an order placed before fulfilment are committed,
+/// from their reservations. `false` when the store could not be read.
+fn learn_parts(context: &OrderContext, order: &mut Order) -> bool {
+    for index in 0..order.lines.len() {
+        if order.progress[index].parts.is_some() {
+            continue;
+        }
+        let key = keys::reservation(&order.lines[index].reservation);
+        let parts = match context.services.store.get_versioned::<Reservation>(&key) {
+            Ok(Some(record)) if record.state.is_sold() => record.parts,
+            // Gone (kept for a while only, by releases before fulfilment, whose units left
+            // the shelf when sold) or given back: nothing left on a shelf for this line.
+            Ok(_) => Vec::new(),
+            Err(_) => return false,
+        };
+        let left = order.left_to_ship(index);
+        // What the record has not shipped, from the order's point of view.
+        order.progress[index].parts = Some(if parts.iter().map(|part| part.qty).sum::<u64>() == left {
+            parts
+        } else {
+            crate::domain::sku::stock::at_default(left)
+        });
+    }
+    true
+}
+
+/// Settles what the order owes its SKUs: the steps it wrote (shipments, returns), then the
+/// units of cancelled lines, or a cancelled order's stock.
+async fn pay_stock_debts(context: Arc<OrderContext>, order: Order, by: By) -> (Order, OrderReply, Ticket) {
+    let (order, done, ticket) = settle_steps(&context, order, &by).await;
+    if !done {
+        return (order, Err(OrderFailure::Overloaded), ticket);
+    }
+    let cancelled = matches!(order.status(), OrderStatus::Cancelled | OrderStatus::Expired);
+    if order.release_pending || (cancelled && !order.stock_returned) {
+        let (order, reply, returned) = return_stock(context, order, by).await;
+        return (order, reply, ticket.max(returned));
+    }
+    (order.clone(), Ok(order), ticket)
+}
+
+/// Makes every pending stock step once, each under an idempotency key of its own (so a step
+/// repeated after a crash is not made twice), then writes the order without them. `false`
+/// when a step could not be made now (a full queue); the order keeps them for a retry.
+async fn settle_steps(context: &OrderContext, mut order: Order, by: &By) -> (Order, bool, Ticket) {
+    if order.pending.is_empty() {
+        return (order, true, 0);
+    }
+    let deps = &context.services;
+    let mut ticket = 0;
+    for step in &order.pending {
+        let key = format!("{}/{}", order.id, step.key);
+        let fingerprint: [u8; 32] = Sha256::digest(format!("{step:?}").as_bytes()).into();
+        let draft = match context.steps.admit("order-steps", &key, fingerprint) {
+            Ok(Admission::Replay(_)) => continue,
+            Ok(Admission::Proceed(mark)) => crate::idempotency::IdempotencyDraft::new(
+                mark,
+                fingerprint,
+                step_render,
+                context.limits.step_retention_ms,
+            ),
+            Err(_) => return (order, false, ticket),
+        };
+        let command = match step.kind {
+            StepKind::Ship => SkuCommand::Ship {
+                id: step.reservation,
+                location: step.location.clone(),
+                qty: step.qty,
+            },
+            StepKind::TakeBack { restock } => SkuCommand::TakeBack {
+                id: step.reservation,
+                location: step.location.clone(),
+                qty: step.qty,
+                restock,
+            },
+        };
+        match context.skus.command_keyed(&step.sku, command, by, Some(draft)).await {
+            Ok((Ok(Ok(_)), done)) => ticket = ticket.max(done),
+            Ok((Ok(Err(rejection)), done)) => {
+                // The SKU cannot make it (its record is gone, say): nothing more to do.
+                ticket = ticket.max(done);
+                tracing::warn!(order = %order.id, sku = %step.sku, ?rejection, "a stock step was refused");
+            }
+            Ok((Err(_), _)) | Err(_) => return (order, false, ticket),
+        }
+    }
+    let now_ms = deps.clock.now_ms();
+    let previous = order.clone();
+    order.pending.clear();
+    // (An order that settles with steps owed was already given its retention: only
+    // delivered orders take returns.)
+    let ops = vec![Op::Put(keys::order(&order.id), codec::encode_versioned(&order))];
+    match persist(&deps.writer, ops, Vec::new(), now_ms, by) {
+        Some(written) => (order, true, ticket.max(written)),
+        None => (previous, false, ticket),
+    }
+}
+
+/// What a stock step's idempotency record keeps: only that it was made.
+fn step_render(_: &crate::actors::sku::SkuAnswer) -> (u16, Vec<u8>) {
+    (200, Vec::new())
 }
 
 /// The retention of an order that settled (delivered, or its stock went back): its row goes
@@ -523,20 +729,20 @@ async fn return_stock(context: Arc<OrderContext>, mut order: Order, by: By) -> (
         }
     }
     let now_ms = deps.clock.now_ms();
-    order.stock_returned = true;
-    let ops = vec![
-        Op::Put(keys::order(&order.id), codec::encode(&order)),
-        settled_order_op(&context, &order, now_ms),
-    ];
+    let cancelled = matches!(order.status(), OrderStatus::Cancelled | OrderStatus::Expired);
+    let previous = order.clone();
+    order.stock_returned = cancelled;
+    order.release_pending = false;
+    let mut ops = vec![Op::Put(keys::order(&order.id), codec::encode_versioned(&order))];
+    if cancelled {
+        ops.push(settled_order_op(&context, &order, now_ms));
+    }
     let events = vec![DomainEvent::Order {
         order: order.id,
         event: OrderEvent::StockReturned,
     }];
     match persist(&deps.writer, ops, events, now_ms, &by) {
         Some(written) => (order.clone(), Ok(order), ticket.max(written)),
-        None => {
-            order.stock_returned = false;
-            (order, Err(OrderFailure::Overloaded), ticket)
-        }
+        None => (previous, Err(OrderFailure::Overloaded), ticket),
     }
 }

@@ -64,6 +64,9 @@ pub struct OrderLimits {
     pub simulator_step_delay_ms: Option<(u64, u64)>,
     /// How long a settled order's row is kept.
     pub settled_retention_ms: u64,
+    /// How long the record of a stock step an order made is kept (the idempotency
+    /// retention): a step repeated within it is made once.
+    pub step_retention_ms: u64,
 }
 
 /// The arbiters actors run on, and which one an id lives on.
@@ -159,13 +162,24 @@ impl SkuDirectory {
     /// (used by sagas, which wait for their own later write instead). `Err` when the SKU's
     /// actor is full or gone; an unknown SKU answers `SkuNotFound`.
     pub async fn command(&self, sku: &SkuId, command: SkuCommand, by: &By) -> Result<(SkuReply, Ticket), AskError> {
+        self.command_keyed(sku, command, by, None).await
+    }
+
+    /// [`command`](Self::command), storing the answer under an idempotency key.
+    pub async fn command_keyed(
+        &self,
+        sku: &SkuId,
+        command: SkuCommand,
+        by: &By,
+        idempotency: Option<super::sku::IdempotencyDraft>,
+    ) -> Result<(SkuReply, Ticket), AskError> {
         let Some(mailbox) = self.get(sku) else {
             return Ok((Ok(Err(SkuRejection::SkuNotFound)), 0));
         };
         let acked = mailbox
             .ask(|reply, slot| ExecuteSkuCommand {
                 command,
-                idempotency: None,
+                idempotency,
                 by: Arc::clone(by),
                 reply,
                 slot,
@@ -207,6 +221,8 @@ pub struct OrderContext {
     pub skus: Arc<SkuDirectory>,
     /// Timeouts and the simulator.
     pub limits: OrderLimits,
+    /// Makes each stock step of an order once (fulfilments, returns).
+    pub steps: Arc<crate::idempotency::IdempotencyGate>,
 }
 
 /// Running order actors.
@@ -235,7 +251,7 @@ impl OrderDirectory {
         if let Some(running) = self.orders.get(id) {
             return Ok(Some(running.value().clone()));
         }
-        let Some(order) = self.context.services.store.get_decoded::<Order>(&keys::order(id))? else {
+        let Some(order) = self.context.services.store.get_versioned::<Order>(&keys::order(id))? else {
             return Ok(None);
         };
         Ok(Some(self.start(order)))
@@ -430,6 +446,7 @@ impl Registry {
         deps: Arc<SkuDeps>,
         cart_limits: CartLimits,
         order_limits: OrderLimits,
+        steps: Arc<crate::idempotency::IdempotencyGate>,
         mailbox_capacity: usize,
     ) -> Self {
         let placement = Placement::new(arbiters);
@@ -441,6 +458,7 @@ impl Registry {
                 services: services.clone(),
                 skus: Arc::clone(&skus),
                 limits: order_limits,
+                steps,
             },
             mailbox_capacity,
         );

@@ -488,9 +488,9 @@ fn record_event_metrics(events: &[SkuEvent]) {
                 "reserved"
             }
             SkuEvent::ReservationReleased { .. } => "released",
-            SkuEvent::ReservationCommitted { .. } => "committed",
+            SkuEvent::ReservationCommitted { .. } | SkuEvent::Committed { .. } => "committed",
             SkuEvent::ReservationExpired { .. } => "expired",
-            SkuEvent::Returned { .. } => {
+            SkuEvent::Returned { .. } | SkuEvent::Uncommitted { .. } => {
                 metrics::counter!(names::RESERVATIONS_TOTAL, "outcome" => "returned").increment(1);
                 continue;
             }

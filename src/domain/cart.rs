@@ -16,7 +16,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{CartId, OrderId, ReservationId, SkuId};
-use super::order::{Order, OrderLine};
+use super::order::{LineProgress, Order, OrderLine};
+use super::sku::stock::Part;
 use super::values::{Currency, Money};
 
 /// Where a cart is in its life.
@@ -152,7 +153,7 @@ pub enum CheckoutStart {
 }
 
 /// What committing one line's hold at its SKU found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineCommit {
     /// Committed: its units and the SKU's unit price and currency now (`None` when the SKU
     /// could not be read: the line cannot be priced and goes back).
@@ -163,6 +164,10 @@ pub enum LineCommit {
         price_minor: u64,
         /// The SKU's currency now.
         currency: Option<Currency>,
+        /// The SKU's name now.
+        name: Option<String>,
+        /// Where the units are committed.
+        parts: Vec<Part>,
     },
     /// No hold: the line was never set, or was emptied. Nothing to commit, nothing failed.
     NoHold,
@@ -183,7 +188,7 @@ pub enum CheckoutFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckoutEnd {
     /// Place this order and mark the cart checked out, in one write.
-    Place(Order),
+    Place(Box<Order>),
     /// Give back these committed lines, reopen the cart, and answer with `failure`.
     Compensate {
         /// Lines committed at their SKUs, to return.
@@ -338,6 +343,7 @@ impl Cart {
         payment_timeout_ms: u64,
     ) -> CheckoutEnd {
         let mut committed: Vec<OrderLine> = Vec::new();
+        let mut progress: Vec<LineProgress> = Vec::new();
         let mut failed: Vec<(SkuId, LineFailure)> = Vec::new();
         for (sku, reservation, commit) in commits {
             match commit {
@@ -345,7 +351,14 @@ impl Cart {
                     qty,
                     price_minor,
                     currency,
+                    name,
+                    parts,
                 } => {
+                    progress.push(LineProgress {
+                        name,
+                        parts: Some(parts),
+                        ..LineProgress::default()
+                    });
                     if currency.is_none() || currency != self.currency {
                         // Repriced into another currency since it was added: it goes back.
                         failed.push((sku.clone(), LineFailure::CurrencyChanged));
@@ -368,11 +381,12 @@ impl Cart {
                     self.id,
                     self.token_hash,
                     committed.clone(),
+                    progress,
                     currency,
                     now_ms,
                     payment_timeout_ms,
                 ) {
-                    return CheckoutEnd::Place(order);
+                    return CheckoutEnd::Place(Box::new(order));
                 }
                 // Nothing failed, yet no order: its total overflowed. Every line is named.
                 failed = committed
@@ -634,6 +648,8 @@ mod tests {
             qty,
             price_minor,
             currency,
+            name: None,
+            parts: crate::domain::sku::stock::at_default(qty),
         }
     }
 

@@ -194,6 +194,16 @@ generated_id!(
     TransferId,
     "transfer"
 );
+generated_id!(
+    /// A fulfilment id (UUIDv7): units of an order shipped from one location.
+    FulfilmentId,
+    "fulfilment"
+);
+generated_id!(
+    /// A return id (UUIDv7): shipped units of an order that came back.
+    ReturnId,
+    "return"
+);
 
 impl ReservationId {
     /// The id of the hold behind one cart line: derived from the cart, the SKU and the

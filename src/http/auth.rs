@@ -67,6 +67,8 @@ pub const ROUTES: &[RouteRule] = &[
     route("POST", "/v1/orders/{id}/pay", Rule::Roles(&[Payments])),
     route("POST", "/v1/orders/{id}/cancel", Rule::Owner(&[Fulfilment])),
     route("POST", "/v1/orders/{id}/status", Rule::Roles(&[Fulfilment])),
+    route("POST", "/v1/orders/{id}/fulfilments", Rule::Roles(&[Fulfilment])),
+    route("POST", "/v1/orders/{id}/returns", Rule::Roles(&[Fulfilment])),
     route("GET", "/v1/ws/orders/{id}", Rule::Owner(&[Read, Fulfilment])),
     route("GET", "/v1/ws/stock", Rule::Public),
     route("POST", "/v1/ws/tickets", Rule::Owner(&[Read, Fulfilment])),

@@ -239,6 +239,10 @@ impl From<SkuRejection> for ApiError {
             SkuRejection::ReservationReleased => ("reservation_released", json!({})),
             SkuRejection::ReservationExpired => ("reservation_expired", json!({})),
             SkuRejection::ReservationNotCommitted => ("reservation_not_committed", json!({})),
+            SkuRejection::NotCommittedHere { location, committed } => (
+                "not_committed_here",
+                json!({ "location": location.as_str(), "committed": committed }),
+            ),
         };
         let details = match details {
             Value::Object(map) => map,
@@ -304,8 +308,42 @@ impl From<OrderFailure> for ApiError {
                     }
                 }
                 OrderRejection::TotalTooLarge => ApiError::conflict("total_too_large", rejection.to_string()),
+                OrderRejection::NoSuchLine { ref sku } => {
+                    conflict_with("not_in_order", &rejection, json!({ "sku": sku.as_str() }))
+                }
+                OrderRejection::ExceedsOrdered { ref sku, remaining } => conflict_with(
+                    "exceeds_ordered",
+                    &rejection,
+                    json!({ "sku": sku.as_str(), "remaining": remaining }),
+                ),
+                OrderRejection::NotCommittedHere {
+                    ref sku,
+                    ref location,
+                    committed,
+                } => conflict_with(
+                    "not_committed_here",
+                    &rejection,
+                    json!({ "sku": sku.as_str(), "location": location.as_str(), "committed": committed }),
+                ),
+                OrderRejection::ExceedsShipped { ref sku, returnable } => conflict_with(
+                    "exceeds_shipped",
+                    &rejection,
+                    json!({ "sku": sku.as_str(), "returnable": returnable }),
+                ),
             },
         }
+    }
+}
+
+/// A `409` with `code`, the rejection's sentence, and `details` (a JSON object).
+fn conflict_with(code: &'static str, rejection: &OrderRejection, details: Value) -> ApiError {
+    ApiError::Conflict {
+        code,
+        message: rejection.to_string(),
+        details: match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
     }
 }
 

@@ -74,7 +74,7 @@ impl<'a> TransferBody<'a> {
 }
 
 /// A location that exists, or `404`.
-fn known_location(engine: &Engine, raw: &str) -> Result<LocationId, ApiError> {
+pub(crate) fn known_location(engine: &Engine, raw: &str) -> Result<LocationId, ApiError> {
     let id = LocationId::parse(raw)?;
     if engine.locations.get(&id).is_none() {
         return Err(ApiError::NotFound);

@@ -107,6 +107,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/orders/{id}/pay").route(web::post().to(orders::pay)))
         .service(resource("/v1/orders/{id}/cancel").route(web::post().to(orders::cancel)))
         .service(resource("/v1/orders/{id}/status").route(web::post().to(orders::set_status)))
+        .service(resource("/v1/orders/{id}/fulfilments").route(web::post().to(orders::fulfil)))
+        .service(resource("/v1/orders/{id}/returns").route(web::post().to(orders::take_back)))
         .service(resource("/v1/ws/orders/{id}").route(web::get().to(ws::track_order)))
         .service(resource("/v1/skus/{sku}/restock").route(web::post().to(skus::restock)))
         .service(resource("/v1/skus/{sku}/adjust").route(web::post().to(skus::adjust)))

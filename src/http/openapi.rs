@@ -188,6 +188,8 @@ impl Modify for Security {
         crate::http::orders::pay,
         crate::http::orders::cancel,
         crate::http::orders::set_status,
+        crate::http::orders::fulfil,
+        crate::http::orders::take_back,
         crate::http::ws::track_order,
         crate::http::ws::stock,
         crate::http::tickets::create,

@@ -6,14 +6,15 @@ use serde::Deserialize;
 
 use super::command::{durable, idempotent, Keyed};
 use super::error::ApiError;
+use super::ledger::known_location;
 use super::request::{JsonBody, NoFields};
-use super::views::render_order;
+use super::views::{render_fulfilment, render_order, render_return};
 use super::{json_response, path_param, AppState};
 use crate::access::Caller;
 use crate::actors::order::{ChangeOrder, GetOrder, OrderAction, OrderActor, OrderFailure, OrderReply};
 use crate::actors::Mailbox;
-use crate::domain::order::OrderStatus;
-use crate::domain::{Name, OrderId};
+use crate::domain::order::{OrderStatus, UnitsOf};
+use crate::domain::{Name, OrderId, Quantity, SkuId};
 use crate::engine::Engine;
 use crate::idempotency::IdempotencyKey;
 
@@ -58,10 +59,22 @@ async fn change(
     canonical_body: &[u8],
     action: OrderAction,
 ) -> Result<HttpResponse, ApiError> {
+    change_rendered(engine, caller, request, key, canonical_body, action, render_order).await
+}
+
+async fn change_rendered(
+    engine: &Engine,
+    caller: Caller,
+    request: &HttpRequest,
+    key: &IdempotencyKey,
+    canonical_body: &[u8],
+    action: OrderAction,
+    render: crate::idempotency::Render<OrderReply>,
+) -> Result<HttpResponse, ApiError> {
     let (id, mailbox) = order_mailbox(engine, request)?;
     let keyed = Keyed::new(key, &caller, request, canonical_body);
     let access = caller.access();
-    idempotent(engine, keyed, render_order, |idempotency| async move {
+    idempotent(engine, keyed, render, |idempotency| async move {
         let answer = mailbox
             .ask(|reply, slot| ChangeOrder {
                 access,
@@ -146,6 +159,113 @@ pub async fn set_status(
     change(engine, caller, &request, &key, &body.canonical, action).await
 }
 
+/// Units of one SKU in a fulfilment or return request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitsRequest {
+    sku: String,
+    qty: i64,
+}
+
+/// Most lines in one fulfilment or return.
+const UNITS_LINES_MAX: usize = 1000;
+
+/// The lines of a fulfilment or return: 1 to 1000, each SKU once, each quantity in range.
+fn units_of(engine: &Engine, lines: &[UnitsRequest]) -> Result<Vec<UnitsOf>, ApiError> {
+    if lines.is_empty() || lines.len() > UNITS_LINES_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_lines",
+            format!("lines must list 1 to {UNITS_LINES_MAX} SKUs"),
+        ));
+    }
+    let mut units: Vec<UnitsOf> = Vec::with_capacity(lines.len());
+    for line in lines {
+        let sku = SkuId::parse(&line.sku)?;
+        if units.iter().any(|seen| seen.sku == sku) {
+            return Err(ApiError::bad_request(
+                "duplicate_sku",
+                format!("{sku} is listed twice; give each SKU once"),
+            ));
+        }
+        let qty = Quantity::parse(line.qty, engine.limits.qty_max)?;
+        units.push(UnitsOf { sku, qty: qty.get() });
+    }
+    Ok(units)
+}
+
+/// Body of `POST /v1/orders/{id}/fulfilments`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FulfilmentRequest {
+    /// Where the units ship from.
+    location: String,
+    /// What ships.
+    lines: Vec<UnitsRequest>,
+}
+
+/// `POST /v1/orders/{id}/fulfilments` (admin, fulfilment): ships units of a paid order
+/// from a location where they are committed; they leave `on_hand` there. Partial shipments
+/// move the order to `partially_shipped`, the last one to `shipped`.
+#[utoipa::path(post, path = "/v1/orders/{id}/fulfilments", tag = "orders", operation_id = "orders_fulfil", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = FulfilmentRequest,
+    responses((status = 201, description = "Shipped", body = crate::http::views::FulfilmentBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn fulfil(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<FulfilmentRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let lines = units_of(engine, &body.value.lines)?;
+    let location = known_location(engine, &body.value.location)?;
+    let action = OrderAction::Fulfil { location, lines };
+    change_rendered(
+        engine,
+        caller,
+        &request,
+        &key,
+        &body.canonical,
+        action,
+        render_fulfilment,
+    )
+    .await
+}
+
+/// Body of `POST /v1/orders/{id}/returns`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnRequest {
+    /// What came back.
+    lines: Vec<UnitsRequest>,
+    /// Where it came back.
+    location: String,
+    /// Back on the shelf (`true`), or written off as damaged (`false`).
+    restock: bool,
+}
+
+/// `POST /v1/orders/{id}/returns` (admin, fulfilment): shipped units of a delivered order
+/// come back to a location, restocked or written off; the refund is computed (no payment
+/// is made). The order moves to `partially_returned`, then `returned`.
+#[utoipa::path(post, path = "/v1/orders/{id}/returns", tag = "orders", operation_id = "orders_return", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body = ReturnRequest,
+    responses((status = 201, description = "Taken back", body = crate::http::views::ReturnBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("admin" = []), ("credential" = [])))]
+pub async fn take_back(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<ReturnRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine()?;
+    let lines = units_of(engine, &body.value.lines)?;
+    let location = known_location(engine, &body.value.location)?;
+    let action = OrderAction::TakeBack {
+        location,
+        restock: body.value.restock,
+        lines,
+    };
+    change_rendered(engine, caller, &request, &key, &body.canonical, action, render_return).await
+}
+
 /// An order status by its API name; anything else is `400 invalid_status`.
 fn parse_status(raw: &str) -> Result<OrderStatus, ApiError> {
     OrderStatus::ALL
@@ -154,7 +274,8 @@ fn parse_status(raw: &str) -> Result<OrderStatus, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_status",
-                "status must be one of placed, paid, packed, shipped, delivered, cancelled, expired",
+                "status must be one of placed, paid, packed, partially_shipped, shipped, delivered, \
+                 partially_returned, returned, cancelled, expired",
             )
         })
 }
@@ -240,7 +361,7 @@ pub async fn list(state: web::Data<AppState>, query: web::Query<ListQuery>) -> R
             from = Some(last.clone());
             for (key, bytes) in &page {
                 scanned += 1;
-                let order: Order = engine.store.decode(key, bytes)?;
+                let order: Order = engine.store.decode_versioned(key, bytes)?;
                 let id = order.id;
                 let created_ms = order.history.first().map_or(0, |entry| entry.at_ms);
                 let wanted = status.is_none_or(|status| order.status() == status)

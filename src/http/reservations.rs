@@ -157,7 +157,12 @@ pub async fn commit(
     key: IdempotencyKey,
     body: JsonBody<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
-    settle(caller, state, request, key, body, |id| SkuCommand::Commit { id }).await
+    settle(caller, state, request, key, body, |id| SkuCommand::Commit {
+        id,
+        // Nothing here ships a reservation committed directly: its units leave the shelf now.
+        until_shipped: false,
+    })
+    .await
 }
 
 async fn settle(

@@ -333,6 +333,123 @@ pub struct HistoryBody {
     pub at: String,
 }
 
+/// One line of an order body: what was ordered, and what became of it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderLineBody<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// The SKU's name at checkout (absent for orders placed before names were kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    /// Units ordered.
+    pub qty: u64,
+    /// Unit price in minor units, at checkout.
+    pub price_minor: u64,
+    /// `qty * price_minor`.
+    pub line_total_minor: u64,
+    /// Where the units not yet shipped are committed (absent when not known yet, for an
+    /// order placed before fulfilment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<Vec<PartBody<'a>>>,
+    /// Units shipped.
+    pub shipped: u64,
+    /// Units cancelled before they shipped.
+    pub cancelled: u64,
+    /// Shipped units that came back.
+    pub returned: u64,
+}
+
+/// Units of one SKU in a fulfilment or a return.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnitsBody<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// Units.
+    pub qty: u64,
+}
+
+fn units_body(lines: &[crate::domain::order::UnitsOf]) -> Vec<UnitsBody<'_>> {
+    lines
+        .iter()
+        .map(|units| UnitsBody {
+            sku: units.sku.as_str(),
+            qty: units.qty,
+        })
+        .collect()
+}
+
+/// A fulfilment: units of an order shipped from one location.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FulfilmentBody<'a> {
+    /// The fulfilment id.
+    pub fulfilment_id: String,
+    /// The order.
+    pub order_id: String,
+    /// Where the units left.
+    pub location: &'a str,
+    /// What shipped.
+    pub lines: Vec<UnitsBody<'a>>,
+    /// When.
+    pub created_at: String,
+    /// The order's status after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_status: Option<OrderStatus>,
+}
+
+impl<'a> FulfilmentBody<'a> {
+    fn of(order: &Order, fulfilment: &'a crate::domain::order::Fulfilment, order_status: Option<OrderStatus>) -> Self {
+        FulfilmentBody {
+            fulfilment_id: fulfilment.id.to_string(),
+            order_id: order.id.to_string(),
+            location: fulfilment.location.as_str(),
+            lines: units_body(&fulfilment.lines),
+            created_at: rfc3339(fulfilment.at_ms),
+            order_status,
+        }
+    }
+}
+
+/// A return: shipped units of an order that came back to a location.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReturnBody<'a> {
+    /// The return id.
+    pub return_id: String,
+    /// The order.
+    pub order_id: String,
+    /// Where the units came back.
+    pub location: &'a str,
+    /// Back on the shelf (`true`), or written off as damaged.
+    pub restock: bool,
+    /// What came back.
+    pub lines: Vec<UnitsBody<'a>>,
+    /// What to refund, in minor units of `currency`: the units at the prices they sold at.
+    /// No payment is made.
+    pub refund_minor: u64,
+    /// The order's currency.
+    pub currency: &'a str,
+    /// When.
+    pub created_at: String,
+    /// The order's status after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_status: Option<OrderStatus>,
+}
+
+impl<'a> ReturnBody<'a> {
+    fn of(order: &'a Order, taken: &'a crate::domain::order::OrderReturn, order_status: Option<OrderStatus>) -> Self {
+        ReturnBody {
+            return_id: taken.id.to_string(),
+            order_id: order.id.to_string(),
+            location: taken.location.as_str(),
+            restock: taken.restock,
+            lines: units_body(&taken.lines),
+            refund_minor: taken.refund_minor,
+            currency: order.currency.as_str(),
+            created_at: rfc3339(taken.at_ms),
+            order_status,
+        }
+    }
+}
+
 /// The order body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderBody<'a> {
@@ -341,7 +458,7 @@ pub struct OrderBody<'a> {
     /// The current status.
     pub status: OrderStatus,
     /// Lines priced at checkout.
-    pub lines: Vec<LineBody<'a>>,
+    pub lines: Vec<OrderLineBody<'a>>,
     /// Sum of the line totals.
     pub total_minor: u64,
     /// The currency of the prices.
@@ -357,6 +474,16 @@ pub struct OrderBody<'a> {
     pub payment_due_at: String,
     /// The cart it was checked out from.
     pub cart_id: String,
+    /// Shipments, oldest first.
+    pub fulfilments: Vec<FulfilmentBody<'a>>,
+    /// Returns, oldest first.
+    pub returns: Vec<ReturnBody<'a>>,
+    /// Who ordered, as given at checkout (reference, email, shipping address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub customer: Option<serde_json::Value>,
+    /// The shop's own keys and values, as given at checkout.
+    pub metadata: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl<'a> From<&'a Order> for OrderBody<'a> {
@@ -368,13 +495,26 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
             lines: order
                 .lines
                 .iter()
-                .map(|line| LineBody {
+                .zip(&order.progress)
+                .map(|(line, progress)| OrderLineBody {
                     sku: line.sku.as_str(),
-                    name: None,
+                    name: progress.name.as_deref(),
                     qty: line.qty,
                     price_minor: line.price_minor,
                     // An order is placed only when its total fits, so each line's total does.
                     line_total_minor: line.total().map_or(order.total_minor, crate::domain::Money::minor),
+                    parts: progress.parts.as_ref().map(|parts| {
+                        parts
+                            .iter()
+                            .map(|part| PartBody {
+                                location: part.location.as_str(),
+                                qty: part.qty,
+                            })
+                            .collect()
+                    }),
+                    shipped: progress.shipped,
+                    cancelled: progress.cancelled,
+                    returned: progress.returned,
                 })
                 .collect(),
             total_minor: order.total_minor,
@@ -391,7 +531,47 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
                 .collect(),
             payment_ref: order.payment_ref.as_deref(),
             payment_due_at: rfc3339(order.payment_due_ms),
+            fulfilments: order
+                .fulfilments
+                .iter()
+                .map(|fulfilment| FulfilmentBody::of(order, fulfilment, None))
+                .collect(),
+            returns: order
+                .returns
+                .iter()
+                .map(|taken| ReturnBody::of(order, taken, None))
+                .collect(),
+            customer: order
+                .customer
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
+            metadata: &order.metadata,
         }
+    }
+}
+
+/// A fulfilment: 201 with the fulfilment the change made (the order's last).
+pub fn render_fulfilment(reply: &OrderReply) -> (u16, Vec<u8>) {
+    match reply {
+        Ok(order) => match order.fulfilments.last() {
+            Some(fulfilment) => (
+                201,
+                to_json(&FulfilmentBody::of(order, fulfilment, Some(order.status()))),
+            ),
+            None => (200, to_json(&OrderBody::from(order))),
+        },
+        Err(failure) => error_parts(&failure.clone().into()),
+    }
+}
+
+/// A return: 201 with the return the change made (the order's last).
+pub fn render_return(reply: &OrderReply) -> (u16, Vec<u8>) {
+    match reply {
+        Ok(order) => match order.returns.last() {
+            Some(taken) => (201, to_json(&ReturnBody::of(order, taken, Some(order.status())))),
+            None => (200, to_json(&OrderBody::from(order))),
+        },
+        Err(failure) => error_parts(&failure.clone().into()),
     }
 }
 

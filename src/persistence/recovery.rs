@@ -169,7 +169,7 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     })?;
     let mut orders = Vec::new();
     for_each_row(store, keys::ORDER, |key, value| {
-        let order: Order = codec::decode(key, value)?;
+        let order: Order = codec::decode_versioned(key, value)?;
         if !order.status().is_settled() || order.owes_stock() {
             orders.push(order);
         }

@@ -72,7 +72,7 @@ fn may_delete(store: &StateView, target: &[u8]) -> Result<Option<Vec<u8>>, Store
             matches!(cart.status, CartStatus::CheckedOut(_) | CartStatus::Expired)
         }
         Some(&keys::ORDER) => {
-            let order: Order = codec::decode(target, &bytes)?;
+            let order: Order = codec::decode_versioned(target, &bytes)?;
             order.status().is_settled() && !order.owes_stock()
         }
         _ => true,

@@ -12,8 +12,8 @@ use super::codec::{self, Versioned};
 use super::{keys, Op};
 use crate::domain::location::LocationId;
 use crate::domain::sku::{
-    Hold, LegacyHold, LegacyReservation, Movement, Product, Reservation, SkuEvent, SkuSnapshot, SkuState, Stock,
-    TransferRecord,
+    Hold, LegacyHold, LegacyReservation, Movement, Product, Reservation, ReservationState, SkuEvent, SkuSnapshot,
+    SkuState, Stock, TransferRecord,
 };
 use crate::domain::SkuId;
 
@@ -113,7 +113,12 @@ pub fn sku_change_ops(change: &SkuChange<'_>) -> Vec<Op> {
     for record in change.settled {
         let key = keys::reservation(&record.id);
         ops.push(Op::Delete(keys::hold(sku, &record.id)));
-        ops.push(Op::Put(keys::expiring(due_ms, &key), Vec::new()));
+        // A sale with units still to ship is kept until they ship or go back: its order
+        // needs it, however long that takes.
+        let open_sale = record.state == ReservationState::Committed && !record.parts.is_empty();
+        if !open_sale {
+            ops.push(Op::Put(keys::expiring(due_ms, &key), Vec::new()));
+        }
         ops.push(Op::Put(key, codec::encode_versioned(record)));
     }
     for event in change.events {

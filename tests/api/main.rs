@@ -10,6 +10,7 @@ mod crash_checkout;
 mod crash_scale;
 mod expiry;
 mod faults;
+mod fulfilment;
 mod helpers;
 mod idempotency;
 mod kafka;

@@ -1,8 +1,10 @@
-//! Seeded random simulation of carts, orders and reservations against a plain model, through
-//! the real server (restarts included). Every answer must be the one the model predicts, and
-//! after every step, for every SKU:
-//! `on_hand == initial + restocked - units in orders not cancelled - committed reservations`
-//! and `reserved == units in open carts + held reservations`.
+//! Seeded random simulation of carts, orders (paid, shipped whole or in parts, cancelled,
+//! delivered, returned to the shelf or written off) and reservations against a plain model,
+//! through the real server (restarts included). Every answer must be the one the model
+//! predicts, and after every step, for every SKU:
+//! `on_hand == initial + restocked + restocked returns - shipped - reservations sold outright`,
+//! `committed == units of live orders neither shipped nor cancelled` and
+//! `reserved == units in open carts + held reservations`.
 //! A failing run prints its seed; `STOCKROOM_SIM_SEED=<seed>` repeats it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,18 +20,51 @@ use crate::helpers::{counters, error_code, TestApp, TestCart};
 const SKUS: [&str; 3] = ["red", "green", "blue"];
 const INITIAL: u64 = 30;
 
+/// What became of an order line: ordered, shipped, cancelled, returned.
+#[derive(Debug, Clone, Copy, Default)]
+struct Line {
+    qty: u64,
+    shipped: u64,
+    cancelled: u64,
+    returned: u64,
+}
+
+impl Line {
+    fn left(&self) -> u64 {
+        self.qty - self.shipped - self.cancelled
+    }
+}
+
+#[derive(Clone)]
+struct OrderModel {
+    id: String,
+    /// The cart token that reads it.
+    token: String,
+    lines: BTreeMap<&'static str, Line>,
+    status: &'static str,
+}
+
 #[derive(Default)]
 struct Model {
     on_hand: HashMap<&'static str, u64>,
     /// Open carts and their lines.
     carts: Vec<(TestCart, BTreeMap<&'static str, u64>)>,
-    /// Orders: id, the cart token that reads them, lines, status.
-    orders: Vec<(String, String, BTreeMap<&'static str, u64>, &'static str)>,
+    orders: Vec<OrderModel>,
     /// Held direct reservations: id, SKU, qty.
     held: Vec<(String, &'static str, u64)>,
 }
 
 impl Model {
+    /// Units sold to orders and not shipped: still on the shelf.
+    fn committed(&self, sku: &str) -> u64 {
+        self.orders
+            .iter()
+            .filter(|order| !matches!(order.status, "cancelled" | "expired"))
+            .filter_map(|order| order.lines.get(sku))
+            .map(Line::left)
+            .sum()
+    }
+
     fn reserved(&self, sku: &str) -> u64 {
         let in_carts: u64 = self.carts.iter().filter_map(|(_, lines)| lines.get(sku)).sum();
         let held: u64 = self
@@ -42,7 +77,19 @@ impl Model {
     }
 
     fn available(&self, sku: &str) -> u64 {
-        self.on_hand[sku] - self.reserved(sku)
+        self.on_hand[sku] - self.reserved(sku) - self.committed(sku)
+    }
+
+    /// Ships `qty` of `sku` from order `index` and moves it on as the server does.
+    fn ship(&mut self, index: usize, sku: &'static str, qty: u64) {
+        let order = &mut self.orders[index];
+        order.lines.get_mut(sku).expect("a line").shipped += qty;
+        *self.on_hand.get_mut(sku).unwrap() -= qty;
+        order.status = if order.lines.values().all(|line| line.left() == 0) {
+            "shipped"
+        } else {
+            "partially_shipped"
+        };
     }
 }
 
@@ -74,7 +121,7 @@ async fn random_carts_orders_and_restarts_match_the_model() {
     let steps: usize = std::env::var("STOCKROOM_SIM_STEPS")
         .ok()
         .and_then(|steps| steps.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(500);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut app = TestApp::spawn().await;
     let mut model = Model::default();
@@ -84,7 +131,7 @@ async fn random_carts_orders_and_restarts_match_the_model() {
     }
     for step in 0..steps {
         let sku = SKUS[rng.random_range(0..SKUS.len())];
-        match rng.random_range(0..100) {
+        match rng.random_range(0..112) {
             0..10 => {
                 let cart = app.create_cart().await;
                 model.carts.push((cart, BTreeMap::new()));
@@ -151,34 +198,55 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         })
                         .collect();
                     assert_eq!(ordered, lines, "step {step}: the order has the cart's lines");
-                    for (sku, qty) in &lines {
-                        *model.on_hand.get_mut(sku).unwrap() -= qty;
-                    }
-                    model.orders.push((
-                        body["order_id"].as_str().unwrap().to_owned(),
-                        cart.token,
-                        lines,
-                        "placed",
-                    ));
+                    model.orders.push(OrderModel {
+                        id: body["order_id"].as_str().unwrap().to_owned(),
+                        token: cart.token,
+                        lines: lines
+                            .iter()
+                            .map(|(sku, qty)| {
+                                (
+                                    *sku,
+                                    Line {
+                                        qty: *qty,
+                                        ..Line::default()
+                                    },
+                                )
+                            })
+                            .collect(),
+                        status: "placed",
+                    });
                 }
             }
             60..72 if !model.orders.is_empty() => {
                 let index = rng.random_range(0..model.orders.len());
-                let (id, token, lines, status) = model.orders[index].clone();
-                let action = ["pay", "cancel", "packed", "shipped", "delivered"][rng.random_range(0..5)];
+                let order = model.orders[index].clone();
+                let (id, status) = (order.id.as_str(), order.status);
+                // Half the time the order's next step on the way to delivery, so that orders
+                // get that far; otherwise any move, legal or not.
+                let next = match status {
+                    "placed" => Some("pay"),
+                    "paid" => Some("packed"),
+                    "packed" | "partially_shipped" => Some("shipped"),
+                    "shipped" => Some("delivered"),
+                    _ => None,
+                };
+                let action = match next {
+                    Some(next) if rng.random_bool(0.5) => next,
+                    _ => ["pay", "cancel", "staff_cancel", "packed", "shipped", "delivered"][rng.random_range(0..6)],
+                };
                 let target = match action {
                     "pay" => "paid",
-                    "cancel" => "cancelled",
+                    "cancel" | "staff_cancel" => "cancelled",
                     other => other,
                 };
                 let legal = matches!(
                     (status, target),
                     ("placed", "paid")
                         | ("paid", "packed")
-                        | ("packed", "shipped")
+                        | ("paid" | "packed" | "partially_shipped", "shipped")
                         | ("shipped", "delivered")
                         | ("placed" | "paid", "cancelled")
-                );
+                ) || (status, action) == ("partially_shipped", "staff_cancel");
                 let request = match action {
                     // The payment service pays; the shopper's token may not.
                     "pay" => app
@@ -187,34 +255,151 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                     "cancel" => app
                         .client
                         .post(app.url(&format!("/v1/orders/{id}/cancel")))
-                        .bearer_auth(&token)
+                        .bearer_auth(&order.token)
+                        .json(&json!({})),
+                    "staff_cancel" => app
+                        .admin(Method::POST, &format!("/v1/orders/{id}/cancel"))
                         .json(&json!({})),
                     status => app
                         .admin(Method::POST, &format!("/v1/orders/{id}/status"))
                         .json(&json!({ "status": status })),
                 };
                 let (answered, body) = answer(request.send().await.unwrap()).await;
-                if (status, action) == ("paid", "cancel") {
+                let shoppers_refusal = action == "cancel" && matches!(status, "paid" | "partially_shipped");
+                if shoppers_refusal {
                     // Legal for the shop, not for the shopper's cart token.
                     assert_eq!(
                         (answered, error_code(&body)),
                         (StatusCode::FORBIDDEN, "forbidden"),
-                        "step {step}: a shopper cancels a paid order"
+                        "step {step}: a shopper cancels a {status} order"
                     );
                 } else if legal {
-                    assert_eq!(answered, StatusCode::OK, "step {step}: {status} -> {target}: {body}");
-                    model.orders[index].3 = target;
-                    if target == "cancelled" {
-                        for (sku, qty) in &lines {
-                            *model.on_hand.get_mut(sku).unwrap() += qty;
+                    assert_eq!(answered, StatusCode::OK, "step {step}: {status} -> {action}: {body}");
+                    match (status, target) {
+                        // The lines not shipped are cancelled; what shipped stays shipped.
+                        ("partially_shipped", "cancelled") => {
+                            for line in model.orders[index].lines.values_mut() {
+                                line.cancelled += line.left();
+                            }
+                            model.orders[index].status = "shipped";
                         }
+                        (_, "cancelled") => model.orders[index].status = "cancelled",
+                        // Shipping by status ships whatever is left.
+                        (_, "shipped") => {
+                            for (sku, line) in order.lines {
+                                if line.left() > 0 {
+                                    model.ship(index, sku, line.left());
+                                }
+                            }
+                        }
+                        _ => model.orders[index].status = target,
                     }
+                    assert_eq!(body["status"], model.orders[index].status, "step {step}");
                 } else {
                     assert_eq!(
                         (answered, error_code(&body)),
                         (StatusCode::CONFLICT, "invalid_transition"),
+                        "step {step}: {status} -> {action}: {body}"
+                    );
+                }
+            }
+            // A fulfilment of part of a line (or too much, or of a SKU not ordered).
+            100..106 if !model.orders.is_empty() => {
+                let index = rng.random_range(0..model.orders.len());
+                let order = model.orders[index].clone();
+                // Mostly one of the order's own SKUs.
+                let ordered: Vec<&'static str> = order.lines.keys().copied().collect();
+                let sku = if rng.random_bool(0.8) {
+                    ordered[rng.random_range(0..ordered.len())]
+                } else {
+                    sku
+                };
+                let line = order.lines.get(sku).copied();
+                let qty = rng.random_range(1..=4);
+                let body = json!({"location": "default", "lines": [{"sku": sku, "qty": qty}]});
+                let (answered, body) = answer(
+                    app.admin(Method::POST, &format!("/v1/orders/{}/fulfilments", order.id))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                let code = error_code(&body);
+                if !matches!(order.status, "paid" | "packed" | "partially_shipped") {
+                    assert_eq!(
+                        (answered, code),
+                        (StatusCode::CONFLICT, "invalid_transition"),
                         "step {step}"
                     );
+                } else if line.is_none() {
+                    assert_eq!((answered, code), (StatusCode::CONFLICT, "not_in_order"), "step {step}");
+                } else if qty > line.unwrap().left() {
+                    assert_eq!(
+                        (answered, code),
+                        (StatusCode::CONFLICT, "exceeds_ordered"),
+                        "step {step}"
+                    );
+                    assert_eq!(body["error"]["remaining"], line.unwrap().left(), "step {step}");
+                } else {
+                    assert_eq!(answered, StatusCode::CREATED, "step {step}: fulfil: {body}");
+                    model.ship(index, sku, qty);
+                    assert_eq!(body["order_status"], model.orders[index].status, "step {step}");
+                }
+            }
+            // A return after delivery, to the shelf or written off.
+            106.. if !model.orders.is_empty() => {
+                let index = rng.random_range(0..model.orders.len());
+                let order = model.orders[index].clone();
+                // Mostly one of the order's own SKUs.
+                let ordered: Vec<&'static str> = order.lines.keys().copied().collect();
+                let sku = if rng.random_bool(0.8) {
+                    ordered[rng.random_range(0..ordered.len())]
+                } else {
+                    sku
+                };
+                let line = order.lines.get(sku).copied();
+                let qty = rng.random_range(1..=3);
+                let restock = rng.random_bool(0.6);
+                let body = json!({"location": "default", "restock": restock, "lines": [{"sku": sku, "qty": qty}]});
+                let (answered, body) = answer(
+                    app.admin(Method::POST, &format!("/v1/orders/{}/returns", order.id))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                let code = error_code(&body);
+                if !matches!(order.status, "delivered" | "partially_returned") {
+                    assert_eq!(
+                        (answered, code),
+                        (StatusCode::CONFLICT, "invalid_transition"),
+                        "step {step}"
+                    );
+                } else if line.is_none() {
+                    assert_eq!((answered, code), (StatusCode::CONFLICT, "not_in_order"), "step {step}");
+                } else if qty > line.unwrap().shipped - line.unwrap().returned {
+                    assert_eq!(
+                        (answered, code),
+                        (StatusCode::CONFLICT, "exceeds_shipped"),
+                        "step {step}"
+                    );
+                } else {
+                    assert_eq!(answered, StatusCode::CREATED, "step {step}: return: {body}");
+                    let order = &mut model.orders[index];
+                    order.lines.get_mut(sku).unwrap().returned += qty;
+                    order.status = if order.lines.values().all(|line| line.returned == line.shipped) {
+                        "returned"
+                    } else {
+                        "partially_returned"
+                    };
+                    if restock {
+                        *model.on_hand.get_mut(sku).unwrap() += qty;
+                    }
+                    assert_eq!(body["order_status"], order.status, "step {step}");
+                    let price = 1299;
+                    assert_eq!(body["refund_minor"], qty * price, "step {step}");
                 }
             }
             72..80 => {
@@ -245,6 +430,7 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                 };
                 assert_eq!(response.status(), StatusCode::OK, "step {step}");
                 if commit {
+                    // Sold outright: nothing here ships a reservation, so it leaves the shelf.
                     *model.on_hand.get_mut(sku).unwrap() -= qty;
                 }
             }
@@ -267,7 +453,9 @@ async fn random_carts_orders_and_restarts_match_the_model() {
         }
         for sku in SKUS {
             let expected = (model.on_hand[sku], model.reserved(sku), model.available(sku));
-            assert_eq!(counters(&app.sku(sku).await), expected, "step {step}: {sku}");
+            let read = app.sku(sku).await;
+            assert_eq!(counters(&read), expected, "step {step}: {sku}");
+            assert_eq!(read["committed"], model.committed(sku), "step {step}: committed {sku}");
         }
     }
 }

@@ -804,9 +804,14 @@ async fn a_cart_line_holds_where_the_shopper_picks_up() {
     assert_eq!(order["status"], "placed");
     let kite = app.sku("kite").await;
     assert_eq!(
-        (at(&kite, "shop")[0], at(&kite, "default")[0]),
-        (0, 4),
-        "checkout sold from both"
+        (at(&kite, "shop"), at(&kite, "default")),
+        ([2, 0, 2, 0], [5, 0, 1, 4]),
+        "checkout sold from both: committed there, on the shelf until shipped"
+    );
+    assert_eq!(
+        order["lines"][0]["parts"],
+        json!([{"location": "shop", "qty": 2}, {"location": "default", "qty": 1}]),
+        "the order line says where its units are"
     );
     assert_ledger_matches(&app, "kite").await;
 }

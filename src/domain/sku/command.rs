@@ -91,10 +91,14 @@ pub enum SkuCommand {
         /// Which reservation.
         id: ReservationId,
     },
-    /// Turns held units into a sale: they leave `on_hand`.
+    /// Turns held units into a sale. For an order (`until_shipped`) they become
+    /// `committed`, on the shelf until shipped; otherwise (a reservation committed directly,
+    /// whose units nothing here ships) they leave `on_hand` at once.
     Commit {
         /// Which reservation.
         id: ReservationId,
+        /// Keep the units on the shelf, committed, until an order's fulfilment ships them.
+        until_shipped: bool,
     },
     /// Expires every hold whose `expires_ms` has passed (up to [`EXPIRE_BATCH_MAX`](super::EXPIRE_BATCH_MAX)).
     ExpireDue,
@@ -118,11 +122,33 @@ pub enum SkuCommand {
         /// When it should lapse.
         expires_ms: u64,
     },
-    /// Gives a committed reservation's units back to `on_hand` (its order was cancelled or
-    /// expired). Returning twice returns once.
+    /// Gives a sold reservation's units that were not shipped back (its order was
+    /// cancelled or expired). Returning twice returns once.
     Return {
         /// Which reservation.
         id: ReservationId,
+    },
+    /// Ships units of a sold reservation from a location where they are committed: they
+    /// leave `on_hand`. Not idempotent by itself: callers repeat it under an idempotency key.
+    Ship {
+        /// Which reservation.
+        id: ReservationId,
+        /// Where from.
+        location: LocationId,
+        /// Units.
+        qty: u64,
+    },
+    /// Takes shipped units back at a location: restocked, or written off as damaged. Not
+    /// idempotent by itself: callers repeat it under an idempotency key.
+    TakeBack {
+        /// The reservation they were sold under.
+        id: ReservationId,
+        /// Where they come back.
+        location: LocationId,
+        /// Units.
+        qty: u64,
+        /// Back on the shelf (`true`) or written off.
+        restock: bool,
     },
 }
 
@@ -176,4 +202,12 @@ pub enum SkuRejection {
     /// No transfer with that id exists for this SKU.
     #[error("no such transfer")]
     TransferNotFound,
+    /// Fewer units of the reservation are committed at the location than asked for.
+    #[error("only {committed} units of this reservation are committed at {location}")]
+    NotCommittedHere {
+        /// The location.
+        location: LocationId,
+        /// Units of the reservation committed there, not yet shipped.
+        committed: u64,
+    },
 }

@@ -47,9 +47,11 @@ pub fn decide(
                 Ok(events)
             }
             // A settled record names its SKU, so there is none to find here.
-            SkuCommand::Release { .. } | SkuCommand::Commit { .. } | SkuCommand::Return { .. } => {
-                Err(SkuRejection::ReservationNotFound)
-            }
+            SkuCommand::Release { .. }
+            | SkuCommand::Commit { .. }
+            | SkuCommand::Return { .. }
+            | SkuCommand::Ship { .. }
+            | SkuCommand::TakeBack { .. } => Err(SkuRejection::ReservationNotFound),
             SkuCommand::ReceiveTransfer { .. } => Err(SkuRejection::TransferNotFound),
             _ => Err(SkuRejection::SkuNotFound),
         };
@@ -160,18 +162,19 @@ pub fn decide(
             // Releasing is idempotent: a released or lapsed reservation stays so.
             None => match settled.map(|record| record.state) {
                 Some(ReservationState::Released | ReservationState::Expired) => Ok(Vec::new()),
-                Some(ReservationState::Committed | ReservationState::Returned) => {
+                Some(ReservationState::Sold | ReservationState::Committed | ReservationState::Returned) => {
                     Err(SkuRejection::ReservationCommitted)
                 }
                 Some(ReservationState::Held) | None => Err(SkuRejection::ReservationNotFound),
             },
         },
-        SkuCommand::Commit { id } => match state.holds.get(id) {
+        SkuCommand::Commit { id, until_shipped } => match state.holds.get(id) {
             Some(hold) if hold.expires_ms <= now_ms => Err(SkuRejection::ReservationExpired),
+            Some(hold) if *until_shipped => Ok(vec![SkuEvent::Committed { id: *id, qty: hold.qty }]),
             Some(hold) => Ok(vec![SkuEvent::ReservationCommitted { id: *id, qty: hold.qty }]),
             // Committing twice commits once.
             None => match settled.map(|record| record.state) {
-                Some(ReservationState::Committed) => Ok(Vec::new()),
+                Some(ReservationState::Sold | ReservationState::Committed) => Ok(Vec::new()),
                 Some(ReservationState::Released) => Err(SkuRejection::ReservationReleased),
                 Some(ReservationState::Expired) => Err(SkuRejection::ReservationExpired),
                 Some(ReservationState::Returned) => Err(SkuRejection::ReservationCommitted),
@@ -202,9 +205,8 @@ pub fn decide(
             }
             None if *qty == 0 => Ok(Vec::new()),
             // An id that was committed belongs to a sale now; it is never held again.
-            None if settled.is_some_and(|record| {
-                matches!(record.state, ReservationState::Committed | ReservationState::Returned)
-            }) =>
+            None if settled
+                .is_some_and(|record| record.state.is_sold() || record.state == ReservationState::Returned) =>
             {
                 Err(SkuRejection::ReservationCommitted)
             }
@@ -235,12 +237,18 @@ pub fn decide(
             }]),
             _ => Ok(Vec::new()),
         },
-        // Only a committed reservation goes back to `on_hand`; returning twice returns once.
+        // Only a sold reservation's units go back; returning twice returns once. Units sold
+        // by this build are still on the shelf (`committed`); units sold before fulfilment
+        // left it, and go back on it.
         SkuCommand::Return { id } => match (state.holds.get(id), settled) {
             (Some(_), _) => Err(SkuRejection::ReservationNotCommitted),
             (None, Some(record)) => match record.state {
-                ReservationState::Committed if !within_max(record.qty) => Err(SkuRejection::StockLimitExceeded),
-                ReservationState::Committed => Ok(vec![SkuEvent::Returned {
+                ReservationState::Committed => Ok(vec![SkuEvent::Uncommitted {
+                    id: *id,
+                    parts: record.parts.clone(),
+                }]),
+                ReservationState::Sold if !within_max(record.qty) => Err(SkuRejection::StockLimitExceeded),
+                ReservationState::Sold => Ok(vec![SkuEvent::Returned {
                     id: *id,
                     parts: record.parts.clone(),
                 }]),
@@ -249,6 +257,42 @@ pub fn decide(
             },
             (None, None) => Err(SkuRejection::ReservationNotFound),
         },
+        SkuCommand::Ship { id, location, qty } => match (state.holds.get(id), settled) {
+            (Some(_), _) => Err(SkuRejection::ReservationNotCommitted),
+            (None, None) => Err(SkuRejection::ReservationNotFound),
+            (None, Some(record)) if !record.state.is_sold() => Err(SkuRejection::ReservationNotCommitted),
+            (None, Some(record)) => {
+                let committed = super::stock::units_at(&record.parts, location);
+                if committed < *qty {
+                    return Err(SkuRejection::NotCommittedHere {
+                        location: location.clone(),
+                        committed,
+                    });
+                }
+                Ok(vec![SkuEvent::Shipped {
+                    id: *id,
+                    location: location.clone(),
+                    qty: *qty,
+                    on_shelf: record.state == ReservationState::Committed,
+                }])
+            }
+        },
+        SkuCommand::TakeBack {
+            id,
+            location,
+            qty,
+            restock,
+        } => {
+            if *restock && !within_max(*qty) {
+                return Err(SkuRejection::StockLimitExceeded);
+            }
+            Ok(vec![SkuEvent::TakenBack {
+                id: *id,
+                location: location.clone(),
+                qty: *qty,
+                restock: *restock,
+            }])
+        }
         SkuCommand::Transfer { id, from, to, qty } => {
             let available = state.stock_at(from).available();
             if qty.get() > available {
@@ -414,16 +458,41 @@ mod tests {
     }
 
     #[test]
-    fn committing_takes_units_out_of_on_hand_and_releasing_gives_them_back() {
+    fn committing_keeps_units_on_the_shelf_until_shipped_and_releasing_gives_them_back() {
         let mut state = sku_with(10);
         let kept = ReservationId::generate();
         let returned = ReservationId::generate();
         hold(&mut state, kept, 4);
         hold(&mut state, returned, 2);
-        run(&mut state, SkuCommand::Commit { id: kept }, 10).unwrap();
+        run(
+            &mut state,
+            SkuCommand::Commit {
+                id: kept,
+                until_shipped: true,
+            },
+            10,
+        )
+        .unwrap();
         run(&mut state, SkuCommand::Release { id: returned }, 10).unwrap();
+        let view = state.as_ref().unwrap().view();
+        assert_eq!(
+            (view.on_hand, view.reserved, view.committed, view.available),
+            (10, 0, 4, 6)
+        );
+        let mut sold = record(4, ReservationState::Committed);
+        sold.id = kept;
+        let ship = SkuCommand::Ship {
+            id: kept,
+            location: LocationId::default_location(),
+            qty: 3,
+        };
+        let shipped = decide_settled(&state, ship, &sold).unwrap();
+        apply_all(&SkuId::parse("mug").unwrap(), &mut state, &shipped);
         let view = state.unwrap().view();
-        assert_eq!((view.on_hand, view.reserved, view.available), (6, 0, 6));
+        assert_eq!(
+            (view.on_hand, view.reserved, view.committed, view.available),
+            (7, 0, 1, 6)
+        );
     }
 
     #[test]
@@ -442,7 +511,14 @@ mod tests {
         let id = ReservationId::generate();
         hold(&mut state, id, 1);
         assert_eq!(
-            run(&mut state, SkuCommand::Commit { id }, 1000),
+            run(
+                &mut state,
+                SkuCommand::Commit {
+                    id,
+                    until_shipped: true
+                },
+                1000
+            ),
             Err(SkuRejection::ReservationExpired)
         );
     }
@@ -556,7 +632,10 @@ mod tests {
         let released = record(1, ReservationState::Released);
         let expired = record(1, ReservationState::Expired);
         let release = |record: &Reservation| SkuCommand::Release { id: record.id };
-        let commit = |record: &Reservation| SkuCommand::Commit { id: record.id };
+        let commit = |record: &Reservation| SkuCommand::Commit {
+            id: record.id,
+            until_shipped: true,
+        };
         assert_eq!(
             decide_settled(&state, release(&committed), &committed),
             Err(SkuRejection::ReservationCommitted)
@@ -577,14 +656,24 @@ mod tests {
     #[test]
     fn only_a_committed_reservation_is_returned_and_only_once() {
         let state = sku_with(5);
-        let committed = record(2, ReservationState::Committed);
+        let committed = record(2, ReservationState::Sold);
         let return_ = |record: &Reservation| SkuCommand::Return { id: record.id };
         assert_eq!(
             decide_settled(&state, return_(&committed), &committed),
             Ok(vec![SkuEvent::Returned {
                 id: committed.id,
                 parts: at_default(2)
-            }])
+            }]),
+            "sold before fulfilment: the units go back on the shelf"
+        );
+        let on_shelf = record(2, ReservationState::Committed);
+        assert_eq!(
+            decide_settled(&state, return_(&on_shelf), &on_shelf),
+            Ok(vec![SkuEvent::Uncommitted {
+                id: on_shelf.id,
+                parts: at_default(2)
+            }]),
+            "sold, not shipped: the units stop being committed"
         );
         let returned = Reservation {
             state: ReservationState::Returned,
@@ -644,7 +733,14 @@ mod tests {
         let mut elsewhere = record(1, ReservationState::Committed);
         elsewhere.sku = SkuId::parse("tee").unwrap();
         assert_eq!(
-            decide_settled(&state, SkuCommand::Commit { id: elsewhere.id }, &elsewhere),
+            decide_settled(
+                &state,
+                SkuCommand::Commit {
+                    id: elsewhere.id,
+                    until_shipped: true
+                },
+                &elsewhere
+            ),
             Err(SkuRejection::ReservationNotFound)
         );
     }

@@ -178,6 +178,47 @@ pub enum SkuEvent {
         /// Their sums per location: on_hand, reserved and committed deltas.
         folded: Vec<(LocationId, [i64; 3])>,
     },
+    /// A hold was sold: its units went from `reserved` to `committed`, still on the shelf
+    /// until shipped.
+    Committed {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units sold.
+        qty: u64,
+    },
+    /// Sold units were shipped from a location: they left `on_hand` and `committed` there
+    /// (`on_shelf`), or, for a reservation sold before fulfilment (its units left `on_hand`
+    /// when committed), only its record changed.
+    Shipped {
+        /// Which reservation.
+        id: ReservationId,
+        /// Where from.
+        location: LocationId,
+        /// Units shipped.
+        qty: u64,
+        /// Whether the units were still counted on the shelf.
+        on_shelf: bool,
+    },
+    /// A sold reservation's units not yet shipped were given back (its order was cancelled
+    /// or expired): `committed` went down, `available` up.
+    Uncommitted {
+        /// Which reservation.
+        id: ReservationId,
+        /// Units given back, per location.
+        parts: Vec<Part>,
+    },
+    /// Shipped units came back to a location: restocked (back in `on_hand`), or written off
+    /// as damaged (a `return` movement and an `adjustment` that takes them off again).
+    TakenBack {
+        /// The reservation they were sold under.
+        id: ReservationId,
+        /// Where they came back.
+        location: LocationId,
+        /// Units.
+        qty: u64,
+        /// Whether they went back on the shelf.
+        restock: bool,
+    },
 }
 
 impl SkuEvent {
@@ -208,6 +249,10 @@ impl SkuEvent {
             },
             SkuEvent::SettingsChanged { .. } => "stockroom.sku.settings_changed",
             SkuEvent::LedgerTrimmed { .. } => "stockroom.ledger.trimmed",
+            SkuEvent::Committed { .. } => "stockroom.stock.committed",
+            SkuEvent::Shipped { .. } => "stockroom.stock.shipped",
+            SkuEvent::Uncommitted { .. } => "stockroom.stock.returned",
+            SkuEvent::TakenBack { .. } => "stockroom.stock.taken_back",
         }
     }
 
@@ -215,7 +260,8 @@ impl SkuEvent {
     pub fn settles(&self) -> Option<(ReservationId, ReservationState)> {
         match self {
             SkuEvent::ReservationReleased { id, .. } => Some((*id, ReservationState::Released)),
-            SkuEvent::ReservationCommitted { id, .. } => Some((*id, ReservationState::Committed)),
+            SkuEvent::ReservationCommitted { id, .. } => Some((*id, ReservationState::Sold)),
+            SkuEvent::Committed { id, .. } => Some((*id, ReservationState::Committed)),
             SkuEvent::ReservationExpired { id, .. } => Some((*id, ReservationState::Expired)),
             _ => None,
         }

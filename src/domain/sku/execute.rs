@@ -95,12 +95,17 @@ pub fn execute<E>(
             now_ms,
         );
         settled.extend(settled_now);
-        if let SkuOutcome::Reservation(returned) = &answer {
-            if decided
-                .iter()
-                .any(|event| matches!(event, SkuEvent::Returned { .. } | SkuEvent::ReservationReturned { .. }))
-            {
-                settled.push(returned.clone());
+        if let SkuOutcome::Reservation(changed) = &answer {
+            if decided.iter().any(|event| {
+                matches!(
+                    event,
+                    SkuEvent::Returned { .. }
+                        | SkuEvent::ReservationReturned { .. }
+                        | SkuEvent::Uncommitted { .. }
+                        | SkuEvent::Shipped { .. }
+                )
+            }) {
+                settled.push(changed.clone());
             }
         }
         events.extend(decided);
@@ -161,7 +166,14 @@ fn needs_record(state: Option<&SkuState>, command: &SkuCommand, due: &[Reservati
         state.is_some_and(|state| state.hold(id).is_some()) && !due.iter().any(|record| record.id == *id)
     };
     match command {
-        SkuCommand::Release { id } | SkuCommand::Commit { id } | SkuCommand::Return { id } if !held(id) => Some(*id),
+        SkuCommand::Release { id }
+        | SkuCommand::Commit { id, .. }
+        | SkuCommand::Return { id }
+        | SkuCommand::Ship { id, .. }
+            if !held(id) =>
+        {
+            Some(*id)
+        }
         SkuCommand::SetHold { id, qty, .. } if *qty > 0 && state.is_some() && !held(id) => Some(*id),
         _ => None,
     }
@@ -197,7 +209,7 @@ fn answer(state: Option<&SkuState>, command: &SkuCommand, decided: Decided<'_>, 
             SkuOutcome::Reservation(state.held_reservation(hold))
         }
         // Settled by this command, or already settled (a repeat): the record answers.
-        SkuCommand::Release { id } | SkuCommand::Commit { id } => SkuOutcome::Reservation(
+        SkuCommand::Release { id } | SkuCommand::Commit { id, .. } => SkuOutcome::Reservation(
             settled_now
                 .iter()
                 .find(|record| record.id == *id)
@@ -215,6 +227,13 @@ fn answer(state: Option<&SkuState>, command: &SkuCommand, decided: Decided<'_>, 
             transfer,
             received_ms: Some(now_ms),
         })),
+        SkuCommand::Ship { location, qty, .. } => {
+            let record = record.expect("a shipment that stands has a settled record");
+            SkuOutcome::Reservation(Reservation {
+                parts: crate::domain::sku::stock::shrink_at(&record.parts, location, *qty),
+                ..record
+            })
+        }
         SkuCommand::Return { .. } => {
             let record = record.expect("a return that stands has a settled record");
             SkuOutcome::Reservation(if decided.is_empty() {

@@ -70,14 +70,27 @@ impl From<LegacyHold> for Hold {
 pub enum ReservationState {
     /// Units are held and not available to others.
     Held,
-    /// Units left `on_hand` for good.
-    Committed,
+    /// Sold outright: its units left `on_hand` when it was committed (a reservation
+    /// committed directly, which nothing here ships, or any sale of a release before
+    /// fulfilment). Shown as `committed`.
+    #[serde(rename(serialize = "committed"))]
+    Sold,
     /// Released early by its owner; units are available again.
     Released,
     /// Lapsed at `expires_ms`; units are available again.
     Expired,
-    /// Committed, then given back to `on_hand` (its order was cancelled or expired).
+    /// Committed, then given back (its order was cancelled or expired).
     Returned,
+    /// Sold to an order, not shipped yet: its units are `committed`, still on the shelf,
+    /// and its `parts` are the units not shipped yet. Shown as `committed`.
+    Committed,
+}
+
+impl ReservationState {
+    /// Whether the reservation was sold (committed before or since fulfilment).
+    pub fn is_sold(self) -> bool {
+        matches!(self, ReservationState::Sold | ReservationState::Committed)
+    }
 }
 
 /// A reservation as clients see it, held or settled.

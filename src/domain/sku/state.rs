@@ -352,7 +352,7 @@ impl SkuState {
         Ok(())
     }
 
-    /// Changes the counters at `location` and writes the movement that says so.
+    /// Changes `on_hand` and `reserved` at `location` and writes the movement that says so.
     #[allow(clippy::too_many_arguments)]
     fn moved(
         &mut self,
@@ -364,6 +364,21 @@ impl SkuState {
         reason: Option<String>,
         reference: Option<Reference>,
     ) {
+        self.moved_by(ledger, location, kind, [on_hand, reserved, 0], reason, reference);
+    }
+
+    /// Changes the counters at `location` by `deltas` (`on_hand`, `reserved`, `committed`)
+    /// and writes the movement that says so.
+    fn moved_by(
+        &mut self,
+        ledger: &mut Vec<Movement>,
+        location: &LocationId,
+        kind: MovementKind,
+        deltas: [i64; 3],
+        reason: Option<String>,
+        reference: Option<Reference>,
+    ) {
+        let [on_hand, reserved, committed] = deltas;
         let stock = self.stock.entry(location.clone()).or_default();
         stock.on_hand = stock
             .on_hand
@@ -373,6 +388,10 @@ impl SkuState {
             .reserved
             .checked_add_signed(reserved)
             .expect("decide never takes reserved below zero");
+        stock.committed = stock
+            .committed
+            .checked_add_signed(committed)
+            .expect("decide never takes committed below zero");
         let available_after = stock.on_hand.saturating_sub(stock.reserved + stock.committed);
         self.movement_seq += 1;
         ledger.push(Movement {
@@ -381,34 +400,27 @@ impl SkuState {
             kind,
             on_hand_delta: on_hand,
             reserved_delta: reserved,
-            committed_delta: 0,
+            committed_delta: committed,
             available_after,
             reason,
             reference,
         });
     }
 
-    /// Moves the reserved units of `parts` by `sign`, with one movement per part.
+    /// Moves the units of `parts` by `signs` (`on_hand`, `reserved`, `committed`), with one
+    /// movement per part.
     fn moved_parts(
         &mut self,
         ledger: &mut Vec<Movement>,
         parts: &[Part],
         kind: MovementKind,
-        on_hand_sign: i64,
-        reserved_sign: i64,
+        signs: [i64; 3],
         reference: Reference,
     ) {
         for part in parts {
             let qty = i64::try_from(part.qty).expect("quantities fit i64");
-            self.moved(
-                ledger,
-                &part.location,
-                kind,
-                on_hand_sign * qty,
-                reserved_sign * qty,
-                None,
-                Some(reference),
-            );
+            let deltas = signs.map(|sign| sign * qty);
+            self.moved_by(ledger, &part.location, kind, deltas, None, Some(reference));
         }
     }
 
@@ -513,22 +525,32 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
             );
         }
         SkuEvent::Returned { id, parts } => {
-            state.moved_parts(ledger, parts, MovementKind::Return, 1, 0, Reference::Reservation(*id));
+            state.moved_parts(
+                ledger,
+                parts,
+                MovementKind::Return,
+                [1, 0, 0],
+                Reference::Reservation(*id),
+            );
         }
         SkuEvent::ReservationReleased { id, .. }
         | SkuEvent::ReservationExpired { id, .. }
-        | SkuEvent::ReservationCommitted { id, .. } => {
+        | SkuEvent::ReservationCommitted { id, .. }
+        | SkuEvent::Committed { id, .. } => {
             let hold = state.holds.remove(id).expect("settling a reservation that is not held");
             assert!(
                 state.expiry.remove(&(hold.expires_ms, hold.id)),
                 "expiry index out of step"
             );
-            let (kind, on_hand_sign) = match event {
-                SkuEvent::ReservationReleased { .. } => (MovementKind::Release, 0),
-                SkuEvent::ReservationExpired { .. } => (MovementKind::Expiry, 0),
-                _ => (MovementKind::Sale, -1),
+            let (kind, signs) = match event {
+                SkuEvent::ReservationReleased { .. } => (MovementKind::Release, [0, -1, 0]),
+                SkuEvent::ReservationExpired { .. } => (MovementKind::Expiry, [0, -1, 0]),
+                // Sold by this build: committed, on the shelf until shipped.
+                SkuEvent::Committed { .. } => (MovementKind::Sale, [0, -1, 1]),
+                // Sold before fulfilment: the units left the shelf at once.
+                _ => (MovementKind::Sale, [-1, -1, 0]),
             };
-            state.moved_parts(ledger, &hold.parts, kind, on_hand_sign, -1, Reference::Reservation(*id));
+            state.moved_parts(ledger, &hold.parts, kind, signs, Reference::Reservation(*id));
         }
         SkuEvent::TransferSent { transfer } => {
             let qty = i64::try_from(transfer.qty).expect("fits");
@@ -565,6 +587,58 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 Some(Reference::Transfer(*id)),
             );
         }
+        SkuEvent::Shipped {
+            id,
+            location,
+            qty,
+            on_shelf,
+        } => {
+            if *on_shelf {
+                let qty = i64::try_from(*qty).expect("fits");
+                let reference = Some(Reference::Reservation(*id));
+                state.moved_by(
+                    ledger,
+                    location,
+                    MovementKind::Shipment,
+                    [-qty, 0, -qty],
+                    None,
+                    reference,
+                );
+            }
+        }
+        SkuEvent::Uncommitted { id, parts } => {
+            state.moved_parts(
+                ledger,
+                parts,
+                MovementKind::Release,
+                [0, 0, -1],
+                Reference::Reservation(*id),
+            );
+        }
+        SkuEvent::TakenBack {
+            id,
+            location,
+            qty,
+            restock,
+        } => {
+            // Damaged units come back and are written off at once: two movements, so the
+            // ledger shows how many.
+            let qty = i64::try_from(*qty).expect("fits");
+            let reference = Some(Reference::Reservation(*id));
+            let reason = (!*restock).then(|| "damaged".to_owned());
+            state.moved(
+                ledger,
+                location,
+                MovementKind::Return,
+                qty,
+                0,
+                reason.clone(),
+                reference,
+            );
+            if !*restock {
+                state.moved(ledger, location, MovementKind::Adjustment, -qty, 0, reason, reference);
+            }
+        }
         SkuEvent::LevelCrossed { .. } => {}
         SkuEvent::LedgerTrimmed { upto_seq, folded, .. } => {
             for (location, delta) in folded {
@@ -594,8 +668,7 @@ fn hold_taken(state: &mut SkuState, hold: Hold, ledger: &mut Vec<Movement>) {
         ledger,
         &hold.parts,
         MovementKind::Reservation,
-        0,
-        1,
+        [0, 1, 0],
         Reference::Reservation(hold.id),
     );
     state.expiry.insert((hold.expires_ms, hold.id));

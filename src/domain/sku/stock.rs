@@ -303,6 +303,32 @@ pub fn shrink_parts(parts: &[Part], mut qty: u64) -> Vec<Part> {
     kept
 }
 
+/// `parts` with up to `qty` fewer units at `location` (a part that reaches zero goes).
+pub fn shrink_at(parts: &[Part], location: &LocationId, qty: u64) -> Vec<Part> {
+    let mut left = qty;
+    parts
+        .iter()
+        .filter_map(|part| {
+            let mut part = part.clone();
+            if part.location == *location {
+                let taken = part.qty.min(left);
+                part.qty -= taken;
+                left -= taken;
+            }
+            (part.qty > 0).then_some(part)
+        })
+        .collect()
+}
+
+/// Units of `parts` at `location`.
+pub fn units_at(parts: &[Part], location: &LocationId) -> u64 {
+    parts
+        .iter()
+        .filter(|part| part.location == *location)
+        .map(|part| part.qty)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

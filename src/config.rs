@@ -34,6 +34,8 @@ pub struct Settings {
     pub allocation: AllocationSettings,
     /// The stock ledger.
     pub ledger: LedgerSettings,
+    /// Bulk stock sync.
+    pub batch: BatchSettings,
     /// Carts.
     pub cart: CartSettings,
     /// Orders.
@@ -267,6 +269,25 @@ impl Default for LedgerSettings {
             page_max: 1000,
             publish_movements: true,
             retention_days: 0,
+        }
+    }
+}
+
+/// Bulk stock sync (`POST /v1/stock/batch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Most items in one batch (more: `413 too_many_items`).
+    pub max_items: usize,
+    /// Largest batch body; it replaces `http.max_body_bytes` on this route only.
+    pub max_body_bytes: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_items: 10_000,
+            max_body_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -653,6 +674,8 @@ impl Settings {
         self.bind_address()?;
         let checks = [
             (self.http.max_body_bytes > 0, "http.max_body_bytes must be positive"),
+            (self.batch.max_items > 0, "batch.max_items must be positive"),
+            (self.batch.max_body_bytes > 0, "batch.max_body_bytes must be positive"),
             (self.http.max_connections > 0, "http.max_connections must be positive"),
             (
                 self.store.checkpoint_interval_ms > 0,

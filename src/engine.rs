@@ -69,6 +69,8 @@ pub struct Engine {
     checkpointer: Checkpointer,
     /// Idempotency-Key admission.
     pub idempotency: Arc<IdempotencyGate>,
+    /// Bulk stock sync, one batch at a time.
+    pub batch: Arc<crate::actors::batch::BatchRunner>,
     /// Wall-clock time.
     pub clock: Arc<dyn Clock>,
     /// Request limits.
@@ -295,6 +297,11 @@ impl Engine {
             elapsed_ms = recovered.elapsed.as_millis() as u64,
             "recovered"
         );
+        let batch = Arc::new(crate::actors::batch::BatchRunner {
+            skus: Arc::clone(&registry.skus),
+            writer: Arc::clone(&writer),
+            lock: tokio::sync::Mutex::new(()),
+        });
         Ok(Arc::new(Self {
             credentials,
             locations,
@@ -302,6 +309,7 @@ impl Engine {
             ws_tickets: crate::http::tickets::WsTickets::default(),
             registry,
             idempotency,
+            batch,
             writer,
             store,
             checkpointer,

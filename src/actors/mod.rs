@@ -9,6 +9,7 @@
 //! Beside them:
 //! - [`kafka`]: `KafkaBridge`, which publishes the event log to Kafka as CloudEvents.
 //! - [`feed`]: who watches which SKU's live stock.
+//! - [`batch`]: bulk stock sync, all SKUs of a batch or none (two phases over their actors).
 //!
 //! The plumbing every actor uses:
 //! - [`mailbox`]: the hard bound on every actor's mailbox, and the ask protocol (`Reply`,
@@ -19,6 +20,7 @@
 //! - [`timer`]: `DueTimer`, an actor's timer for one instant.
 //! - [`turns`]: each SKU's fair share of the writer, so a flash sale queues behind itself.
 
+pub mod batch;
 pub mod cart;
 pub mod feed;
 pub mod kafka;

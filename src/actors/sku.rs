@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use dashmap::DashMap;
 
+use super::batch::{BatchItem, BatchOp, Failures, ItemFailure, PrepareBatch, Prepared};
 use super::mailbox::{Acked, MailboxSlot, Reply};
 use crate::access::{by_system, By};
 pub use crate::domain::sku::SkuOutcome;
@@ -27,7 +28,7 @@ use crate::domain::sku::{
     execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView, TransferRecord,
 };
 use crate::domain::DomainEvent;
-use crate::domain::{ReservationId, SkuId};
+use crate::domain::{Name, ReservationId, SkuId};
 use crate::metrics as names;
 use crate::persistence::rows::{restore_sku, sku_change_ops, SkuChange, SkuRow};
 use crate::persistence::writer::Change;
@@ -568,6 +569,194 @@ impl Handler<ExecuteSkuCommand> for SkuActor {
             self.schedule_expiry(ctx);
             self.schedule_feed(ctx);
         }
+    }
+}
+
+impl SkuActor {
+    /// Works out this SKU's part of a batch on a copy of its state: the new state, and its
+    /// part, or why items cannot be applied.
+    fn prepare_batch(&self, items: &[BatchItem], reason: &Name, by: &By) -> Result<(Staged, Prepared), Failures> {
+        let Some(state) = &self.state else {
+            return Err(items
+                .iter()
+                .map(|item| (item.clone(), ItemFailure::UnknownSku))
+                .collect());
+        };
+        let now_ms = self.deps.services.clock.now_ms();
+        let limits = SkuLimits {
+            holds_max: self.deps.limits.holds_max,
+            allocation: crate::domain::sku::Allocation {
+                sites: self.deps.locations.sites(),
+                ..self.deps.limits.allocation.clone()
+            },
+        };
+        let mut next = Some(state.clone());
+        let mut failures = Vec::new();
+        let (mut events, mut movements, mut settled) = (Vec::new(), Vec::new(), Vec::new());
+        let mut after = Vec::with_capacity(items.len());
+        for item in items {
+            let here = next.as_ref().expect("the SKU exists").stock_at(&item.location);
+            if let Some(expected) = item.expected_on_hand.filter(|expected| *expected != here.on_hand) {
+                failures.push((
+                    item.clone(),
+                    ItemFailure::Expectation {
+                        expected,
+                        on_hand: here.on_hand,
+                    },
+                ));
+                continue;
+            }
+            let command = match item.op {
+                BatchOp::Set(on_hand) => SkuCommand::Count {
+                    location: item.location.clone(),
+                    on_hand,
+                    reason: Some(reason.clone()),
+                },
+                BatchOp::Adjust(delta) => match crate::domain::StockDelta::parse(delta) {
+                    Ok(delta) => SkuCommand::Adjust {
+                        location: item.location.clone(),
+                        delta,
+                        reason: reason.clone(),
+                    },
+                    // A zero adjustment changes nothing.
+                    Err(_) => {
+                        after.push((item.index, counters_at(next.as_ref(), &item.location)));
+                        continue;
+                    }
+                },
+            };
+            // Counts and adjustments need no settled record.
+            let executed = execute(&self.sku, &mut next, &command, now_ms, &limits, |_| {
+                Ok::<_, std::convert::Infallible>(None)
+            });
+            let Ok(executed) = executed;
+            match executed.answer {
+                Ok(_) => {
+                    events.extend(executed.events);
+                    movements.extend(executed.movements);
+                    settled.extend(executed.settled);
+                    after.push((item.index, counters_at(next.as_ref(), &item.location)));
+                }
+                Err(rejection) => failures.push((item.clone(), ItemFailure::Refused(rejection))),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(failures);
+        }
+        let next = next.expect("the SKU exists");
+        let ops = if events.is_empty() {
+            Vec::new()
+        } else {
+            sku_change_ops(&SkuChange {
+                after: &next,
+                events: &events,
+                settled: &settled,
+                movements: &movements,
+                transfers: &[],
+                now_ms,
+                by,
+                settled_retention_ms: self.deps.settled_retention_ms,
+            })
+        };
+        let staged = Staged {
+            next,
+            settled,
+            events: events.clone(),
+        };
+        let domain_events = events
+            .into_iter()
+            .map(|event| DomainEvent::Sku {
+                sku: self.sku.clone(),
+                event,
+            })
+            .chain(
+                movements
+                    .into_iter()
+                    .filter(|_| self.deps.publish_movements)
+                    .map(|movement| DomainEvent::Movement {
+                        sku: self.sku.clone(),
+                        movement,
+                    }),
+            )
+            .collect();
+        Ok((
+            staged,
+            Prepared {
+                ops,
+                events: domain_events,
+                after,
+            },
+        ))
+    }
+}
+
+/// A SKU's state after its part of a batch, installed once the batch is written.
+struct Staged {
+    /// The state.
+    next: SkuState,
+    /// Holds that fell due and were expired in the batch.
+    settled: Vec<Reservation>,
+    /// The events, for the metrics.
+    events: Vec<SkuEvent>,
+}
+
+/// `on_hand`, `reserved`, `committed` and `available` of a SKU at a location.
+fn counters_at(state: Option<&SkuState>, location: &crate::domain::location::LocationId) -> [u64; 4] {
+    let stock = state.map(|state| state.stock_at(location)).unwrap_or_default();
+    [stock.on_hand, stock.reserved, stock.committed, stock.available()]
+}
+
+impl Handler<PrepareBatch> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: PrepareBatch, ctx: &mut Self::Context) {
+        let PrepareBatch {
+            items,
+            reason,
+            by,
+            reply,
+            outcome,
+            slot,
+        } = message;
+        let Some(prepared) = self.guarded(ctx, |actor| actor.prepare_batch(&items, &reason, &by)) else {
+            return;
+        };
+        let (staged, part) = match prepared {
+            Ok(prepared) => prepared,
+            Err(failures) => {
+                let _ = reply.send(Err(failures));
+                return;
+            }
+        };
+        if reply.send(Ok(part)).is_err() {
+            return;
+        }
+        // Nothing else runs on this SKU until the batch's outcome is known: its part was
+        // worked out on this state, and must be installed on it or dropped.
+        ctx.wait(
+            actix::fut::wrap_future::<_, Self>(outcome).map(move |outcome, actor, ctx| {
+                drop(slot);
+                if let Ok(Some(ticket)) = outcome {
+                    let Staged { next, settled, events } = staged;
+                    actor.state = Some(next);
+                    actor.last_ticket = actor.last_ticket.max(ticket);
+                    record_event_metrics(&events);
+                    // Holds that fell due were expired by the batch's change.
+                    for record in settled {
+                        actor.deps.hold_index.remove(&record.id);
+                        actor.recently_settled_order.push_back((ticket, record.id));
+                        actor.recently_settled.insert(record.id, record);
+                    }
+                    if actor.deps.feed.is_watched(&actor.sku) {
+                        if let Some(state) = &actor.state {
+                            actor.feed_pending = Some((figures(state), ticket));
+                        }
+                    }
+                    actor.schedule_expiry(ctx);
+                    actor.schedule_feed(ctx);
+                }
+            }),
+        );
     }
 }
 

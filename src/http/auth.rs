@@ -94,6 +94,7 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     route("GET", "/v1/skus/{sku}/movements", Rule::Roles(&[Inventory, Read])),
     route("POST", "/v1/transfers", Rule::Roles(&[Inventory])),
+    route("POST", "/v1/stock/batch", Rule::Roles(&[Inventory])),
     route("GET", "/v1/transfers/{id}", Rule::Roles(&[Inventory, Read])),
     route("POST", "/v1/transfers/{id}/receive", Rule::Roles(&[Inventory])),
 ];

@@ -64,6 +64,22 @@ pub enum ApiError {
         /// The limit.
         limit_bytes: usize,
     },
+    /// 413: a batch lists more items than configured.
+    #[error("a batch may list at most {max_items} items")]
+    TooManyItems {
+        /// The limit.
+        max_items: usize,
+    },
+    /// 422: the request is well-formed, but some of what it names cannot be done.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable reason code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+        /// Extra fields merged into the error object.
+        details: Map<String, Value>,
+    },
     /// 415: the body is not JSON.
     #[error("request bodies must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
@@ -119,7 +135,10 @@ impl ApiError {
     /// The stable code of the error.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unprocessable { code, .. } => code,
+            ApiError::TooManyItems { .. } => "too_many_items",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound => "not_found",
@@ -143,8 +162,11 @@ impl ApiError {
         let mut error = Map::new();
         error.insert("code".to_owned(), json!(self.code()));
         error.insert("message".to_owned(), json!(self.to_string()));
-        if let ApiError::Conflict { details, .. } = self {
+        if let ApiError::Conflict { details, .. } | ApiError::Unprocessable { details, .. } = self {
             error.extend(details.clone());
+        }
+        if let ApiError::TooManyItems { max_items } = self {
+            error.insert("max_items".to_owned(), json!(max_items));
         }
         if let ApiError::PayloadTooLarge { limit_bytes } = self {
             error.insert("limit_bytes".to_owned(), json!(limit_bytes));
@@ -163,7 +185,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyConnections | ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod batch;
 pub mod carts;
 pub mod command;
 pub mod cors;
@@ -83,6 +84,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/locations").route(web::get().to(locations::list)))
         .service(resource("/v1/transfers").route(web::post().to(ledger::create)))
+        .service(resource("/v1/stock/batch").route(web::post().to(batch::apply)))
         .service(resource("/v1/orders").route(web::get().to(orders::list)))
         .service(resource("/v1/skus/{sku}/reservations").route(web::post().to(reservations::create)))
         .service(

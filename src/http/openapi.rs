@@ -205,6 +205,7 @@ impl Modify for Security {
         crate::http::ledger::create,
         crate::http::ledger::get,
         crate::http::ledger::receive,
+        crate::http::batch::apply,
     ),
     modifiers(&Security)
 )]

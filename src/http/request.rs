@@ -34,12 +34,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        // Bulk stock sync is the one route whose bodies are large by design.
+        let bulk = request.path() == "/v1/stock/batch";
         let (limit_bytes, body_timeout_seconds) =
             request
                 .app_data::<web::Data<AppState>>()
                 .map_or((16 * 1024, 10), |state| {
                     (
-                        state.settings.http.max_body_bytes,
+                        if bulk {
+                            state.settings.batch.max_body_bytes
+                        } else {
+                            state.settings.http.max_body_bytes
+                        },
                         state.settings.http.request_body_timeout_seconds,
                     )
                 });

@@ -137,6 +137,9 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
             json!({"sku": fixture.sku, "from": "default", "to": format!("site-{n}"), "qty": 1})
         }
         ("POST", "/v1/transfers/{id}/receive") => json!({}),
+        ("POST", "/v1/stock/batch") => {
+            json!({"items": [{"sku": fixture.sku, "location": "default", "op": "adjust", "qty": 1}]})
+        }
         (method, path) => panic!("the access matrix has no request for {method} {path}: add one"),
     };
     (path, body)

@@ -4,7 +4,8 @@
 //! (the last before `by`, whose log records are format 1), killed with SIGKILL right after its
 //! last answer with checkpoints held off, so that every change is still in its log:
 //! - SKU `mug`, 10 on hand; 2 reserved and committed, 1 reserved and released: 8 on hand;
-//! - SKU `tee`, 5 on hand; a cart checked out with 2, its order paid: 3 on hand.
+//! - SKU `tee`, 5 on hand; a cart checked out with 2, its order paid: 3 on hand (sold before
+//!   fulfilment: the units left the shelf at checkout). It still ships and takes returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -114,4 +115,42 @@ async fn a_data_directory_from_the_release_before_by_opens_with_everything_in_it
         seqs.windows(2).all(|pair| pair[1] == pair[0] + 1),
         "one sequence: {seqs:?}"
     );
+
+    // Its paid order (a row from before fulfilment, its units sold off the shelf) ships,
+    // without taking them off the shelf a second time, and takes a return.
+    let post = |path: String, body: serde_json::Value| {
+        let request = app.admin(reqwest::Method::POST, &path).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, shipped) = post(
+        format!("/v1/orders/{ORDER}/fulfilments"),
+        serde_json::json!({"location": "default", "lines": [{"sku": "tee", "qty": 2}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &shipped["order_status"]),
+        (StatusCode::CREATED, &serde_json::json!("shipped"))
+    );
+    assert_eq!(
+        counters(&app.sku("tee").await),
+        (3, 0, 3),
+        "its units had left the shelf"
+    );
+    let (status, _) = post(
+        format!("/v1/orders/{ORDER}/status"),
+        serde_json::json!({"status": "delivered"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, taken) = post(
+        format!("/v1/orders/{ORDER}/returns"),
+        serde_json::json!({"location": "default", "restock": true, "lines": [{"sku": "tee", "qty": 1}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
+    assert_eq!(counters(&app.sku("tee").await), (4, 0, 4));
+    crate::crash::check_ledger(&client, &app.url(""), 1, &["tee".to_owned()]).await;
 }

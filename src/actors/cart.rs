@@ -29,7 +29,7 @@ use super::{persist, Access};
 use crate::access::{by_system, By};
 use crate::domain::cart::{
     price_lines, Cart, CartRejection, CartStatus, CheckoutEnd, CheckoutFailure, CheckoutStart, LineAtSku, LineChange,
-    LineCommit,
+    LineCommit, OrderDetails,
 };
 pub use crate::domain::cart::{LineFailure, PricedLine};
 use crate::domain::order::Order;
@@ -124,6 +124,8 @@ pub struct SetCartLine {
 pub struct CheckoutCart {
     /// The caller's credentials.
     pub access: Access,
+    /// Who orders, and the shop's metadata, for the order.
+    pub details: OrderDetails,
     /// Store the answer under this idempotency key.
     pub idempotency: Option<IdempotencyDraft<CartReply>>,
     /// Who asked (recorded with the events).
@@ -304,13 +306,14 @@ impl Handler<CheckoutCart> for CartActor {
     fn handle(&mut self, message: CheckoutCart, ctx: &mut Self::Context) {
         let CheckoutCart {
             access,
+            details,
             idempotency,
             by,
             reply,
             slot: _slot,
         } = message;
         self.serve(ctx, access, reply, move |context, cart| {
-            checkout(context, cart, idempotency, by)
+            checkout(context, cart, details, idempotency, by)
         });
     }
 }
@@ -341,7 +344,7 @@ fn write(
 ) -> Result<Ticket, CartFailure> {
     let deps = &context.services;
     let now_ms = deps.clock.now_ms();
-    let mut ops = vec![Op::Put(keys::cart(&cart.id), codec::encode(cart))];
+    let mut ops = vec![Op::Put(keys::cart(&cart.id), codec::encode_versioned(cart))];
     ops.extend(extra);
     let mut in_flight = None;
     if let Some(draft) = idempotency.filter(|_| !matches!(reply, Err(CartFailure::Overloaded))) {
@@ -534,6 +537,7 @@ fn empty_view(cart: &Cart) -> CartView {
 async fn checkout(
     context: Arc<CartContext>,
     mut cart: Cart,
+    details: OrderDetails,
     idempotency: Option<IdempotencyDraft<CartReply>>,
     by: By,
 ) -> (Cart, CartReply, Ticket) {
@@ -558,7 +562,8 @@ async fn checkout(
         Ok(CheckoutStart::Begin(order)) => order,
     };
     let previous = cart.status;
-    cart.begin_checkout(order);
+    let previous_details = cart.details.clone();
+    cart.begin_checkout(order, details);
     let started = vec![cart_event(&cart, CartEvent::CheckoutStarted { order })];
     if let Err(failure) = write(
         &context,
@@ -570,6 +575,7 @@ async fn checkout(
         &by,
     ) {
         cart.status = previous;
+        cart.details = previous_details;
         return (cart, Err(failure), 0);
     }
     saga(context, cart, order, idempotency, by).await

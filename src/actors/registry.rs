@@ -393,7 +393,7 @@ impl CartDirectory {
         if let Some(running) = self.carts.get(id) {
             return Ok(Some(running.value().clone()));
         }
-        let Some(cart) = self.context.services.store.get_decoded::<Cart>(&keys::cart(id))? else {
+        let Some(cart) = self.context.services.store.get_versioned::<Cart>(&keys::cart(id))? else {
             return Ok(None);
         };
         Ok(Some(self.start(cart)))

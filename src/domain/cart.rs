@@ -64,6 +64,51 @@ pub struct Cart {
     pub created_ms: u64,
     /// When it expires unless written to again.
     pub expires_ms: u64,
+    /// What the checkout in progress gives its order: who orders, and the shop's metadata.
+    pub details: OrderDetails,
+}
+
+/// What a checkout gives its order besides the lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDetails {
+    /// Who orders, as a JSON object (reference, email, shipping address), checked and
+    /// bounded by the HTTP layer.
+    pub customer: Option<String>,
+    /// The shop's own keys and values.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// A cart as the releases before order details stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyCart {
+    id: CartId,
+    token_hash: [u8; 32],
+    status: CartStatus,
+    skus: BTreeSet<SkuId>,
+    currency: Option<Currency>,
+    attempt: u32,
+    created_ms: u64,
+    expires_ms: u64,
+}
+
+impl From<LegacyCart> for Cart {
+    fn from(legacy: LegacyCart) -> Self {
+        Cart {
+            id: legacy.id,
+            token_hash: legacy.token_hash,
+            status: legacy.status,
+            skus: legacy.skus,
+            currency: legacy.currency,
+            attempt: legacy.attempt,
+            created_ms: legacy.created_ms,
+            expires_ms: legacy.expires_ms,
+            details: OrderDetails::default(),
+        }
+    }
+}
+
+impl crate::persistence::codec::Versioned for Cart {
+    type Legacy = LegacyCart;
 }
 
 /// Why a cart change was refused.
@@ -245,6 +290,7 @@ impl Cart {
             attempt: 0,
             created_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
+            details: OrderDetails::default(),
         }
     }
 
@@ -386,6 +432,9 @@ impl Cart {
                     now_ms,
                     payment_timeout_ms,
                 ) {
+                    let mut order = order;
+                    order.customer = self.details.customer.clone();
+                    order.metadata = self.details.metadata.clone();
                     return CheckoutEnd::Place(Box::new(order));
                 }
                 // Nothing failed, yet no order: its total overflowed. Every line is named.
@@ -407,8 +456,9 @@ impl Cart {
     }
 
     /// Marks a checkout under way into `order`.
-    pub fn begin_checkout(&mut self, order: OrderId) {
+    pub fn begin_checkout(&mut self, order: OrderId, details: OrderDetails) {
         self.status = CartStatus::CheckingOut(order);
+        self.details = details;
     }
 
     /// After a failed checkout gave its stock back: the cart opens again, empty, with the
@@ -418,6 +468,7 @@ impl Cart {
         self.attempt += 1;
         self.skus.clear();
         self.currency = None;
+        self.details = OrderDetails::default();
     }
 
     /// Whether the cart is open and its hold time has passed: then it expires.
@@ -632,7 +683,7 @@ mod tests {
             Err(CartRejection::Closed(CartStatus::Expired))
         );
         let earlier = OrderId::generate();
-        cart.begin_checkout(earlier);
+        cart.begin_checkout(earlier, OrderDetails::default());
         assert_eq!(cart.start_checkout(order, 10), Ok(CheckoutStart::Resume(earlier)));
         cart.status = CartStatus::CheckedOut(earlier);
         assert_eq!(cart.start_checkout(order, 10), Ok(CheckoutStart::Done(earlier)));
@@ -743,7 +794,7 @@ mod tests {
                 failure: CheckoutFailure::Empty,
             }
         );
-        cart.begin_checkout(OrderId::generate());
+        cart.begin_checkout(OrderId::generate(), OrderDetails::default());
         cart.reopen();
         assert_eq!(cart.status, CartStatus::Open);
         assert!(cart.skus.is_empty() && cart.currency.is_none());

@@ -1,7 +1,7 @@
 //! Cart routes: `/v1/carts...` (cart token, or admin).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::new_cart_token;
 use super::command::{durable, idempotent, sku_turn, Keyed};
@@ -13,6 +13,7 @@ use crate::access::Caller;
 use crate::actors::cart::{CartActor, CartFailure, CartReply, CheckoutCart, GetCart, SetCartLine};
 use crate::actors::{persist, Mailbox};
 use crate::domain::cart::Cart;
+use crate::domain::cart::OrderDetails;
 use crate::domain::clock::rfc3339;
 use crate::domain::sku::Placement;
 use crate::domain::{CartEvent, DomainEvent};
@@ -63,7 +64,7 @@ pub async fn create(
             cart: cart.clone(),
             token,
         };
-        let mut ops = vec![Op::Put(keys::cart(&id), codec::encode(&cart))];
+        let mut ops = vec![Op::Put(keys::cart(&id), codec::encode_versioned(&cart))];
         let mut in_flight = None;
         if let Some(draft) = draft {
             let (answer_ops, mark) = draft.stage(&reply, now_ms);
@@ -245,24 +246,120 @@ async fn change_line(
     .await
 }
 
+/// Who orders (all optional): a free-form reference, an email, a shipping address.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerRequest {
+    /// The shop's own reference for the customer (up to 128 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    /// An email address (up to 254 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    /// Address fields by name (`name`, `line1`, `city`, `postal_code`, `country`, ...):
+    /// up to 16 fields, names up to 64 characters, values up to 256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping_address: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Body of `POST /v1/carts/{id}/checkout` (every field optional; `{}` is fine).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// Who orders; kept on the order.
+    customer: Option<CustomerRequest>,
+    /// The shop's own keys and values, kept on the order: up to 32 keys of up to 64
+    /// characters, values up to 512.
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Most fields of a shipping address, metadata keys, and their sizes.
+const ADDRESS_FIELDS_MAX: usize = 16;
+const METADATA_KEYS_MAX: usize = 32;
+const FIELD_NAME_MAX: usize = 64;
+
+/// Checks a checkout's customer block and metadata against their bounds.
+fn order_details(body: &CheckoutRequest) -> Result<OrderDetails, ApiError> {
+    let bad = |code: &'static str, message: String| ApiError::bad_request(code, message);
+    let text = |value: &str, max: usize| value.chars().count() <= max && !value.chars().any(char::is_control);
+    let name_ok = |name: &str| {
+        (1..=FIELD_NAME_MAX).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    };
+    if let Some(customer) = &body.customer {
+        if customer
+            .reference
+            .as_deref()
+            .is_some_and(|reference| !text(reference, 128))
+        {
+            return Err(bad(
+                "invalid_customer",
+                "customer.reference: up to 128 characters".to_owned(),
+            ));
+        }
+        if let Some(email) = &customer.email {
+            let shaped = email.len() <= 254
+                && email.split('@').count() == 2
+                && email.split('@').all(|part| !part.is_empty())
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !shaped {
+                return Err(bad(
+                    "invalid_customer",
+                    "customer.email must be an email address".to_owned(),
+                ));
+            }
+        }
+        if let Some(address) = &customer.shipping_address {
+            if address.len() > ADDRESS_FIELDS_MAX
+                || address.iter().any(|(name, value)| !name_ok(name) || !text(value, 256))
+            {
+                return Err(bad(
+                    "invalid_customer",
+                    format!(
+                        "customer.shipping_address: up to {ADDRESS_FIELDS_MAX} fields, names of 1 to {FIELD_NAME_MAX} letters, digits, _ - . :, values up to 256 characters"
+                    ),
+                ));
+            }
+        }
+    }
+    let metadata = body.metadata.clone().unwrap_or_default();
+    if metadata.len() > METADATA_KEYS_MAX || metadata.iter().any(|(key, value)| !name_ok(key) || !text(value, 512)) {
+        return Err(bad(
+            "invalid_metadata",
+            format!(
+                "metadata: up to {METADATA_KEYS_MAX} keys of 1 to {FIELD_NAME_MAX} letters, digits, _ - . :, values up to 512 characters"
+            ),
+        ));
+    }
+    let customer = body
+        .customer
+        .as_ref()
+        .map(|customer| serde_json::to_string(customer).unwrap_or_default());
+    Ok(OrderDetails { customer, metadata })
+}
+
 /// `POST /v1/carts/{id}/checkout`: commits every line and places the order (201), or fails
 /// as a whole (409) with nothing ordered.
-#[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts", operation_id = "carts_checkout", params(("id" = String, Path, description = "Cart id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
+#[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts", operation_id = "carts_checkout", params(("id" = String, Path, description = "Cart id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = CheckoutRequest, description = "Empty, {}, or who orders and the shop's metadata"),
     responses((status = 201, description = "Order placed", body = crate::http::views::OrderBody), (status = 200, description = "Checked out before: its order", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]
 pub async fn checkout(
     state: web::Data<AppState>,
     caller: Caller,
     request: HttpRequest,
     key: IdempotencyKey,
-    body: JsonBody<NoFields>,
+    body: JsonBody<CheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
+    let details = order_details(&body.value)?;
     let (id, mailbox) = cart_mailbox(engine, &caller, &request)?;
     let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     let access = caller.access();
     idempotent(engine, keyed, render_checkout, |idempotency| async move {
         ask_cart(engine, id, &mailbox, |reply, slot| CheckoutCart {
             access,
+            details,
             idempotency,
             by: caller.by(),
             reply,

@@ -161,7 +161,7 @@ pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     // time and dropped, so recovery's memory follows what is live, not what was ever written.
     let mut carts = Vec::new();
     for_each_row(store, keys::CART, |key, value| {
-        let cart: Cart = codec::decode(key, value)?;
+        let cart: Cart = codec::decode_versioned(key, value)?;
         if matches!(cart.status, CartStatus::Open | CartStatus::CheckingOut(_)) {
             carts.push(cart);
         }

@@ -68,7 +68,7 @@ fn may_delete(store: &StateView, target: &[u8]) -> Result<Option<Vec<u8>>, Store
             matches!(record.state, ReservationState::Released | ReservationState::Expired)
         }
         Some(&keys::CART) => {
-            let cart: Cart = codec::decode(target, &bytes)?;
+            let cart: Cart = codec::decode_versioned(target, &bytes)?;
             matches!(cart.status, CartStatus::CheckedOut(_) | CartStatus::Expired)
         }
         Some(&keys::ORDER) => {

@@ -109,3 +109,50 @@ async fn staff_list_orders_by_status_and_creation_time_page_by_page() {
         assert_eq!(error_code(&body), code, "{query}");
     }
 }
+
+#[actix_web::test]
+async fn an_order_keeps_who_ordered_and_the_shops_metadata_through_a_restart() {
+    let app = TestApp::spawn().await;
+    app.create_sku("mug", 10).await;
+    let cart = app.create_cart().await;
+    app.set_line(&cart, "mug", 1).await;
+    let checkout = |body: Value| {
+        app.as_cart(&cart, Method::POST, &format!("/v1/carts/{}/checkout", cart.id))
+            .json(&body)
+            .send()
+    };
+    for (bad, code) in [
+        (json!({"customer": {"email": "not an email"}}), "invalid_customer"),
+        (json!({"customer": {"phone": "123"}}), "invalid_json"),
+        (
+            json!({"customer": {"shipping_address": {"line 1": "x"}}}),
+            "invalid_customer",
+        ),
+        (json!({"metadata": {"k": "v".repeat(513)}}), "invalid_metadata"),
+        (
+            json!({"metadata": (0..33).map(|n| (format!("k{n}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+            "invalid_metadata",
+        ),
+    ] {
+        let refused = checkout(bad.clone()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(&refused.json().await.unwrap()), code, "{bad}");
+    }
+    let customer = json!({
+        "reference": "cust-881",
+        "email": "ada@example.com",
+        "shipping_address": {"name": "Ada", "line1": "1 Analytical Way", "city": "London", "country": "GB"}
+    });
+    let metadata = json!({"channel": "web", "campaign": "spring-sale"});
+    let placed = checkout(json!({"customer": customer, "metadata": metadata}))
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    let order: Value = placed.json().await.unwrap();
+    assert_eq!((&order["customer"], &order["metadata"]), (&customer, &metadata));
+    let id = order["order_id"].as_str().unwrap().to_owned();
+    let dir = app.stop().await;
+    let app = TestApp::spawn_with(dir, Default::default(), |_| {}).await;
+    let read = app.read_json(ADMIN_TOKEN, &format!("/v1/orders/{id}")).await;
+    assert_eq!((&read["customer"], &read["metadata"]), (&customer, &metadata));
+}

@@ -86,6 +86,7 @@ async fn checkout_flow(engine: &Engine, skus: &[SkuId], start: usize) {
     let acked = mailbox
         .ask(|reply, slot| CheckoutCart {
             access: Access::Staff,
+            details: Default::default(),
             idempotency: None,
             by: stockroom::access::by_system(),
             reply,

@@ -1,12 +1,16 @@
 // A storefront: shoppers browse, fill carts, some abandon them, some check out, pay and
 // follow their order over WebSocket, with think time between steps. The mix: 60% browse,
-// 20% fill a cart and leave, 20% buy. Thresholds on latency, errors and checks fail the run.
-// Usage: ADMIN_TOKEN=... k6 run loadtest/k6/storefront.js   (VUS, DURATION, CATALOG to size it)
+// 20% fill a cart and leave, 20% buy. Beside them the back office (its own scenario, one
+// packer by default): lists paid orders, ships each from where its units are committed,
+// marks it delivered, and takes back a unit of some. Thresholds on latency, errors and
+// checks fail the run.
+// Usage: ADMIN_TOKEN=... k6 run loadtest/k6/storefront.js
+//   (VUS, DURATION, CATALOG, PACKERS to size it)
 import http from 'k6/http';
 import { check, fail, group, sleep } from 'k6';
 import ws from 'k6/ws';
-import { ADMIN_TOKEN, BASE_URL, RUN, WS_URL, cartHeaders, checkout, createCart, getSku, json, pay, paymentsCredential,
-  putSku, setLine, wsTicket } from './lib.js';
+import { ADMIN_TOKEN, BASE_URL, RUN, WS_URL, adminHeaders, cartHeaders, checkout, createCart, getSku, json, pay,
+  paymentsCredential, putSku, setLine, wsTicket } from './lib.js';
 
 const CATALOG = parseInt(__ENV.CATALOG || '200', 10);
 
@@ -21,6 +25,12 @@ export const options = {
         { duration: '5s', target: 0 },
       ],
     },
+    backoffice: {
+      executor: 'constant-vus',
+      exec: 'backOffice',
+      vus: parseInt(__ENV.PACKERS || '1', 10),
+      duration: `${10 + parseInt(__ENV.DURATION || '60', 10) + 5}s`,
+    },
   },
   thresholds: {
     http_req_failed: ['rate<0.01'],
@@ -29,6 +39,9 @@ export const options = {
     'http_req_duration{name:PUT /v1/carts/{id}/items/{sku}}': ['p(95)<100', 'p(99)<300'],
     'http_req_duration{name:POST /v1/carts/{id}/checkout}': ['p(95)<200', 'p(99)<500'],
     'group_duration{group:::buy}': ['p(95)<10000'],
+    'http_req_duration{name:GET /v1/orders?status=paid}': ['p(95)<200'],
+    'http_req_duration{name:POST /v1/orders/{id}/fulfilments}': ['p(95)<200', 'p(99)<500'],
+    'http_req_duration{name:POST /v1/orders/{id}/returns}': ['p(95)<200', 'p(99)<500'],
   },
 };
 
@@ -40,7 +53,11 @@ export function setup() {
     putSku(sku, 1000000, 500 + (n % 50) * 100);
     skus.push(sku);
   }
-  return { skus, psp: paymentsCredential() };
+  const warehouse = http.post(`${BASE_URL}/v1/credentials`,
+    JSON.stringify({ name: `k6-warehouse-${RUN}`, roles: ['fulfilment'] }),
+    { headers: adminHeaders(), tags: { name: 'POST /v1/credentials' } });
+  check(warehouse, { 'fulfilment credential created': (r) => r.status === 201 });
+  return { skus, psp: paymentsCredential(), warehouse: (json(warehouse) || {}).token };
 }
 
 function pick(list) {
@@ -123,4 +140,47 @@ export default function (data) {
     if (!check(order, { 'order placed': (r) => r.status === 201 })) return;
     follow(cart, json(order).order_id, data.psp);
   });
+}
+
+function staff(token, name) {
+  return { headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, tags: { name } };
+}
+
+// The back office: packers share the paid orders by id (one each with PACKERS > 1), ship
+// every line from where its units are committed (one fulfilment per location), mark the
+// order delivered, and take back one unit of every fourth order (restocked).
+export function backOffice(data) {
+  const list = http.get(`${BASE_URL}/v1/orders?status=paid&limit=20`, staff(data.warehouse, 'GET /v1/orders?status=paid'));
+  if (!check(list, { 'paid orders listed': (r) => r.status === 200 })) return;
+  const packers = parseInt(__ENV.PACKERS || '1', 10);
+  const mine = json(list).items.filter((order) => parseInt(order.order_id.slice(-4), 16) % packers === __VU - 1);
+  for (const order of mine) {
+    const byLocation = {};
+    for (const line of order.lines) {
+      for (const part of line.parts || []) {
+        (byLocation[part.location] = byLocation[part.location] || []).push({ sku: line.sku, qty: part.qty });
+      }
+    }
+    let status = order.status;
+    for (const [location, lines] of Object.entries(byLocation)) {
+      const shipped = http.post(`${BASE_URL}/v1/orders/${order.order_id}/fulfilments`,
+        JSON.stringify({ location, lines }), staff(data.warehouse, 'POST /v1/orders/{id}/fulfilments'));
+      check(shipped, { 'fulfilment created': (r) => r.status === 201 });
+      status = (json(shipped) || {}).order_status;
+    }
+    if (!check(status, { 'order shipped in full': (s) => s === 'shipped' })) continue;
+    const delivered = http.post(`${BASE_URL}/v1/orders/${order.order_id}/status`, JSON.stringify({ status: 'delivered' }),
+      staff(data.warehouse, 'POST /v1/orders/{id}/status'));
+    check(delivered, { delivered: (r) => r.status === 200 });
+    if (parseInt(order.order_id.slice(-2), 16) % 4 === 0) {
+      const line = order.lines[0];
+      const back = http.post(`${BASE_URL}/v1/orders/${order.order_id}/returns`,
+        JSON.stringify({ location: 'default', restock: true, lines: [{ sku: line.sku, qty: 1 }] }),
+        staff(data.warehouse, 'POST /v1/orders/{id}/returns'));
+      check(back, {
+        'return taken': (r) => r.status === 201 && json(r).refund_minor === line.price_minor,
+      });
+    }
+  }
+  sleep(1);
 }

@@ -34,7 +34,7 @@ use crate::domain::cart::{
 pub use crate::domain::cart::{LineFailure, PricedLine};
 use crate::domain::order::Order;
 use crate::domain::sku::Placement;
-use crate::domain::sku::{SkuCommand, SkuRejection};
+use crate::domain::sku::{Reservation, ReservationState, SkuCommand, SkuRejection};
 use crate::domain::{CartEvent, DomainEvent, OrderEvent};
 use crate::domain::{OrderId, SkuId};
 use crate::idempotency::IdempotencyDraft;
@@ -561,6 +561,15 @@ async fn checkout(
         }
         Ok(CheckoutStart::Begin(order)) => order,
     };
+    // Lines that cannot be committed are found before any is: then nothing is committed,
+    // and the cart keeps every line, held as it was, with why the others failed.
+    let failures = match preflight(&context, &cart).await {
+        Ok(failures) => failures,
+        Err(failure) => return (cart, Err(failure), 0),
+    };
+    if !failures.is_empty() {
+        return refuse_checkout(&context, cart, failures, idempotency, &by);
+    }
     let previous = cart.status;
     let previous_details = cart.details.clone();
     cart.begin_checkout(order, details);
@@ -579,6 +588,59 @@ async fn checkout(
         return (cart, Err(failure), 0);
     }
     saga(context, cart, order, idempotency, by).await
+}
+
+/// The lines of a cart that a checkout could not commit now, with their units: holds that
+/// lapsed, and SKUs repriced into another currency.
+async fn preflight(context: &CartContext, cart: &Cart) -> Result<Vec<(SkuId, u64, LineFailure)>, CartFailure> {
+    let mut failures = Vec::new();
+    for sku in &cart.skus {
+        let id = cart.line_id(sku);
+        let (line, _) = context.skus.line(sku, id).await?;
+        let Some((held, view)) = line else {
+            continue;
+        };
+        if held > 0 {
+            if Some(view.product.currency) != cart.currency {
+                failures.push((sku.clone(), held, LineFailure::CurrencyChanged));
+            }
+            continue;
+        }
+        // Not held: a line that lapsed, or one removed (released) or never held.
+        let record = context
+            .services
+            .store
+            .get_versioned::<Reservation>(&keys::reservation(&id))
+            .map_err(|_| CartFailure::Overloaded)?;
+        if let Some(record) = record.filter(|record| record.state == ReservationState::Expired) {
+            failures.push((sku.clone(), record.qty, LineFailure::HoldLapsed));
+        }
+    }
+    Ok(failures)
+}
+
+/// Answers a checkout that `preflight` refused: the cart stays open with its lines, and
+/// keeps the failures to show.
+fn refuse_checkout(
+    context: &CartContext,
+    mut cart: Cart,
+    failures: Vec<(SkuId, u64, LineFailure)>,
+    idempotency: Option<IdempotencyDraft<CartReply>>,
+    by: &By,
+) -> (Cart, CartReply, Ticket) {
+    let previous = cart.clone();
+    let lines: Vec<(SkuId, LineFailure)> = failures.iter().map(|(sku, _, why)| (sku.clone(), *why)).collect();
+    let skus = lines.iter().map(|(sku, _)| sku.clone()).collect();
+    cart.checkout_failures = failures;
+    let reply: CartReply = Err(CartFailure::CheckoutFailed(lines));
+    let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus })];
+    match write(context, &cart, Vec::new(), events, &reply, idempotency, by) {
+        Ok(written) => {
+            metrics::counter!(names::CHECKOUTS_TOTAL, "outcome" => "failed").increment(1);
+            (cart, reply, written)
+        }
+        Err(failure) => (previous, Err(failure), 0),
+    }
 }
 
 /// The checkout saga from `checking_out(order)`: commit every line, then place the order or

@@ -66,6 +66,9 @@ pub struct Cart {
     pub expires_ms: u64,
     /// What the checkout in progress gives its order: who orders, and the shop's metadata.
     pub details: OrderDetails,
+    /// The lines the last refused checkout could not commit: SKU, units, why. A line leaves
+    /// the list when it is set or removed again.
+    pub checkout_failures: Vec<(SkuId, u64, LineFailure)>,
 }
 
 /// What a checkout gives its order besides the lines.
@@ -103,6 +106,7 @@ impl From<LegacyCart> for Cart {
             created_ms: legacy.created_ms,
             expires_ms: legacy.expires_ms,
             details: OrderDetails::default(),
+            checkout_failures: Vec::new(),
         }
     }
 }
@@ -165,7 +169,7 @@ pub enum LineChange {
 }
 
 /// Why checkout could not take a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LineFailure {
     /// Its hold lapsed (or was released) before checkout committed it.
     HoldLapsed,
@@ -291,6 +295,7 @@ impl Cart {
             created_ms: now_ms,
             expires_ms: now_ms.saturating_add(ttl_ms),
             details: OrderDetails::default(),
+            checkout_failures: Vec::new(),
         }
     }
 
@@ -354,6 +359,7 @@ impl Cart {
     /// `expires_ms`: the cart's hold time moves on, and an emptied line leaves the cart.
     pub fn line_set(&mut self, sku: &SkuId, qty: u64, expires_ms: u64) {
         self.expires_ms = expires_ms;
+        self.checkout_failures.retain(|(failed, ..)| failed != sku);
         if qty == 0 {
             self.skus.remove(sku);
             if self.skus.is_empty() {

@@ -290,8 +290,7 @@ impl From<CartFailure> for ApiError {
                 details.insert("lines".to_owned(), json!(lines));
                 ApiError::Conflict {
                     code: "insufficient_stock",
-                    message: "some lines could not be committed; nothing was ordered and their stock went back"
-                        .to_owned(),
+                    message: "some lines could not be committed; nothing was ordered (the cart lists them)".to_owned(),
                     details,
                 }
             }

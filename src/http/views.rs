@@ -288,6 +288,21 @@ pub struct CartBody<'a> {
     /// The order it was checked out into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// The lines the last refused checkout could not commit, and why (`hold_lapsed`: set the
+    /// line again to hold it; `currency_changed`: remove it). Absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checkout_failures: Vec<CheckoutFailureBody<'a>>,
+}
+
+/// A line a refused checkout could not commit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutFailureBody<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// The units the line had.
+    pub qty: u64,
+    /// Why: `hold_lapsed`, `currency_changed` or `total_too_large`.
+    pub reason: &'static str,
 }
 
 impl<'a> From<&'a CartView> for CartBody<'a> {
@@ -318,6 +333,16 @@ impl<'a> From<&'a CartView> for CartBody<'a> {
             currency: view.cart.currency.as_ref().map(Currency::as_str),
             expires_at: rfc3339(view.cart.expires_ms),
             order_id,
+            checkout_failures: view
+                .cart
+                .checkout_failures
+                .iter()
+                .map(|(sku, qty, reason)| CheckoutFailureBody {
+                    sku: sku.as_str(),
+                    qty: *qty,
+                    reason: reason.as_str(),
+                })
+                .collect(),
         }
     }
 }

@@ -333,15 +333,15 @@ async fn cancelling_a_paid_order_returns_its_stock_once() {
 }
 
 #[actix_web::test]
-async fn a_checkout_that_cannot_take_a_line_fails_as_a_whole_and_gives_back_what_it_committed() {
+async fn a_refused_checkout_commits_nothing_and_the_cart_keeps_every_line_with_the_reason() {
     let app = TestApp::spawn().await;
     app.create_sku("a", 5).await;
     app.create_sku("b", 5).await;
     let cart = app.create_cart().await;
     app.set_line(&cart, "a", 2).await;
     app.set_line(&cart, "b", 2).await;
-    // b is repriced into another currency after it was added: checkout commits a first,
-    // cannot take b, and must give a back.
+    // b is repriced into another currency after it was added: checkout cannot take it, and
+    // takes nothing.
     let repriced = app
         .admin(Method::PUT, "/v1/skus/b")
         .json(&json!({"name": "Product b", "price_minor": 999, "currency": "USD"}))
@@ -357,17 +357,34 @@ async fn a_checkout_that_cannot_take_a_line_fails_as_a_whole_and_gives_back_what
         body["error"]["lines"],
         json!([{"sku": "b", "reason": "currency_changed"}])
     );
-    assert_eq!(counters(&app.sku("a").await), (5, 0, 5), "the committed line went back");
-    assert_eq!(counters(&app.sku("b").await), (5, 0, 5), "the failed line went back");
-    let reopened: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
+    assert_eq!(counters(&app.sku("a").await), (5, 2, 3), "a is still held for the cart");
+    assert_eq!(counters(&app.sku("b").await), (5, 2, 3), "and so is b");
+    let kept: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
+    assert_eq!(kept["status"], "open");
     assert_eq!(
-        (reopened["status"].as_str(), reopened["lines"].as_array().map(Vec::len)),
-        (Some("open"), Some(0))
+        lines(&kept),
+        [("a".to_owned(), 2), ("b".to_owned(), 2)],
+        "every line kept"
     );
-    // The reopened cart works again, with fresh holds.
-    assert_eq!(app.set_line(&cart, "a", 1).await.status(), StatusCode::OK);
+    assert_eq!(
+        kept["checkout_failures"],
+        json!([{"sku": "b", "qty": 2, "reason": "currency_changed"}])
+    );
+    // The shopper removes b and checks out what is left.
+    let removed = app
+        .as_cart(&cart, Method::DELETE, &format!("/v1/carts/{}/items/b", cart.id))
+        .send()
+        .await
+        .unwrap();
+    let removed: Value = removed.json().await.unwrap();
+    assert_eq!(
+        removed["checkout_failures"],
+        Value::Null,
+        "the failure went with its line"
+    );
     assert_eq!(app.checkout(&cart).await.status(), StatusCode::CREATED);
-    assert_eq!(counters(&app.sku("a").await), (5, 0, 4));
+    assert_eq!(counters(&app.sku("a").await), (5, 0, 3));
+    assert_eq!(counters(&app.sku("b").await), (5, 0, 5));
 }
 
 #[actix_web::test]

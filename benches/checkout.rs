@@ -175,6 +175,8 @@ fn main() {
                 product,
                 on_hand: Some(1_000_000_000),
                 low_stock_threshold: None,
+                backorder_limit: None,
+                available_from_ms: None,
             };
             let acked = mailbox
                 .ask(|reply, slot| ExecuteSkuCommand {

@@ -52,6 +52,8 @@ async fn start_engine(dir: &std::path::Path, skus: usize) -> (Arc<Engine>, Vec<S
                         product,
                         on_hand: Some(1_000_000_000_000),
                         low_stock_threshold: None,
+                        backorder_limit: None,
+                        available_from_ms: None,
                     },
                 )
                 .await;

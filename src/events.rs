@@ -306,6 +306,20 @@ fn sku_data(sku: &str, event: &SkuEvent) -> Value {
             "location": location.as_str(),
             "available": available,
         }),
+        SkuEvent::BackorderFilled { id, location, qty } => json!({
+            "sku": sku,
+            "reservation_id": id.to_string(),
+            "location": location.as_str(),
+            "qty": qty,
+        }),
+        SkuEvent::BackorderSettingsChanged {
+            backorder_limit,
+            available_from_ms,
+        } => json!({
+            "sku": sku,
+            "backorder_limit": backorder_limit,
+            "available_from": available_from_ms.map(rfc3339),
+        }),
         SkuEvent::SettingsChanged { low_stock_threshold } => json!({
             "sku": sku,
             "low_stock_threshold": low_stock_threshold,

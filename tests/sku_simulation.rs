@@ -590,6 +590,8 @@ fn simulate(seed: u64, steps: usize) {
             product: product(),
             on_hand: Some(initial),
             low_stock_threshold: Some(rng.random_range(0..=5)),
+            backorder_limit: None,
+            available_from_ms: None,
         };
         let created =
             execute(&sku, &mut state, &create, now_ms, &limits, |_| Ok::<_, ()>(None)).expect("no store errors");

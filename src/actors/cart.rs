@@ -680,12 +680,17 @@ async fn saga(
                     Ok((None, _)) => (0, None, None),
                     Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
                 };
+                let backordered = match context.skus.backordered(&sku, id).await {
+                    Ok(units) => units,
+                    Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
+                };
                 LineCommit::Committed {
                     qty: reservation.qty,
                     price_minor,
                     currency,
                     name,
                     parts: reservation.parts,
+                    backordered,
                 }
             }
             // No hold: the line was never set, or was emptied (released).

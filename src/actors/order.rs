@@ -452,12 +452,22 @@ async fn change(
     if ships && !learn_parts(&context, &mut order) {
         return (order, Err(OrderFailure::Overloaded), ticket);
     }
+    // Backordered units do not ship until a restock fills them.
+    let mut waiting = Vec::new();
+    if ships {
+        for line in &order.lines {
+            match context.skus.backordered(&line.sku, line.reservation).await {
+                Ok(units) => waiting.push(units),
+                Err(_) => return (order, Err(OrderFailure::Overloaded), ticket),
+            }
+        }
+    }
     let now_ms = deps.clock.now_ms();
     let from = order.status();
     let seen = order.seq();
     let (fulfilments_before, returns_before) = (order.fulfilments.len(), order.returns.len());
     let previous = order.clone();
-    let reply = decide(&mut order, &change, now_ms);
+    let reply = decide(&mut order, &change, &waiting, now_ms);
     if reply.is_err() {
         order = previous.clone();
     }
@@ -524,7 +534,7 @@ async fn change(
 
 /// Applies `change` to `order` (which it may leave half-changed when it refuses: the caller
 /// keeps the order from before).
-fn decide(order: &mut Order, change: &Change, now_ms: u64) -> OrderReply {
+fn decide(order: &mut Order, change: &Change, waiting: &[u64], now_ms: u64) -> OrderReply {
     let from = order.status();
     let (action, shopper) = match change {
         Change::Expire if now_ms < order.payment_due_ms => {
@@ -548,7 +558,13 @@ fn decide(order: &mut Order, change: &Change, now_ms: u64) -> OrderReply {
         OrderAction::Fulfil { location, lines } => {
             staff_only()?;
             order
-                .fulfil(FulfilmentId::generate(), location.clone(), lines.clone(), now_ms)
+                .fulfil(
+                    FulfilmentId::generate(),
+                    location.clone(),
+                    lines.clone(),
+                    waiting,
+                    now_ms,
+                )
                 .map_err(rejected)?;
         }
         OrderAction::TakeBack {
@@ -569,7 +585,7 @@ fn decide(order: &mut Order, change: &Change, now_ms: u64) -> OrderReply {
         OrderAction::SetStatus(OrderStatus::Shipped) if from.can_move_to(OrderStatus::Shipped) && !shopper => {
             for (location, lines) in order.rest_by_location() {
                 order
-                    .fulfil(FulfilmentId::generate(), location, lines, now_ms)
+                    .fulfil(FulfilmentId::generate(), location, lines, waiting, now_ms)
                     .map_err(rejected)?;
             }
             if order.status() != OrderStatus::Shipped {

@@ -189,6 +189,18 @@ impl SkuDirectory {
         Ok((acked.value, acked.ticket))
     }
 
+    /// Units of reservation `id` not on a shelf yet (0 for an unknown SKU).
+    pub async fn backordered(&self, sku: &SkuId, id: ReservationId) -> Result<u64, AskError> {
+        let Some(mailbox) = self.get(sku) else {
+            return Ok(0);
+        };
+        let acked = mailbox
+            .ask(|reply, slot| super::sku::GetBackordered { id, reply, slot })?
+            .await
+            .map_err(|_| AskError::NoAnswer)?;
+        Ok(acked.value)
+    }
+
     /// A SKU's counters and the units one hold has (0 when not held); `None` for an
     /// unknown SKU.
     pub async fn line(&self, sku: &SkuId, id: ReservationId) -> Result<(Option<(u64, SkuView)>, Ticket), AskError> {

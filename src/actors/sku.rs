@@ -109,6 +109,18 @@ pub struct GetLine {
     pub slot: MailboxSlot,
 }
 
+/// Units of a reservation (held, or sold to an order) not on a shelf yet.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetBackordered {
+    /// The reservation.
+    pub id: ReservationId,
+    /// Where to answer.
+    pub reply: Reply<u64>,
+    /// This message's place in the bounded mailbox.
+    pub slot: MailboxSlot,
+}
+
 /// What every SKU actor shares: storage, time and limits.
 pub struct SkuDeps {
     /// Writer, store (settled reservations, reloading after a restart) and clock.
@@ -773,6 +785,23 @@ impl Handler<GetSku> for SkuActor {
     }
 }
 
+impl Handler<GetBackordered> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, message: GetBackordered, ctx: &mut Self::Context) {
+        let id = message.id;
+        let value = self.guarded(ctx, |actor| {
+            actor.state.as_ref().map_or(0, |state| state.backordered_of(&id, None))
+        });
+        if let Some(value) = value {
+            let _ = message.reply.send(Acked {
+                value,
+                ticket: self.last_ticket,
+            });
+        }
+    }
+}
+
 impl Handler<GetLine> for SkuActor {
     type Result = ();
 
@@ -930,6 +959,8 @@ mod tests {
                 product,
                 on_hand: Some(10),
                 low_stock_threshold: None,
+                backorder_limit: None,
+                available_from_ms: None,
             })
             .await
             .expect("created");

@@ -113,6 +113,7 @@ impl From<LegacyCart> for Cart {
 
 impl crate::persistence::codec::Versioned for Cart {
     type Legacy = LegacyCart;
+    type Previous = Cart;
 }
 
 /// Why a cart change was refused.
@@ -217,6 +218,8 @@ pub enum LineCommit {
         name: Option<String>,
         /// Where the units are committed.
         parts: Vec<Part>,
+        /// Units not on a shelf yet (a backorder).
+        backordered: u64,
     },
     /// No hold: the line was never set, or was emptied. Nothing to commit, nothing failed.
     NoHold,
@@ -405,10 +408,12 @@ impl Cart {
                     currency,
                     name,
                     parts,
+                    backordered,
                 } => {
                     progress.push(LineProgress {
                         name,
                         parts: Some(parts),
+                        backordered,
                         ..LineProgress::default()
                     });
                     if currency.is_none() || currency != self.currency {
@@ -707,6 +712,7 @@ mod tests {
             currency,
             name: None,
             parts: crate::domain::sku::stock::at_default(qty),
+            backordered: 0,
         }
     }
 

@@ -187,6 +187,8 @@ pub struct LineProgress {
     pub cancelled: u64,
     /// Shipped units that came back.
     pub returned: u64,
+    /// Units that were not on a shelf when the order was placed (a backorder).
+    pub backordered: u64,
 }
 
 /// A line of a fulfilment or a return: units of one SKU.
@@ -338,6 +340,7 @@ pub struct Order {
 
 impl crate::persistence::codec::Versioned for Order {
     type Legacy = LegacyOrder;
+    type Previous = Order;
 }
 
 /// Why an order change was refused.
@@ -377,6 +380,16 @@ pub enum OrderRejection {
         location: LocationId,
         /// The line's units committed there.
         committed: u64,
+    },
+    /// A fulfilment asks for units that are backordered: not on the shelf yet.
+    #[error("{sku}: {waiting} units are backordered, not on the shelf at {location} yet")]
+    Backordered {
+        /// The SKU.
+        sku: SkuId,
+        /// The location.
+        location: LocationId,
+        /// The line's units waiting for stock.
+        waiting: u64,
     },
     /// A return asks for more units than were shipped and not yet returned.
     #[error("{sku}: only {returnable} shipped units can come back")]
@@ -464,11 +477,15 @@ impl Order {
     /// knows where they are committed, committed there. Moves the order to
     /// `partially_shipped`, or to `shipped` once nothing is left, and owes each SKU its
     /// shipment.
+    ///
+    /// `waiting` has, per line, its units that are backordered (not on a shelf yet): they do
+    /// not ship.
     pub fn fulfil(
         &mut self,
         id: FulfilmentId,
         location: LocationId,
         lines: Vec<UnitsOf>,
+        waiting: &[u64],
         now_ms: u64,
     ) -> Result<Fulfilment, OrderRejection> {
         let from = self.status();
@@ -498,6 +515,14 @@ impl Order {
                         sku: units.sku.clone(),
                         location: location.clone(),
                         committed,
+                    });
+                }
+                let waiting = waiting.get(index).copied().unwrap_or(0);
+                if units.qty > committed.saturating_sub(waiting) {
+                    return Err(OrderRejection::Backordered {
+                        sku: units.sku.clone(),
+                        location: location.clone(),
+                        waiting,
                     });
                 }
             }
@@ -825,20 +850,38 @@ mod tests {
     #[test]
     fn fulfilments_ship_in_parts_and_never_more_than_was_ordered() {
         let mut order = order();
-        let early = order.fulfil(FulfilmentId::generate(), default_location(), units("mug", 1), 1_500);
+        let early = order.fulfil(
+            FulfilmentId::generate(),
+            default_location(),
+            units("mug", 1),
+            &[0],
+            1_500,
+        );
         assert!(
             matches!(early, Err(OrderRejection::InvalidTransition { .. })),
             "{early:?}"
         );
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
         order
-            .fulfil(FulfilmentId::generate(), default_location(), units("mug", 1), 3_000)
+            .fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("mug", 1),
+                &[0],
+                3_000,
+            )
             .unwrap();
         assert_eq!(order.status(), OrderStatus::PartiallyShipped);
         assert_eq!(order.pending.len(), 1);
         let before = order.clone();
         assert_eq!(
-            order.fulfil(FulfilmentId::generate(), default_location(), units("mug", 3), 4_000),
+            order.fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("mug", 3),
+                &[0],
+                4_000
+            ),
             Err(OrderRejection::ExceedsOrdered {
                 sku: SkuId::parse("mug").unwrap(),
                 remaining: 2
@@ -846,16 +889,28 @@ mod tests {
         );
         let elsewhere = LocationId::parse("north").unwrap();
         assert!(matches!(
-            order.fulfil(FulfilmentId::generate(), elsewhere, units("mug", 1), 4_000),
+            order.fulfil(FulfilmentId::generate(), elsewhere, units("mug", 1), &[0], 4_000),
             Err(OrderRejection::NotCommittedHere { committed: 0, .. })
         ));
         assert!(matches!(
-            order.fulfil(FulfilmentId::generate(), default_location(), units("tee", 1), 4_000),
+            order.fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("tee", 1),
+                &[0],
+                4_000
+            ),
             Err(OrderRejection::NoSuchLine { .. })
         ));
         order = before;
         order
-            .fulfil(FulfilmentId::generate(), default_location(), units("mug", 2), 5_000)
+            .fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("mug", 2),
+                &[0],
+                5_000,
+            )
             .unwrap();
         assert_eq!(order.status(), OrderStatus::Shipped);
         assert_eq!(order.progress[0].shipped, 3);
@@ -867,7 +922,13 @@ mod tests {
         let mut order = order();
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
         order
-            .fulfil(FulfilmentId::generate(), default_location(), units("mug", 1), 3_000)
+            .fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("mug", 1),
+                &[0],
+                3_000,
+            )
             .unwrap();
         order.pending.clear();
         order.cancel_rest(4_000).unwrap();
@@ -882,7 +943,13 @@ mod tests {
         let mut order = order();
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
         order
-            .fulfil(FulfilmentId::generate(), default_location(), units("mug", 3), 3_000)
+            .fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units("mug", 3),
+                &[0],
+                3_000,
+            )
             .unwrap();
         let early = order.take_back(ReturnId::generate(), default_location(), true, units("mug", 1), 3_500);
         assert!(matches!(early, Err(OrderRejection::InvalidTransition { .. })));

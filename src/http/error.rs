@@ -262,6 +262,10 @@ impl From<SkuRejection> for ApiError {
             SkuRejection::ReservationReleased => ("reservation_released", json!({})),
             SkuRejection::ReservationExpired => ("reservation_expired", json!({})),
             SkuRejection::ReservationNotCommitted => ("reservation_not_committed", json!({})),
+            SkuRejection::Backordered { location, waiting } => (
+                "backordered",
+                json!({ "location": location.as_str(), "waiting": waiting }),
+            ),
             SkuRejection::NotCommittedHere { location, committed } => (
                 "not_committed_here",
                 json!({ "location": location.as_str(), "committed": committed }),
@@ -346,6 +350,15 @@ impl From<OrderFailure> for ApiError {
                     "not_committed_here",
                     &rejection,
                     json!({ "sku": sku.as_str(), "location": location.as_str(), "committed": committed }),
+                ),
+                OrderRejection::Backordered {
+                    ref sku,
+                    ref location,
+                    waiting,
+                } => conflict_with(
+                    "backordered",
+                    &rejection,
+                    json!({ "sku": sku.as_str(), "location": location.as_str(), "waiting": waiting }),
                 ),
                 OrderRejection::ExceedsShipped { ref sku, returnable } => conflict_with(
                     "exceeds_shipped",

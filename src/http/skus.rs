@@ -34,6 +34,18 @@ pub struct UpsertSkuRequest {
     /// published when one crosses it (0: never).
     #[serde(default)]
     low_stock_threshold: Option<i64>,
+    /// Holds and sales may take `available` down to minus this (0: none); absent keeps it.
+    #[serde(default)]
+    backorder_limit: Option<i64>,
+    /// When a preorder becomes available (RFC 3339), or `null` to clear it; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    available_from: Option<serde_json::Value>,
+}
+
+/// A field that is present, `null` included (absent is `None`, through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// `PUT /v1/skus/{sku}`: creates a SKU (201) or updates its name and price (200).
@@ -82,6 +94,42 @@ pub async fn upsert(
                 })
         })
         .transpose()?;
+    let backorder_limit = fields
+        .backorder_limit
+        .map(|raw| {
+            u64::try_from(raw)
+                .ok()
+                .filter(|limit| *limit <= ON_HAND_MAX)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_backorder_limit",
+                        format!("backorder_limit must be an integer from 0 to {ON_HAND_MAX}"),
+                    )
+                })
+        })
+        .transpose()?;
+    let available_from_ms = match &fields.available_from {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(raw)) => {
+            let at = humantime::parse_rfc3339(raw).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_available_from",
+                    "available_from must be an RFC 3339 time or null",
+                )
+            })?;
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            Some(Some(ms))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_available_from",
+                "available_from must be an RFC 3339 time or null",
+            ))
+        }
+    };
     let mailbox = engine.registry.sku_or_start(&sku);
     let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
     execute_sku_command(
@@ -92,6 +140,8 @@ pub async fn upsert(
             product,
             on_hand,
             low_stock_threshold,
+            backorder_limit,
+            available_from_ms,
         },
         keyed,
         caller.by(),

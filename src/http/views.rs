@@ -36,9 +36,10 @@ pub struct SkuBody<'a> {
     /// Units sold, not yet shipped (staff, or `public_stock = "exact"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed: Option<u64>,
-    /// Units a reservation can take (all but `public_stock = "level"`).
+    /// `on_hand - reserved - committed` (all but `public_stock = "level"`): below zero by
+    /// the units backordered.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<u64>,
+    pub available: Option<i64>,
     /// `in_stock`, `low` or `out` (only with `public_stock = "level"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -51,6 +52,15 @@ pub struct SkuBody<'a> {
     /// At or below this many available units a location is low (staff; 0: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub low_stock_threshold: Option<u64>,
+    /// Holds and sales may take `available` down to minus this (staff; 0: no backorders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backorder_limit: Option<u64>,
+    /// Units held or sold beyond the shelves, waiting for a restock (staff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backordered: Option<u64>,
+    /// When a preorder becomes available (absent: not a preorder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_from: Option<String>,
 }
 
 /// A SKU's counters at one location, shown as the SKU's own are.
@@ -67,9 +77,9 @@ pub struct LocationStockBody<'a> {
     /// Units sold there, not yet shipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed: Option<u64>,
-    /// Units a hold can take there.
+    /// `on_hand - reserved - committed` there (below zero by the units backordered there).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<u64>,
+    pub available: Option<i64>,
     /// `in_stock`, `low` or `out` (only with `public_stock = "level"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -82,6 +92,8 @@ impl<'a> SkuBody<'a> {
         let mut body = SkuBody::from(view);
         body.in_transit = None;
         body.low_stock_threshold = None;
+        body.backorder_limit = None;
+        body.backordered = None;
         match shown {
             PublicStock::Exact => {}
             PublicStock::Available => {
@@ -134,7 +146,10 @@ impl<'a> From<&'a SkuView> for SkuBody<'a> {
             on_hand: Some(view.on_hand),
             reserved: Some(view.reserved),
             committed: Some(view.committed),
-            available: Some(view.available),
+            available: Some(
+                i64::try_from(view.on_hand).unwrap_or(i64::MAX)
+                    - i64::try_from(view.reserved + view.committed).unwrap_or(i64::MAX),
+            ),
             stock_level: None,
             locations: view
                 .locations
@@ -144,12 +159,15 @@ impl<'a> From<&'a SkuView> for SkuBody<'a> {
                     on_hand: Some(stock.on_hand),
                     reserved: Some(stock.reserved),
                     committed: Some(stock.committed),
-                    available: Some(stock.available()),
+                    available: Some(stock.available_signed()),
                     stock_level: None,
                 })
                 .collect(),
             in_transit: Some(view.in_transit.iter().map(|transfer| transfer.qty).sum()),
             low_stock_threshold: Some(view.low_stock_threshold),
+            backorder_limit: Some(view.backorder_limit),
+            backordered: Some(view.backordered),
+            available_from: view.available_from_ms.map(rfc3339),
         }
     }
 }
@@ -382,6 +400,9 @@ pub struct OrderLineBody<'a> {
     pub cancelled: u64,
     /// Shipped units that came back.
     pub returned: u64,
+    /// Whether units of the line were backordered when it was placed (present only then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backordered: bool,
 }
 
 /// Units of one SKU in a fulfilment or a return.
@@ -540,6 +561,7 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
                     shipped: progress.shipped,
                     cancelled: progress.cancelled,
                     returned: progress.returned,
+                    backordered: progress.backordered > 0,
                 })
                 .collect(),
             total_minor: order.total_minor,

@@ -14,15 +14,23 @@ use super::StoreError;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// The version byte of values whose layout changed when stock went per location (SKU rows,
-/// holds and settled reservations: see [`Versioned`]).
+/// holds and settled reservations: see [`Versioned`]), and of orders and carts written before
+/// backorders.
 pub const FORMAT_VERSION_LOCATIONS: u8 = 2;
 
+/// The version byte this build writes [`Versioned`] values with (SKU rows gained their
+/// backorders).
+pub const FORMAT_VERSION_BACKORDERS: u8 = 3;
+
 /// A stored type whose layout changed: this build writes it with
-/// [`FORMAT_VERSION_LOCATIONS`], and still reads the [`FORMAT_VERSION`] layout, `Legacy`,
-/// written by earlier releases.
+/// [`FORMAT_VERSION_BACKORDERS`], and still reads the layouts earlier releases wrote:
+/// `Previous` under [`FORMAT_VERSION_LOCATIONS`], `Legacy` under [`FORMAT_VERSION`]. (A type
+/// that did not change at a version names itself.)
 pub trait Versioned: Serialize + DeserializeOwned {
-    /// The layout earlier releases wrote.
+    /// The layout written under [`FORMAT_VERSION`].
     type Legacy: DeserializeOwned + Into<Self>;
+    /// The layout written under [`FORMAT_VERSION_LOCATIONS`].
+    type Previous: DeserializeOwned + Into<Self>;
 }
 
 /// Largest value the decoder accepts.
@@ -53,7 +61,7 @@ pub fn encode_versioned<T: Versioned>(value: &T) -> Vec<u8> {
 /// Encodes, with the current version byte, a value that serializes exactly as a
 /// [`Versioned`] type (a borrowed view of one).
 pub fn encode_current<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION_LOCATIONS];
+    let mut out = vec![FORMAT_VERSION_BACKORDERS];
     // expect: as in `encode`.
     options()
         .serialize_into(&mut out, value)
@@ -68,9 +76,13 @@ pub fn decode_versioned<T: Versioned>(key: &[u8], bytes: &[u8]) -> Result<T, Sto
         reason,
     };
     match bytes.split_first() {
-        Some((&FORMAT_VERSION_LOCATIONS, body)) => {
+        Some((&FORMAT_VERSION_BACKORDERS, body)) => {
             options().deserialize(body).map_err(|error| corrupt(error.to_string()))
         }
+        Some((&FORMAT_VERSION_LOCATIONS, body)) => options()
+            .deserialize::<T::Previous>(body)
+            .map(Into::into)
+            .map_err(|error| corrupt(error.to_string())),
         Some((&FORMAT_VERSION, body)) => options()
             .deserialize::<T::Legacy>(body)
             .map(Into::into)

@@ -52,20 +52,26 @@ impl From<LegacySkuRow> for SkuSnapshot {
             low_stock_threshold: 0,
             movement_seq: 0,
             ledger_start: 1,
+            backorder_limit: 0,
+            available_from_ms: None,
+            backorders: Vec::new(),
         }
     }
 }
 
 impl Versioned for SkuSnapshot {
     type Legacy = LegacySkuRow;
+    type Previous = crate::domain::sku::SkuSnapshotV2;
 }
 
 impl Versioned for Hold {
     type Legacy = LegacyHold;
+    type Previous = Hold;
 }
 
 impl Versioned for Reservation {
     type Legacy = LegacyReservation;
+    type Previous = Reservation;
 }
 
 /// A movement of the stock ledger as stored: when, and who made it.
@@ -193,6 +199,13 @@ mod tests {
             movement_seq: 12,
             opening: vec![(location("default"), stock(1))],
             ledger_start: 4,
+            backorder_limit: 4,
+            available_from_ms: Some(1_800_000_000_000),
+            backorders: vec![crate::domain::sku::Backorder {
+                id: crate::domain::ReservationId::generate(),
+                location: location("north"),
+                qty: 2,
+            }],
         };
         let state = SkuState::restore(SkuId::parse("mug").unwrap(), snapshot.clone(), Vec::new()).unwrap();
         let bytes = codec::encode_current(&state.snapshot_ref());

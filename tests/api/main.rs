@@ -2,6 +2,7 @@
 //! One test binary (fast to link); one module per area. The crash tests run the real binary.
 
 mod access;
+mod backorders;
 mod bad_input;
 mod batch;
 mod compat;

@@ -4,7 +4,10 @@
 //! predicts, and after every step, for every SKU:
 //! `on_hand == initial + restocked + restocked returns - shipped - reservations sold outright`,
 //! `committed == units of live orders neither shipped nor cancelled` and
-//! `reserved == units in open carts + held reservations`.
+//! `reserved == units in open carts + held reservations`. One SKU takes backorders (down to
+//! `-BACKORDER_LIMIT`): the model keeps its queue of backordered units, oldest first, and
+//! predicts each hold it allows or refuses, each fill by a restock or a release, and each
+//! fulfilment refused because its units are not on the shelf yet.
 //! A failing run prints its seed; `STOCKROOM_SIM_SEED=<seed>` repeats it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,10 +18,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use stockroom::startup::Options;
 
-use crate::helpers::{counters, error_code, TestApp, TestCart};
+use crate::helpers::{error_code, TestApp, TestCart};
 
 const SKUS: [&str; 3] = ["red", "green", "blue"];
 const INITIAL: u64 = 30;
+/// `blue` starts low and takes backorders.
+const BLUE_INITIAL: u64 = 6;
+const BACKORDER_LIMIT: u64 = 6;
 
 /// What became of an order line: ordered, shipped, cancelled, returned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +58,11 @@ struct Model {
     orders: Vec<OrderModel>,
     /// Held direct reservations: id, SKU, qty.
     held: Vec<(String, &'static str, u64)>,
+    /// Backorder limit per SKU (absent: none).
+    limit: HashMap<&'static str, u64>,
+    /// Backordered units per SKU, oldest first, by owner: `cart:<id>`, `held:<id>` or
+    /// `order:<id>` (a cart line becomes its order's at checkout).
+    queue: HashMap<&'static str, Vec<(String, u64)>>,
 }
 
 impl Model {
@@ -76,8 +87,84 @@ impl Model {
         in_carts + held
     }
 
-    fn available(&self, sku: &str) -> u64 {
-        self.on_hand[sku] - self.reserved(sku) - self.committed(sku)
+    /// `on_hand - reserved - committed`: below zero by what is backordered.
+    fn available(&self, sku: &str) -> i64 {
+        self.on_hand[sku] as i64 - self.reserved(sku) as i64 - self.committed(sku) as i64
+    }
+
+    fn limit(&self, sku: &str) -> u64 {
+        self.limit.get(sku).copied().unwrap_or(0)
+    }
+
+    /// Whether `extra` more units may be held: from the shelf, or within the backorder limit.
+    fn fits(&self, sku: &str, extra: u64) -> bool {
+        extra as i64 <= self.available(sku) + self.limit(sku) as i64
+    }
+
+    /// The `available` a refused hold reports: what it has, what the shelf has, and the
+    /// backorder room.
+    fn refused_available(&self, sku: &str, current: u64) -> u64 {
+        let available = self.available(sku);
+        current + available.max(0) as u64 + (self.limit(sku) as i64 - (-available).max(0)) as u64
+    }
+
+    fn backordered(&self, sku: &str) -> u64 {
+        self.queue
+            .get(sku)
+            .map_or(0, |queue| queue.iter().map(|(_, units)| units).sum())
+    }
+
+    fn own(&self, sku: &str, owner: &str) -> u64 {
+        self.queue
+            .get(sku)
+            .and_then(|queue| queue.iter().find(|(key, _)| key == owner))
+            .map_or(0, |(_, units)| *units)
+    }
+
+    /// After `owner`'s units of `sku` grew: what is beyond the shelf now is its backorder.
+    fn grow(&mut self, sku: &'static str, owner: &str) {
+        let excess = ((-self.available(sku)).max(0) as u64).saturating_sub(self.backordered(sku));
+        if excess > 0 {
+            let queue = self.queue.entry(sku).or_default();
+            match queue.iter_mut().find(|(key, _)| key == owner) {
+                Some((_, units)) => *units += excess,
+                None => queue.push((owner.to_owned(), excess)),
+            }
+        }
+    }
+
+    /// `owner` gave up `units` of `sku` (all: `u64::MAX`): its backorder shrinks first.
+    fn give_up(&mut self, sku: &'static str, owner: &str, units: u64) {
+        if let Some(queue) = self.queue.get_mut(sku) {
+            for (key, waiting) in queue.iter_mut().filter(|(key, _)| key == owner) {
+                let _ = key;
+                *waiting -= (*waiting).min(units);
+            }
+            queue.retain(|(_, waiting)| *waiting > 0);
+        }
+    }
+
+    fn rename(&mut self, sku: &'static str, from: &str, to: &str) {
+        if let Some(queue) = self.queue.get_mut(sku) {
+            for (key, _) in queue.iter_mut().filter(|(key, _)| key == from) {
+                *key = to.to_owned();
+            }
+        }
+    }
+
+    /// Units on the shelf again fill backorders, oldest first.
+    fn fill(&mut self) {
+        for sku in SKUS {
+            let mut slack = self.backordered(sku) - ((-self.available(sku)).max(0) as u64);
+            if let Some(queue) = self.queue.get_mut(sku) {
+                for (_, waiting) in queue.iter_mut() {
+                    let filled = (*waiting).min(slack);
+                    *waiting -= filled;
+                    slack -= filled;
+                }
+                queue.retain(|(_, waiting)| *waiting > 0);
+            }
+        }
     }
 
     /// Ships `qty` of `sku` from order `index` and moves it on as the server does.
@@ -126,9 +213,18 @@ async fn random_carts_orders_and_restarts_match_the_model() {
     let mut app = TestApp::spawn().await;
     let mut model = Model::default();
     for sku in SKUS {
-        app.create_sku(sku, INITIAL).await;
-        model.on_hand.insert(sku, INITIAL);
+        let initial = if sku == "blue" { BLUE_INITIAL } else { INITIAL };
+        app.create_sku(sku, initial).await;
+        model.on_hand.insert(sku, initial);
     }
+    let backorders = app
+        .admin(Method::PUT, "/v1/skus/blue")
+        .json(&json!({"name": "Product blue", "price_minor": 1299, "currency": "EUR", "backorder_limit": BACKORDER_LIMIT}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backorders.status(), StatusCode::OK);
+    model.limit.insert("blue", BACKORDER_LIMIT);
     for step in 0..steps {
         let sku = SKUS[rng.random_range(0..SKUS.len())];
         match rng.random_range(0..112) {
@@ -140,11 +236,17 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                 let index = rng.random_range(0..model.carts.len());
                 let qty = rng.random_range(1..=6);
                 let current = model.carts[index].1.get(sku).copied().unwrap_or(0);
-                let expected_ok = qty <= current + model.available(sku);
+                let expected_ok = qty <= current || model.fits(sku, qty - current);
                 let (status, body) = answer(app.set_line(&model.carts[index].0, sku, qty).await).await;
+                let owner = format!("cart:{}", model.carts[index].0.id);
                 if expected_ok {
                     assert_eq!(status, StatusCode::OK, "step {step}: set {sku} to {qty}: {body}");
                     model.carts[index].1.insert(sku, qty);
+                    if qty > current {
+                        model.grow(sku, &owner);
+                    } else {
+                        model.give_up(sku, &owner, current - qty);
+                    }
                 } else {
                     assert_eq!(
                         (status, error_code(&body)),
@@ -153,7 +255,7 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                     );
                     assert_eq!(
                         body["error"]["available"],
-                        current + model.available(sku),
+                        model.refused_available(sku, current),
                         "step {step}"
                     );
                 }
@@ -173,6 +275,8 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                 };
                 assert_eq!(response.status(), expected, "step {step}: remove {sku}");
                 model.carts[index].1.remove(sku);
+                let owner = format!("cart:{}", model.carts[index].0.id);
+                model.give_up(sku, &owner, u64::MAX);
             }
             48..60 if !model.carts.is_empty() => {
                 let index = rng.random_range(0..model.carts.len());
@@ -198,8 +302,24 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         })
                         .collect();
                     assert_eq!(ordered, lines, "step {step}: the order has the cart's lines");
+                    let order_id = body["order_id"].as_str().unwrap().to_owned();
+                    for sku in lines.keys() {
+                        model.rename(sku, &format!("cart:{}", cart.id), &format!("order:{order_id}"));
+                        let line = body["lines"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|line| line["sku"] == *sku)
+                            .unwrap();
+                        let waiting = model.own(sku, &format!("order:{order_id}"));
+                        assert_eq!(
+                            line["backordered"].as_bool().unwrap_or(false),
+                            waiting > 0,
+                            "step {step}: {sku} backordered at checkout"
+                        );
+                    }
                     model.orders.push(OrderModel {
-                        id: body["order_id"].as_str().unwrap().to_owned(),
+                        id: order_id.clone(),
                         token: cart.token,
                         lines: lines
                             .iter()
@@ -247,6 +367,8 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         | ("shipped", "delivered")
                         | ("placed" | "paid", "cancelled")
                 ) || (status, action) == ("partially_shipped", "staff_cancel");
+                let owner = format!("order:{id}");
+                let waiting = order.lines.keys().any(|sku| model.own(sku, &owner) > 0);
                 let request = match action {
                     // The payment service pays; the shopper's token may not.
                     "pay" => app
@@ -273,6 +395,12 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         (StatusCode::FORBIDDEN, "forbidden"),
                         "step {step}: a shopper cancels a {status} order"
                     );
+                } else if legal && target == "shipped" && waiting {
+                    assert_eq!(
+                        (answered, error_code(&body)),
+                        (StatusCode::CONFLICT, "backordered"),
+                        "step {step}: shipping what is not on the shelf"
+                    );
                 } else if legal {
                     assert_eq!(answered, StatusCode::OK, "step {step}: {status} -> {action}: {body}");
                     match (status, target) {
@@ -282,8 +410,16 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                                 line.cancelled += line.left();
                             }
                             model.orders[index].status = "shipped";
+                            for sku in order.lines.keys() {
+                                model.give_up(sku, &owner, u64::MAX);
+                            }
                         }
-                        (_, "cancelled") => model.orders[index].status = "cancelled",
+                        (_, "cancelled") => {
+                            model.orders[index].status = "cancelled";
+                            for sku in order.lines.keys() {
+                                model.give_up(sku, &owner, u64::MAX);
+                            }
+                        }
                         // Shipping by status ships whatever is left.
                         (_, "shipped") => {
                             for (sku, line) in order.lines {
@@ -341,6 +477,17 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         "step {step}"
                     );
                     assert_eq!(body["error"]["remaining"], line.unwrap().left(), "step {step}");
+                } else if qty > line.unwrap().left() - model.own(sku, &format!("order:{}", order.id)) {
+                    assert_eq!(
+                        (answered, code),
+                        (StatusCode::CONFLICT, "backordered"),
+                        "step {step}: {body}"
+                    );
+                    assert_eq!(
+                        body["error"]["waiting"],
+                        model.own(sku, &format!("order:{}", order.id)),
+                        "step {step}"
+                    );
                 } else {
                     assert_eq!(answered, StatusCode::CREATED, "step {step}: fulfil: {body}");
                     model.ship(index, sku, qty);
@@ -405,11 +552,11 @@ async fn random_carts_orders_and_restarts_match_the_model() {
             72..80 => {
                 let qty = rng.random_range(1..=4);
                 let (status, body) = answer(app.reserve(sku, qty, 3600).await).await;
-                if qty <= model.available(sku) {
+                if model.fits(sku, qty) {
                     assert_eq!(status, StatusCode::CREATED, "step {step}: reserve: {body}");
-                    model
-                        .held
-                        .push((body["reservation_id"].as_str().unwrap().to_owned(), sku, qty));
+                    let id = body["reservation_id"].as_str().unwrap().to_owned();
+                    model.held.push((id.clone(), sku, qty));
+                    model.grow(sku, &format!("held:{id}"));
                 } else {
                     assert_eq!(status, StatusCode::CONFLICT, "step {step}");
                 }
@@ -417,6 +564,7 @@ async fn random_carts_orders_and_restarts_match_the_model() {
             80..88 if !model.held.is_empty() => {
                 let (id, sku, qty) = model.held.swap_remove(rng.random_range(0..model.held.len()));
                 let commit = rng.random_bool(0.5);
+                let owner = format!("held:{id}");
                 let response = if commit {
                     app.admin(Method::POST, &format!("/v1/reservations/{id}/commit"))
                         .send()
@@ -428,10 +576,23 @@ async fn random_carts_orders_and_restarts_match_the_model() {
                         .await
                         .unwrap()
                 };
-                assert_eq!(response.status(), StatusCode::OK, "step {step}");
-                if commit {
-                    // Sold outright: nothing here ships a reservation, so it leaves the shelf.
-                    *model.on_hand.get_mut(sku).unwrap() -= qty;
+                if commit && model.own(sku, &owner) > 0 {
+                    // Sold outright, the units leave the shelf now: they must be on it.
+                    let (answered, body) = answer(response).await;
+                    assert_eq!(
+                        (answered, error_code(&body)),
+                        (StatusCode::CONFLICT, "backordered"),
+                        "step {step}"
+                    );
+                    model.held.push((id, sku, qty));
+                } else {
+                    assert_eq!(response.status(), StatusCode::OK, "step {step}");
+                    if commit {
+                        // Sold outright: nothing here ships a reservation, so it leaves the shelf.
+                        *model.on_hand.get_mut(sku).unwrap() -= qty;
+                    } else {
+                        model.give_up(sku, &owner, u64::MAX);
+                    }
                 }
             }
             88..94 => {
@@ -451,11 +612,23 @@ async fn random_carts_orders_and_restarts_match_the_model() {
             }
             _ => continue,
         }
+        model.fill();
         for sku in SKUS {
-            let expected = (model.on_hand[sku], model.reserved(sku), model.available(sku));
             let read = app.sku(sku).await;
-            assert_eq!(counters(&read), expected, "step {step}: {sku}");
-            assert_eq!(read["committed"], model.committed(sku), "step {step}: committed {sku}");
+            let figures = ["on_hand", "reserved", "committed"].map(|name| read[name].as_u64().unwrap());
+            assert_eq!(
+                (
+                    figures,
+                    read["available"].as_i64().unwrap(),
+                    read["backordered"].as_u64().unwrap()
+                ),
+                (
+                    [model.on_hand[sku], model.reserved(sku), model.committed(sku)],
+                    model.available(sku),
+                    model.backordered(sku)
+                ),
+                "step {step}: {sku}"
+            );
         }
     }
 }

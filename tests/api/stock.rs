@@ -55,7 +55,7 @@ async fn stock_moves_through_restock_adjust_reserve_commit_and_release() {
         created,
         json!({"sku": "mug", "name": "Product mug", "price_minor": 1299, "currency": "EUR", "on_hand": 10, "reserved": 0, "committed": 0, "available": 10,
             "locations": [{"location": "default", "on_hand": 10, "reserved": 0, "committed": 0, "available": 10}],
-            "in_transit": 0, "low_stock_threshold": 0})
+            "in_transit": 0, "low_stock_threshold": 0, "backorder_limit": 0, "backordered": 0})
     );
 
     let restocked = app

@@ -17,6 +17,10 @@ pub enum SkuCommand {
         on_hand: Option<u64>,
         /// Below this many available units a location is low; absent keeps it.
         low_stock_threshold: Option<u64>,
+        /// The backorder limit; absent keeps it.
+        backorder_limit: Option<u64>,
+        /// When a preorder becomes available (`Some(None)` clears it); absent keeps it.
+        available_from_ms: Option<Option<u64>>,
     },
     /// Adds received units to `on_hand` at a location.
     Restock {
@@ -202,6 +206,14 @@ pub enum SkuRejection {
     /// No transfer with that id exists for this SKU.
     #[error("no such transfer")]
     TransferNotFound,
+    /// Units of the reservation at the location are backordered: not on the shelf yet.
+    #[error("{waiting} units of this reservation at {location} are backordered, not on the shelf yet")]
+    Backordered {
+        /// The location.
+        location: LocationId,
+        /// Units waiting for stock there.
+        waiting: u64,
+    },
     /// Fewer units of the reservation are committed at the location than asked for.
     #[error("only {committed} units of this reservation are committed at {location}")]
     NotCommittedHere {

@@ -5,7 +5,7 @@ use super::command::{SkuCommand, SkuRejection};
 use super::event::SkuEvent;
 use super::model::{Hold, Reservation, ReservationState, SkuLimits, Transfer, EXPIRE_BATCH_MAX, ON_HAND_MAX};
 use super::state::SkuState;
-use super::stock::{allocate, merge_parts, shrink_parts, Part, Placement, Unplaced};
+use super::stock::{allocate, first_site, merge_parts, shrink_parts, Part, Placement, Unplaced};
 
 /// Decides what a command does to a SKU at time `now_ms`: every rule of the SKU is here.
 ///
@@ -30,6 +30,8 @@ pub fn decide(
                 product,
                 on_hand,
                 low_stock_threshold,
+                backorder_limit,
+                available_from_ms,
             } => {
                 let on_hand = on_hand.unwrap_or(0);
                 if on_hand > ON_HAND_MAX {
@@ -42,6 +44,13 @@ pub fn decide(
                 if let Some(threshold) = low_stock_threshold.filter(|threshold| *threshold > 0) {
                     events.push(SkuEvent::SettingsChanged {
                         low_stock_threshold: threshold,
+                    });
+                }
+                let settings = (backorder_limit.unwrap_or(0), available_from_ms.flatten());
+                if settings != (0, None) {
+                    events.push(SkuEvent::BackorderSettingsChanged {
+                        backorder_limit: settings.0,
+                        available_from_ms: settings.1,
                     });
                 }
                 Ok(events)
@@ -65,6 +74,8 @@ pub fn decide(
             product,
             on_hand: stated,
             low_stock_threshold,
+            backorder_limit,
+            available_from_ms,
         } => {
             if stated.is_some_and(|stated| stated != on_hand) {
                 return Err(SkuRejection::OnHandNotUpdatable { on_hand });
@@ -78,6 +89,17 @@ pub fn decide(
             if let Some(threshold) = low_stock_threshold.filter(|threshold| *threshold != state.low_stock_threshold) {
                 events.push(SkuEvent::SettingsChanged {
                     low_stock_threshold: threshold,
+                });
+            }
+            let (limit_now, from_now) = state.backorder_settings();
+            let settings = (
+                backorder_limit.unwrap_or(limit_now),
+                available_from_ms.unwrap_or(from_now),
+            );
+            if settings != (limit_now, from_now) {
+                events.push(SkuEvent::BackorderSettingsChanged {
+                    backorder_limit: settings.0,
+                    available_from_ms: settings.1,
                 });
             }
             Ok(events)
@@ -117,8 +139,10 @@ pub fn decide(
             reason,
         } => {
             let here = state.stock_at(location);
-            // The units held or sold here are on the shelf: a count below them is refused.
-            if *counted < here.reserved + here.committed {
+            // The units held or sold here are on the shelf (but those backordered): a count
+            // below them is refused.
+            let on_shelf = (here.reserved + here.committed).saturating_sub(state.backordered_at(location));
+            if *counted < on_shelf {
                 return Err(SkuRejection::InsufficientStock {
                     available: here.available(),
                 });
@@ -171,6 +195,11 @@ pub fn decide(
         SkuCommand::Commit { id, until_shipped } => match state.holds.get(id) {
             Some(hold) if hold.expires_ms <= now_ms => Err(SkuRejection::ReservationExpired),
             Some(hold) if *until_shipped => Ok(vec![SkuEvent::Committed { id: *id, qty: hold.qty }]),
+            // Sold outright, the units leave the shelf now: they must be on it.
+            Some(hold) if state.backordered_of(id, None) > 0 => Err(SkuRejection::Backordered {
+                location: hold.parts[0].location.clone(),
+                waiting: state.backordered_of(id, None),
+            }),
             Some(hold) => Ok(vec![SkuEvent::ReservationCommitted { id: *id, qty: hold.qty }]),
             // Committing twice commits once.
             None => match settled.map(|record| record.state) {
@@ -269,6 +298,13 @@ pub fn decide(
                         committed,
                     });
                 }
+                let waiting = state.backordered_of(id, Some(location));
+                if committed - waiting < *qty {
+                    return Err(SkuRejection::Backordered {
+                        location: location.clone(),
+                        waiting,
+                    });
+                }
                 Ok(vec![SkuEvent::Shipped {
                     id: *id,
                     location: location.clone(),
@@ -357,12 +393,26 @@ fn place(
     limits: &SkuLimits,
     already: u64,
 ) -> Result<Vec<Part>, SkuRejection> {
-    allocate(&state.stock, qty, placement, &limits.allocation).map_err(|unplaced| match unplaced {
-        Unplaced::Unavailable(location) => SkuRejection::LocationUnavailable { location },
-        Unplaced::Short { available } => SkuRejection::InsufficientStock {
-            available: available + already,
-        },
-    })
+    match allocate(&state.stock, qty, placement, &limits.allocation) {
+        Ok(parts) => Ok(parts),
+        Err(Unplaced::Unavailable(location)) => Err(SkuRejection::LocationUnavailable { location }),
+        Err(Unplaced::Short { available }) => {
+            // Beyond the shelves, within the backorder limit: all of it at the first place the
+            // hold would look, where what is missing waits for a restock.
+            let room = state.backorder_room();
+            if room > 0 {
+                if let Some(location) = first_site(&state.stock, placement, &limits.allocation) {
+                    let missing = qty.saturating_sub(state.stock_at(&location).available());
+                    if missing <= room {
+                        return Ok(vec![Part { location, qty }]);
+                    }
+                }
+            }
+            Err(SkuRejection::InsufficientStock {
+                available: available + already + room,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +452,8 @@ mod tests {
                 product: product(),
                 on_hand: Some(on_hand),
                 low_stock_threshold: None,
+                backorder_limit: None,
+                available_from_ms: None,
             },
             None,
             0,
@@ -496,6 +548,52 @@ mod tests {
     }
 
     #[test]
+    fn backorders_stay_exactly_what_holds_take_beyond_the_shelf_as_holds_change() {
+        let mut state = sku_with(0);
+        let settings = SkuCommand::Upsert {
+            product: product(),
+            on_hand: None,
+            low_stock_threshold: None,
+            backorder_limit: Some(10),
+            available_from_ms: None,
+        };
+        run(&mut state, settings, 0).unwrap();
+        let (first, second) = (ReservationId::generate(), ReservationId::generate());
+        hold(&mut state, first, 3);
+        hold(&mut state, second, 2);
+        let live = state.as_ref().unwrap();
+        assert_eq!(
+            (live.backordered_of(&first, None), live.backordered_of(&second, None)),
+            (3, 2)
+        );
+        // Shrinking a hold gives up its own backordered units, once: the others still wait.
+        let shrink = SkuCommand::SetHold {
+            id: first,
+            qty: 1,
+            expires_ms: 1000,
+            placement: Placement::Any,
+        };
+        run(&mut state, shrink, 0).unwrap();
+        let live = state.as_ref().unwrap();
+        assert_eq!(
+            (live.backordered_of(&first, None), live.backordered_of(&second, None)),
+            (1, 2)
+        );
+        assert_eq!(live.check_invariants_fully(), Ok(()));
+        // Beyond the limit is refused, with the most the hold could have had.
+        let third = SkuCommand::Reserve {
+            placement: Placement::Any,
+            id: ReservationId::generate(),
+            qty: qty(8),
+            ttl_ms: 1000,
+        };
+        assert_eq!(
+            run(&mut state, third, 0),
+            Err(SkuRejection::InsufficientStock { available: 7 })
+        );
+    }
+
+    #[test]
     fn holds_expire_at_their_instant_and_not_before() {
         let mut state = sku_with(10);
         hold(&mut state, ReservationId::generate(), 4);
@@ -560,6 +658,8 @@ mod tests {
                 product: product(),
                 on_hand: Some(5),
                 low_stock_threshold: None,
+                backorder_limit: None,
+                available_from_ms: None,
             },
             0,
         );
@@ -570,6 +670,8 @@ mod tests {
                 product: product(),
                 on_hand: Some(6),
                 low_stock_threshold: None,
+                backorder_limit: None,
+                available_from_ms: None,
             },
             0,
         );

@@ -219,6 +219,23 @@ pub enum SkuEvent {
         /// Whether they went back on the shelf.
         restock: bool,
     },
+    /// Backordered units of a reservation are on the shelf now (a restock, or units freed):
+    /// oldest backorders first. Changes no counter.
+    BackorderFilled {
+        /// The reservation.
+        id: ReservationId,
+        /// Where.
+        location: LocationId,
+        /// Units filled.
+        qty: u64,
+    },
+    /// The SKU's backorder settings changed.
+    BackorderSettingsChanged {
+        /// Most units that may be held or sold beyond the shelves.
+        backorder_limit: u64,
+        /// When a preorder becomes available (none: not a preorder).
+        available_from_ms: Option<u64>,
+    },
 }
 
 impl SkuEvent {
@@ -253,6 +270,8 @@ impl SkuEvent {
             SkuEvent::Shipped { .. } => "stockroom.stock.shipped",
             SkuEvent::Uncommitted { .. } => "stockroom.stock.returned",
             SkuEvent::TakenBack { .. } => "stockroom.stock.taken_back",
+            SkuEvent::BackorderFilled { .. } => "stockroom.stock.backorder_filled",
+            SkuEvent::BackorderSettingsChanged { .. } => "stockroom.sku.settings_changed",
         }
     }
 

@@ -111,6 +111,26 @@ pub fn execute<E>(
         events.extend(decided);
         answer
     });
+    // Units on the shelf again (a restock, a release) fill backorders, oldest first.
+    let filled: Vec<SkuEvent> = state
+        .as_ref()
+        .map(SkuState::fillable)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, location, qty)| SkuEvent::BackorderFilled { id, location, qty })
+        .collect();
+    if !filled.is_empty() {
+        movements.extend(apply_all(sku, state, &filled));
+        events.extend(filled);
+    }
+    // The answer shows the SKU after the fills too.
+    let answer = match (answer, state.as_ref()) {
+        (Ok(SkuOutcome::Sku { created, .. }), Some(live)) => Ok(SkuOutcome::Sku {
+            view: live.view(),
+            created,
+        }),
+        (answer, _) => answer,
+    };
     if let Some(live) = state.as_ref() {
         events.extend(crossings(live, &movements));
     }
@@ -299,6 +319,8 @@ mod tests {
             product,
             on_hand: Some(10),
             low_stock_threshold: None,
+            backorder_limit: None,
+            available_from_ms: None,
         };
         execute(&sku, &mut state, &create, 0, &limits(), no_store).unwrap();
         let due = ReservationId::generate();

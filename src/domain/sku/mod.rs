@@ -41,8 +41,8 @@ pub use event::Crossing;
 pub use event::SkuEvent;
 pub use execute::{execute, settled_before, Executed, SkuOutcome};
 pub use model::{
-    settled_reservation, Hold, LegacyHold, LegacyReservation, Movement, MovementKind, Product, Reference, Reservation,
-    ReservationState, SkuLimits, SkuView, Transfer, TransferRecord, EXPIRE_BATCH_MAX, ON_HAND_MAX,
+    settled_reservation, Backorder, Hold, LegacyHold, LegacyReservation, Movement, MovementKind, Product, Reference,
+    Reservation, ReservationState, SkuLimits, SkuView, Transfer, TransferRecord, EXPIRE_BATCH_MAX, ON_HAND_MAX,
 };
-pub use state::{apply, apply_all, SkuSnapshot, SkuState};
+pub use state::{apply, apply_all, SkuSnapshot, SkuSnapshotV2, SkuState};
 pub use stock::{Allocation, Part, Placement, Site, Sites, Stock, Strategy};

@@ -64,6 +64,17 @@ impl From<LegacyHold> for Hold {
     }
 }
 
+/// Units of a reservation held or sold beyond a location's shelf, waiting for a restock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backorder {
+    /// The reservation (held, or sold to an order).
+    pub id: ReservationId,
+    /// Where its units will come from.
+    pub location: LocationId,
+    /// Units not on the shelf yet.
+    pub qty: u64,
+}
+
 /// The lifecycle state of a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -169,6 +180,12 @@ pub struct SkuView {
     pub in_transit: Vec<Transfer>,
     /// Below this many available units, a location is low on stock (0: never low).
     pub low_stock_threshold: u64,
+    /// Most units that may be held or sold beyond the shelves (0: none).
+    pub backorder_limit: u64,
+    /// Units held or sold beyond the shelves now.
+    pub backordered: u64,
+    /// When a preorder becomes available.
+    pub available_from_ms: Option<u64>,
 }
 
 impl SkuView {
@@ -184,6 +201,9 @@ impl SkuView {
             locations: snapshot.stock,
             in_transit: snapshot.in_transit,
             low_stock_threshold: snapshot.low_stock_threshold,
+            backorder_limit: snapshot.backorder_limit,
+            backordered: snapshot.backorders.iter().map(|backorder| backorder.qty).sum(),
+            available_from_ms: snapshot.available_from_ms,
         };
         view.sum_locations();
         view

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::event::SkuEvent;
 use super::model::{
-    Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer, ON_HAND_MAX,
+    Backorder, Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer,
+    ON_HAND_MAX,
 };
 use super::stock::{merge_parts, shrink_parts, Part, Stock};
 use crate::domain::ids::{ReservationId, SkuId, TransferId};
@@ -32,6 +33,41 @@ pub struct SkuSnapshot {
     pub opening: Vec<(LocationId, Stock)>,
     /// The first movement still kept (earlier ones were folded into `opening`).
     pub ledger_start: u64,
+    /// Most units that may be held or sold beyond the shelves (0: none).
+    pub backorder_limit: u64,
+    /// When a preorder SKU becomes available (none: it is not a preorder).
+    pub available_from_ms: Option<u64>,
+    /// Units held or sold beyond the shelves, oldest first.
+    pub backorders: Vec<Backorder>,
+}
+
+/// A SKU row as the releases before backorders stored it (format 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuSnapshotV2 {
+    product: Product,
+    stock: Vec<(LocationId, Stock)>,
+    in_transit: Vec<Transfer>,
+    low_stock_threshold: u64,
+    movement_seq: u64,
+    opening: Vec<(LocationId, Stock)>,
+    ledger_start: u64,
+}
+
+impl From<SkuSnapshotV2> for SkuSnapshot {
+    fn from(previous: SkuSnapshotV2) -> Self {
+        SkuSnapshot {
+            product: previous.product,
+            stock: previous.stock,
+            in_transit: previous.in_transit,
+            low_stock_threshold: previous.low_stock_threshold,
+            movement_seq: previous.movement_seq,
+            opening: previous.opening,
+            ledger_start: previous.ledger_start,
+            backorder_limit: 0,
+            available_from_ms: None,
+            backorders: Vec::new(),
+        }
+    }
 }
 
 /// Serializes a [`SkuState`] as a [`SkuSnapshot`] (field for field, the same order).
@@ -41,7 +77,7 @@ impl Serialize for SnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let state = self.0;
-        let mut out = serializer.serialize_struct("SkuSnapshot", 7)?;
+        let mut out = serializer.serialize_struct("SkuSnapshot", 10)?;
         out.serialize_field("product", &state.product)?;
         out.serialize_field("stock", &Seq(|| state.stock.iter()))?;
         out.serialize_field("in_transit", &Seq(|| state.in_transit.values()))?;
@@ -49,6 +85,9 @@ impl Serialize for SnapshotRef<'_> {
         out.serialize_field("movement_seq", &state.movement_seq)?;
         out.serialize_field("opening", &state.opening)?;
         out.serialize_field("ledger_start", &state.ledger_start)?;
+        out.serialize_field("backorder_limit", &state.backorder_limit)?;
+        out.serialize_field("available_from_ms", &state.available_from_ms)?;
+        out.serialize_field("backorders", &state.backorders)?;
         out.end()
     }
 }
@@ -91,6 +130,14 @@ pub struct SkuState {
     pub(super) opening: Vec<(LocationId, Stock)>,
     /// The first movement still kept.
     pub(super) ledger_start: u64,
+    /// Most units that may be held or sold beyond the shelves, in all (0: none).
+    pub(super) backorder_limit: u64,
+    /// When a preorder SKU becomes available.
+    pub(super) available_from_ms: Option<u64>,
+    /// Units held or sold beyond the shelves, per reservation and location, oldest first:
+    /// restocks fill them in this order. At each location they cover exactly what `reserved +
+    /// committed` exceeds `on_hand` by.
+    pub(super) backorders: Vec<Backorder>,
 }
 
 impl SkuState {
@@ -115,6 +162,9 @@ impl SkuState {
             movement_seq: 0,
             opening: Vec::new(),
             ledger_start: 1,
+            backorder_limit: 0,
+            available_from_ms: None,
+            backorders: Vec::new(),
         }
     }
 
@@ -135,6 +185,9 @@ impl SkuState {
             movement_seq: snapshot.movement_seq,
             opening: snapshot.opening,
             ledger_start: snapshot.ledger_start,
+            backorder_limit: snapshot.backorder_limit,
+            available_from_ms: snapshot.available_from_ms,
+            backorders: snapshot.backorders,
         };
         for hold in holds {
             state.expiry.insert((hold.expires_ms, hold.id));
@@ -156,7 +209,106 @@ impl SkuState {
             movement_seq: self.movement_seq,
             opening: self.opening.clone(),
             ledger_start: self.ledger_start,
+            backorder_limit: self.backorder_limit,
+            available_from_ms: self.available_from_ms,
+            backorders: self.backorders.clone(),
         }
+    }
+
+    /// Units held or sold beyond the shelves at `location`.
+    pub fn backordered_at(&self, location: &LocationId) -> u64 {
+        self.backorders
+            .iter()
+            .filter(|backorder| backorder.location == *location)
+            .map(|backorder| backorder.qty)
+            .sum()
+    }
+
+    /// Units held or sold beyond the shelves, in all.
+    pub fn backordered(&self) -> u64 {
+        self.backorders.iter().map(|backorder| backorder.qty).sum()
+    }
+
+    /// Units of reservation `id` not yet on a shelf, at `location` (or anywhere: `None`).
+    pub fn backordered_of(&self, id: &ReservationId, location: Option<&LocationId>) -> u64 {
+        self.backorders
+            .iter()
+            .filter(|backorder| backorder.id == *id && location.is_none_or(|at| backorder.location == *at))
+            .map(|backorder| backorder.qty)
+            .sum()
+    }
+
+    /// How many more units may go beyond the shelves.
+    pub fn backorder_room(&self) -> u64 {
+        self.backorder_limit.saturating_sub(self.backordered())
+    }
+
+    /// The SKU's backorder limit, and when a preorder becomes available.
+    pub fn backorder_settings(&self) -> (u64, Option<u64>) {
+        (self.backorder_limit, self.available_from_ms)
+    }
+
+    /// The backorders a restock (or anything else that freed units) can fill now, oldest
+    /// first at each location: `(reservation, location, units)`.
+    pub fn fillable(&self) -> Vec<(ReservationId, LocationId, u64)> {
+        let mut fills = Vec::new();
+        let mut slack: BTreeMap<&LocationId, u64> = BTreeMap::new();
+        for location in self.backorders.iter().map(|backorder| &backorder.location) {
+            if slack.contains_key(location) {
+                continue;
+            }
+            let stock = self.stock_at(location);
+            let over = (stock.reserved + stock.committed).saturating_sub(stock.on_hand);
+            slack.insert(location, self.backordered_at(location).saturating_sub(over));
+        }
+        for backorder in &self.backorders {
+            let free = slack
+                .get_mut(&backorder.location)
+                .expect("every location was looked at");
+            let filled = backorder.qty.min(*free);
+            if filled > 0 {
+                *free -= filled;
+                fills.push((backorder.id, backorder.location.clone(), filled));
+            }
+        }
+        fills
+    }
+
+    /// After the reserved or committed units at `location` grew for `id`: what now exceeds the
+    /// shelf there is backordered, under `id`.
+    fn backorder_excess(&mut self, id: ReservationId, location: &LocationId) {
+        let stock = self.stock_at(location);
+        let over = (stock.reserved + stock.committed).saturating_sub(stock.on_hand);
+        let excess = over.saturating_sub(self.backordered_at(location));
+        if excess > 0 {
+            match self
+                .backorders
+                .iter_mut()
+                .find(|backorder| backorder.id == id && backorder.location == *location)
+            {
+                Some(backorder) => backorder.qty += excess,
+                None => self.backorders.push(Backorder {
+                    id,
+                    location: location.clone(),
+                    qty: excess,
+                }),
+            }
+        }
+    }
+
+    /// Takes up to `qty` backordered units of `id` at `location` (or anywhere) off the list
+    /// (released, filled, or given back).
+    fn unbackorder(&mut self, id: ReservationId, location: Option<&LocationId>, mut qty: u64) {
+        for backorder in self
+            .backorders
+            .iter_mut()
+            .filter(|backorder| backorder.id == id && location.is_none_or(|at| backorder.location == *at))
+        {
+            let taken = backorder.qty.min(qty);
+            backorder.qty -= taken;
+            qty -= taken;
+        }
+        self.backorders.retain(|backorder| backorder.qty > 0);
     }
 
     /// The SKU as [`SkuSnapshot`] stores it, serialized straight from the state (the same
@@ -267,6 +419,9 @@ impl SkuState {
             locations: self.stock.iter().map(|(id, stock)| (id.clone(), *stock)).collect(),
             in_transit: self.in_transit.values().cloned().collect(),
             low_stock_threshold: self.low_stock_threshold,
+            backorder_limit: self.backorder_limit,
+            backordered: self.backordered(),
+            available_from_ms: self.available_from_ms,
         }
     }
 
@@ -289,8 +444,8 @@ impl SkuState {
         let mut on_hand = 0u64;
         for (location, stock) in &self.stock {
             assert!(
-                stock.reserved + stock.committed <= stock.on_hand,
-                "{} at {location}: reserved {} and committed {} exceed on_hand {}",
+                stock.reserved + stock.committed <= stock.on_hand + self.backordered_at(location),
+                "{} at {location}: reserved {} and committed {} exceed on_hand {} and the backorders there",
                 self.sku,
                 stock.reserved,
                 stock.committed,
@@ -328,9 +483,9 @@ impl SkuState {
                     self.sku, stock.reserved
                 ));
             }
-            if stock.reserved + stock.committed > stock.on_hand {
+            if stock.reserved + stock.committed > stock.on_hand + self.backordered_at(location) {
                 return Err(format!(
-                    "{} at {location}: reserved {} and committed {} exceed on_hand {}",
+                    "{} at {location}: reserved {} and committed {} exceed on_hand {} and the backorders there",
                     self.sku, stock.reserved, stock.committed, stock.on_hand
                 ));
             }
@@ -547,10 +702,17 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 SkuEvent::ReservationExpired { .. } => (MovementKind::Expiry, [0, -1, 0]),
                 // Sold by this build: committed, on the shelf until shipped.
                 SkuEvent::Committed { .. } => (MovementKind::Sale, [0, -1, 1]),
-                // Sold before fulfilment: the units left the shelf at once.
+                // Sold outright (or before fulfilment): the units left the shelf at once.
                 _ => (MovementKind::Sale, [-1, -1, 0]),
             };
             state.moved_parts(ledger, &hold.parts, kind, signs, Reference::Reservation(*id));
+            // Units given up are no longer waited for; a sale keeps waiting for its units.
+            if matches!(
+                event,
+                SkuEvent::ReservationReleased { .. } | SkuEvent::ReservationExpired { .. }
+            ) {
+                state.unbackorder(*id, None, u64::MAX);
+            }
         }
         SkuEvent::TransferSent { transfer } => {
             let qty = i64::try_from(transfer.qty).expect("fits");
@@ -614,6 +776,28 @@ pub fn apply(state: &mut SkuState, event: &SkuEvent, ledger: &mut Vec<Movement>)
                 [0, 0, -1],
                 Reference::Reservation(*id),
             );
+            for part in parts {
+                state.unbackorder(*id, Some(&part.location), part.qty);
+            }
+        }
+        SkuEvent::BackorderFilled { id, location, qty } => {
+            state.unbackorder(*id, Some(location), *qty);
+            state.moved(
+                ledger,
+                location,
+                MovementKind::BackorderFilled,
+                0,
+                0,
+                Some(format!("{qty} units on the shelf")),
+                Some(Reference::Reservation(*id)),
+            );
+        }
+        SkuEvent::BackorderSettingsChanged {
+            backorder_limit,
+            available_from_ms,
+        } => {
+            state.backorder_limit = *backorder_limit;
+            state.available_from_ms = *available_from_ms;
         }
         SkuEvent::TakenBack {
             id,
@@ -671,6 +855,9 @@ fn hold_taken(state: &mut SkuState, hold: Hold, ledger: &mut Vec<Movement>) {
         [0, 1, 0],
         Reference::Reservation(hold.id),
     );
+    for part in &hold.parts {
+        state.backorder_excess(hold.id, &part.location);
+    }
     state.expiry.insert((hold.expires_ms, hold.id));
     let previous = state.holds.insert(hold.id, hold);
     assert!(previous.is_none(), "reservation id reused");
@@ -684,7 +871,20 @@ fn hold_changed(
     expires_ms: u64,
     ledger: &mut Vec<Movement>,
 ) {
+    let before = state.holds[&id].parts.clone();
     state.reparted(ledger, id, parts);
+    let locations: BTreeSet<LocationId> = before.iter().chain(parts).map(|part| part.location.clone()).collect();
+    for location in locations {
+        let (was, is) = (
+            super::stock::units_at(&before, &location),
+            super::stock::units_at(parts, &location),
+        );
+        if is < was {
+            state.unbackorder(id, Some(&location), was - is);
+        } else if is > was {
+            state.backorder_excess(id, &location);
+        }
+    }
     let hold = state
         .holds
         .get_mut(&id)
@@ -765,6 +965,9 @@ mod tests {
             movement_seq: 0,
             opening: Vec::new(),
             ledger_start: 1,
+            backorder_limit: 0,
+            available_from_ms: None,
+            backorders: Vec::new(),
         };
         assert!(SkuState::restore(sku.clone(), snapshot(5, 2), vec![hold.clone()]).is_ok());
         assert!(SkuState::restore(sku.clone(), snapshot(5, 3), vec![hold.clone()]).is_err());

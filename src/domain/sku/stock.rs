@@ -24,7 +24,13 @@ pub struct Stock {
 impl Stock {
     /// Units a new hold can take here: `on_hand - reserved - committed`.
     pub fn available(&self) -> u64 {
-        self.on_hand - self.reserved - self.committed
+        self.on_hand.saturating_sub(self.reserved + self.committed)
+    }
+
+    /// `on_hand - reserved - committed`, below zero when units are backordered here.
+    pub fn available_signed(&self) -> i64 {
+        let signed = |units: u64| i64::try_from(units).expect("counters stay far below i64::MAX");
+        signed(self.on_hand) - signed(self.reserved) - signed(self.committed)
     }
 
     /// Adds another location's counters (for totals).
@@ -301,6 +307,35 @@ pub fn shrink_parts(parts: &[Part], mut qty: u64) -> Vec<Part> {
         }
     }
     kept
+}
+
+/// Where units beyond every shelf wait (a backorder): the first place a hold with this
+/// placement would look (the location it names, the first active one it prefers, or the
+/// strategy's first among the active ones). `None` when no location may take it.
+pub fn first_site(
+    stock: &BTreeMap<LocationId, Stock>,
+    placement: &Placement,
+    allocation: &Allocation,
+) -> Option<LocationId> {
+    let sites = &allocation.sites;
+    match placement {
+        Placement::At(id) => sites.is_active(id).then(|| id.clone()),
+        Placement::Prefer(ids) => ids.iter().find(|id| sites.is_active(id)).cloned(),
+        Placement::Any => match allocation.strategy {
+            Strategy::Priority => sites.by_priority.first().cloned(),
+            Strategy::MostAvailable => stock
+                .iter()
+                .filter(|(id, _)| sites.is_active(id))
+                .max_by(|(a_id, a), (b_id, b)| {
+                    a.available()
+                        .cmp(&b.available())
+                        .then_with(|| sites.priority(b_id).cmp(&sites.priority(a_id)))
+                        .then_with(|| b_id.cmp(a_id))
+                })
+                .map(|(id, _)| id.clone())
+                .or_else(|| sites.by_priority.first().cloned()),
+        },
+    }
 }
 
 /// `parts` with up to `qty` fewer units at `location` (a part that reaches zero goes).

@@ -211,5 +211,23 @@ mod tests {
         let bytes = codec::encode_current(&state.snapshot_ref());
         assert_eq!(bytes, codec::encode_versioned(&snapshot));
         assert_eq!(codec::decode_versioned::<SkuRow>(b"s", &bytes).unwrap(), snapshot);
+
+        // A row written before backorders (format 2) reads with none.
+        let previous = crate::domain::sku::SkuSnapshotV2 {
+            product: snapshot.product.clone(),
+            stock: snapshot.stock.clone(),
+            in_transit: snapshot.in_transit.clone(),
+            low_stock_threshold: snapshot.low_stock_threshold,
+            movement_seq: snapshot.movement_seq,
+            opening: snapshot.opening.clone(),
+            ledger_start: snapshot.ledger_start,
+        };
+        let mut old = codec::encode_current(&previous);
+        old[0] = codec::FORMAT_VERSION_LOCATIONS;
+        let read = codec::decode_versioned::<SkuRow>(b"s", &old).unwrap();
+        assert_eq!(
+            (read.backorder_limit, read.available_from_ms, read.backorders.len(), read.stock),
+            (0, None, 0, snapshot.stock.clone())
+        );
     }
 }

@@ -44,13 +44,20 @@ pub struct SkuSnapshot {
 /// A SKU row as the releases before backorders stored it (format 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuSnapshotV2 {
-    product: Product,
-    stock: Vec<(LocationId, Stock)>,
-    in_transit: Vec<Transfer>,
-    low_stock_threshold: u64,
-    movement_seq: u64,
-    opening: Vec<(LocationId, Stock)>,
-    ledger_start: u64,
+    /// As in [`SkuSnapshot`].
+    pub product: Product,
+    /// As in [`SkuSnapshot`].
+    pub stock: Vec<(LocationId, Stock)>,
+    /// As in [`SkuSnapshot`].
+    pub in_transit: Vec<Transfer>,
+    /// As in [`SkuSnapshot`].
+    pub low_stock_threshold: u64,
+    /// As in [`SkuSnapshot`].
+    pub movement_seq: u64,
+    /// As in [`SkuSnapshot`].
+    pub opening: Vec<(LocationId, Stock)>,
+    /// As in [`SkuSnapshot`].
+    pub ledger_start: u64,
 }
 
 impl From<SkuSnapshotV2> for SkuSnapshot {

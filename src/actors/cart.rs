@@ -725,6 +725,30 @@ async fn saga(
     if !give_back.is_empty() {
         metrics::counter!(names::SAGA_COMPENSATIONS_TOTAL).increment(give_back.len() as u64);
     }
+    // The cart keeps every line, holding nothing now: the failed ones with why, the others
+    // as not ordered. (A lapsed line's units are read from its expired hold.)
+    let mut kept: Vec<(SkuId, u64, LineFailure)> = Vec::new();
+    if let CheckoutFailure::Lines(failed) = &failure {
+        for line in &give_back {
+            let reason = failed
+                .iter()
+                .find(|(sku, _)| *sku == line.sku)
+                .map_or(LineFailure::NotOrdered, |(_, why)| *why);
+            kept.push((line.sku.clone(), line.qty, reason));
+        }
+        for (sku, why) in failed
+            .iter()
+            .filter(|(sku, _)| !give_back.iter().any(|line| line.sku == *sku))
+        {
+            let record = context
+                .services
+                .store
+                .get_versioned::<Reservation>(&keys::reservation(&cart.line_id(sku)))
+                .ok()
+                .flatten();
+            kept.push((sku.clone(), record.map_or(0, |record| record.qty), *why));
+        }
+    }
     let (reply, failed_skus): (CartReply, Vec<SkuId>) = match failure {
         CheckoutFailure::Empty => (Err(CartFailure::Rejected(CartRejection::Empty)), Vec::new()),
         CheckoutFailure::Lines(lines) => {
@@ -733,7 +757,7 @@ async fn saga(
         }
     };
     let previous = cart.clone();
-    cart.reopen();
+    cart.reopen_keeping(kept);
     let events = vec![cart_event(&cart, CartEvent::CheckoutFailed { skus: failed_skus })];
     match write(&context, &cart, Vec::new(), events, &reply, idempotency, &by) {
         Ok(written) => {

@@ -178,6 +178,8 @@ pub enum LineFailure {
     CurrencyChanged,
     /// The order's total would not fit in 64 bits.
     TotalTooLarge,
+    /// The line could be committed, but another line could not, so nothing was ordered.
+    NotOrdered,
 }
 
 impl LineFailure {
@@ -187,6 +189,7 @@ impl LineFailure {
             LineFailure::HoldLapsed => "hold_lapsed",
             LineFailure::CurrencyChanged => "currency_changed",
             LineFailure::TotalTooLarge => "total_too_large",
+            LineFailure::NotOrdered => "not_ordered",
         }
     }
 }
@@ -470,6 +473,14 @@ impl Cart {
     pub fn begin_checkout(&mut self, order: OrderId, details: OrderDetails) {
         self.status = CartStatus::CheckingOut(order);
         self.details = details;
+    }
+
+    /// After a failed checkout gave its stock back: the cart opens again with the next
+    /// attempt (so its next holds get fresh ids), holding nothing, and lists every line it
+    /// had in `checkout_failures`, with why (`kept`), so the shopper can set them again.
+    pub fn reopen_keeping(&mut self, kept: Vec<(SkuId, u64, LineFailure)>) {
+        self.reopen();
+        self.checkout_failures = kept;
     }
 
     /// After a failed checkout gave its stock back: the cart opens again, empty, with the

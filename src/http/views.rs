@@ -307,7 +307,8 @@ pub struct CartBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
     /// The lines the last refused checkout could not commit, and why (`hold_lapsed`: set the
-    /// line again to hold it; `currency_changed`: remove it). Absent when there are none.
+    /// line again to hold it; `currency_changed`: remove it; `total_too_large`; `not_ordered`:
+    /// it was fine, another line was not). Absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checkout_failures: Vec<CheckoutFailureBody<'a>>,
 }
@@ -319,7 +320,7 @@ pub struct CheckoutFailureBody<'a> {
     pub sku: &'a str,
     /// The units the line had.
     pub qty: u64,
-    /// Why: `hold_lapsed`, `currency_changed` or `total_too_large`.
+    /// Why: `hold_lapsed`, `currency_changed`, `total_too_large` or `not_ordered`.
     pub reason: &'static str,
 }
 

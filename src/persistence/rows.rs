@@ -226,7 +226,12 @@ mod tests {
         old[0] = codec::FORMAT_VERSION_LOCATIONS;
         let read = codec::decode_versioned::<SkuRow>(b"s", &old).unwrap();
         assert_eq!(
-            (read.backorder_limit, read.available_from_ms, read.backorders.len(), read.stock),
+            (
+                read.backorder_limit,
+                read.available_from_ms,
+                read.backorders.len(),
+                read.stock
+            ),
             (0, None, 0, snapshot.stock.clone())
         );
     }

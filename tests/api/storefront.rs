@@ -863,3 +863,45 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_cart_limit() {
         "another shopper: the rightmost address the proxy added"
     );
 }
+
+#[actix_web::test]
+async fn a_checkout_refused_after_committing_gives_everything_back_and_the_cart_still_lists_its_lines() {
+    // 19 lines of a million units at 1 each; then every SKU is repriced to 10^12, so the
+    // order's total (1.9 * 10^19) no longer fits: checkout commits every line, cannot place
+    // the order, and gives every line back.
+    const QTY: u64 = 1_000_000;
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.cart.max_qty_per_line = QTY;
+    })
+    .await;
+    let skus: Vec<String> = (0..19).map(|index| format!("bar-{index}")).collect();
+    let put = |sku: &str, price: u64, on_hand: Option<u64>| {
+        let mut body = json!({"name": "Gold bar", "price_minor": price, "currency": "EUR"});
+        if let Some(on_hand) = on_hand {
+            body["on_hand"] = json!(on_hand);
+        }
+        app.admin(Method::PUT, &format!("/v1/skus/{sku}")).json(&body).send()
+    };
+    for sku in &skus {
+        assert!(put(sku, 1, Some(QTY)).await.unwrap().status().is_success());
+    }
+    let cart = app.create_cart().await;
+    for sku in &skus {
+        assert_eq!(app.set_line(&cart, sku, QTY).await.status(), StatusCode::OK, "{sku}");
+    }
+    for sku in &skus {
+        assert!(put(sku, 1_000_000_000_000, None).await.unwrap().status().is_success());
+    }
+    let refused = app.checkout(&cart).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    for sku in &skus {
+        assert_eq!(counters(&app.sku(sku).await), (QTY, 0, QTY), "{sku} went back");
+    }
+    let kept: Value = app.get_as(&cart, &format!("/v1/carts/{}", cart.id)).await;
+    assert_eq!(kept["status"], "open");
+    let failures = kept["checkout_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 19, "every line is listed: {kept}");
+    assert!(failures
+        .iter()
+        .all(|line| line["qty"] == QTY && line["reason"] == "total_too_large"));
+}

@@ -665,7 +665,9 @@ async fn settle_steps(context: &OrderContext, mut order: Order, by: &By) -> (Ord
     let mut ticket = 0;
     for step in &order.pending {
         let key = format!("{}/{}", order.id, step.key);
-        let fingerprint: [u8; 32] = Sha256::digest(format!("{step:?}").as_bytes()).into();
+        // The key names the step (the order, its fulfilment or return, the line): nothing
+        // else can be sent under it.
+        let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let draft = match context.steps.admit("order-steps", &key, fingerprint) {
             Ok(Admission::Replay(_)) => continue,
             Ok(Admission::Proceed(mark)) => crate::idempotency::IdempotencyDraft::new(

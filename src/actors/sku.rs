@@ -25,7 +25,8 @@ use super::mailbox::{Acked, MailboxSlot, Reply};
 use crate::access::{by_system, By};
 pub use crate::domain::sku::SkuOutcome;
 use crate::domain::sku::{
-    execute, Executed, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView, TransferRecord,
+    execute, Executed, Movement, Reservation, SkuCommand, SkuEvent, SkuLimits, SkuRejection, SkuState, SkuView,
+    TransferRecord,
 };
 use crate::domain::DomainEvent;
 use crate::domain::{Name, ReservationId, SkuId};
@@ -266,22 +267,7 @@ impl SkuActor {
             }
         }
         record_event_metrics(&events);
-        let domain_events = events
-            .into_iter()
-            .map(|event| DomainEvent::Sku {
-                sku: self.sku.clone(),
-                event,
-            })
-            .chain(
-                movements
-                    .into_iter()
-                    .filter(|_| deps.publish_movements)
-                    .map(|movement| DomainEvent::Movement {
-                        sku: self.sku.clone(),
-                        movement,
-                    }),
-            )
-            .collect();
+        let domain_events = domain_events(&self.sku, events, movements, deps.publish_movements);
         let ticket = permit.submit(Change {
             ops,
             events: domain_events,
@@ -675,22 +661,7 @@ impl SkuActor {
             settled,
             events: events.clone(),
         };
-        let domain_events = events
-            .into_iter()
-            .map(|event| DomainEvent::Sku {
-                sku: self.sku.clone(),
-                event,
-            })
-            .chain(
-                movements
-                    .into_iter()
-                    .filter(|_| self.deps.publish_movements)
-                    .map(|movement| DomainEvent::Movement {
-                        sku: self.sku.clone(),
-                        movement,
-                    }),
-            )
-            .collect();
+        let domain_events = domain_events(&self.sku, events, movements, self.deps.publish_movements);
         Ok((
             staged,
             Prepared {
@@ -700,6 +671,28 @@ impl SkuActor {
             },
         ))
     }
+}
+
+/// The events of one change as the log keeps them: the SKU's, then (when published) one per
+/// ledger movement.
+fn domain_events(
+    sku: &SkuId,
+    events: Vec<SkuEvent>,
+    movements: Vec<Movement>,
+    publish_movements: bool,
+) -> Vec<DomainEvent> {
+    let movements = movements.into_iter().filter(|_| publish_movements);
+    events
+        .into_iter()
+        .map(|event| DomainEvent::Sku {
+            sku: sku.clone(),
+            event,
+        })
+        .chain(movements.map(|movement| DomainEvent::Movement {
+            sku: sku.clone(),
+            movement,
+        }))
+        .collect()
 }
 
 /// A SKU's state after its part of a batch, installed once the batch is written.

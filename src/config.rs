@@ -44,6 +44,8 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     /// The order lifecycle simulator (demo stores, load tests).
     pub simulator: SimulatorSettings,
+    /// The web pages: storefront, order tracking, back office.
+    pub ui: UiSettings,
     /// Idempotency records.
     pub idempotency: IdempotencySettings,
     /// Event-log retention.
@@ -440,6 +442,27 @@ impl Default for SimulatorSettings {
             enabled: false,
             min_step_delay_ms: 5_000,
             max_step_delay_ms: 30_000,
+        }
+    }
+}
+
+/// The web pages embedded in the binary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiSettings {
+    /// Serve `GET /` (storefront), `GET /orders/{id}` (tracking) and `GET /admin` (back
+    /// office); when false they answer 404 and only the API is served.
+    pub enabled: bool,
+    /// Let a cart token pay its own order with `POST /v1/demo/orders/{id}/pay`, so the
+    /// storefront page can finish a purchase in a demo. Never in a real shop.
+    pub demo_payments: bool,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            demo_payments: false,
         }
     }
 }

@@ -44,6 +44,10 @@ const fn route(method: &'static str, path: &'static str, rule: Rule) -> RouteRul
 /// Every route of the API and its rule: the one place access is declared. A route missing
 /// here answers `405` to every caller, and the access matrix test fails.
 pub const ROUTES: &[RouteRule] = &[
+    route("GET", "/", Rule::Public),
+    route("GET", "/admin", Rule::Public),
+    route("GET", "/orders/{id}", Rule::Public),
+    route("GET", "/ui/{file}", Rule::Public),
     route("GET", "/health", Rule::Public),
     route("GET", "/ready", Rule::Public),
     route("GET", "/metrics", Rule::Public),
@@ -97,6 +101,8 @@ pub const ROUTES: &[RouteRule] = &[
     route("POST", "/v1/stock/batch", Rule::Roles(&[Inventory])),
     route("GET", "/v1/transfers/{id}", Rule::Roles(&[Inventory, Read])),
     route("POST", "/v1/transfers/{id}/receive", Rule::Roles(&[Inventory])),
+    // Only with `ui.demo_payments` (otherwise 404 for everyone).
+    route("POST", "/v1/demo/orders/{id}/pay", Rule::Owner(&[])),
 ];
 
 /// The rules of the routes under one path, by method.

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod locations;
 pub mod openapi;
 pub mod orders;
+pub mod pages;
 pub mod rate;
 pub mod request;
 pub mod reservations;
@@ -70,6 +71,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .app_data(query_errors)
         .service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/").route(web::get().to(pages::storefront)))
+        .service(resource("/admin").route(web::get().to(pages::admin)))
         .service(resource("/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/openapi.json").route(web::get().to(openapi::spec)))
@@ -122,6 +125,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(resource("/v1/skus/{sku}/movements").route(web::get().to(ledger::movements)))
         .service(resource("/v1/transfers/{id}").route(web::get().to(ledger::get)))
         .service(resource("/v1/transfers/{id}/receive").route(web::post().to(ledger::receive)))
+        .service(resource("/v1/demo/orders/{id}/pay").route(web::post().to(orders::demo_pay)))
+        .service(resource("/orders/{id}").route(web::get().to(pages::order)))
+        .service(resource("/ui/{file}").route(web::get().to(pages::asset)))
         .default_service(web::to(unmatched));
 }
 

@@ -186,6 +186,7 @@ impl Modify for Security {
         crate::http::orders::get,
         crate::http::orders::list,
         crate::http::orders::pay,
+        crate::http::orders::demo_pay,
         crate::http::orders::cancel,
         crate::http::orders::set_status,
         crate::http::orders::fulfil,

@@ -119,6 +119,26 @@ pub async fn pay(
     change(engine, caller, &request, &key, &body.canonical, action).await
 }
 
+/// `POST /v1/demo/orders/{id}/pay` (the order's cart token, or the admin), only with
+/// `ui.demo_payments`: `placed -> paid` with payment reference `demo`, so the storefront page
+/// can finish a purchase without a payment service. Otherwise `404`, as for a route that is
+/// not there.
+#[utoipa::path(post, path = "/v1/demo/orders/{id}/pay", tag = "orders", operation_id = "orders_demo_pay", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
+    responses((status = 200, description = "Paid (demo stores only: `ui.demo_payments`)", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = [])))]
+pub async fn demo_pay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    key: IdempotencyKey,
+    body: JsonBody<NoFields>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.settings.ui.demo_payments {
+        return Err(ApiError::NotFound);
+    }
+    let engine = state.engine()?;
+    change(engine, caller, &request, &key, &body.canonical, OrderAction::DemoPay).await
+}
+
 /// `POST /v1/orders/{id}/cancel`: `placed | paid -> cancelled`; the stock goes back.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", operation_id = "orders_cancel", params(("id" = String, Path, description = "Order id (UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first answer is replayed")), request_body(content = crate::http::request::NoFields, description = "Empty or {}"),
     responses((status = 200, description = "Cancelled; the stock goes back", body = crate::http::views::OrderBody), crate::http::openapi::BodyErrors, crate::http::openapi::AuthErrors, crate::http::openapi::NotFound, crate::http::openapi::Conflict, crate::http::openapi::Unavailable), security(("cart" = []), ("admin" = []), ("credential" = [])))]

@@ -107,7 +107,8 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         .replace("{id}", id)
         .replace("{name}", &fixture.credential)
         .replace("/locations/{loc}/", "/locations/default/")
-        .replace("{loc}", &format!("loc-{n}"));
+        .replace("{loc}", &format!("loc-{n}"))
+        .replace("{file}", "app.css");
     let body = match (route.method, route.path) {
         ("GET" | "DELETE", _) => Value::Null,
         ("PUT", "/v1/skus/{sku}") => json!({"name": "Matrix", "price_minor": 100, "currency": "EUR"}),
@@ -119,6 +120,7 @@ fn request_for(route: &RouteRule, fixture: &Fixture, n: usize) -> (String, Value
         ("PUT", "/v1/carts/{id}/items/{sku}") => json!({"qty": 2}),
         ("POST", "/v1/carts/{id}/checkout") => json!({}),
         ("POST", "/v1/orders/{id}/pay") => json!({"payment_ref": "psp-1"}),
+        ("POST", "/v1/demo/orders/{id}/pay") => json!({}),
         ("POST", "/v1/orders/{id}/cancel") => json!({}),
         ("POST", "/v1/orders/{id}/status") => json!({"status": "packed"}),
         ("POST", "/v1/orders/{id}/fulfilments") => {
@@ -161,7 +163,11 @@ async fn state_of(app: &TestApp, fixture: &Fixture) -> Value {
 
 #[actix_web::test]
 async fn every_route_answers_each_kind_of_caller_as_its_rule_says() {
-    let app = TestApp::spawn().await;
+    // Demo payments on, so that their route is there to be refused or let through.
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), Options::default(), |settings| {
+        settings.ui.demo_payments = true;
+    })
+    .await;
     let mut tokens = vec![(Who::Admin, ADMIN_TOKEN.to_owned())];
     for role in Role::ALL {
         let token = app.credential(&format!("as-{}", role.as_str()), &[role.as_str()]).await;

@@ -21,6 +21,7 @@ mod lifecycle;
 mod locations;
 mod orders_list;
 mod overload;
+mod pages;
 mod power_cut;
 mod power_cut_fs;
 mod readme;

@@ -252,6 +252,9 @@ struct Shared {
     handed: AtomicUsize,
     /// Set by `close` or a fatal error: no new permits.
     closed: AtomicBool,
+    /// Permits still to refuse as if the queue were full (a test seam:
+    /// [`Writer::refuse_next_permits`]).
+    refuse_next: AtomicU64,
     /// Set once `on_fatal` has run, so it runs once.
     fatal_reported: AtomicBool,
     /// The event sequence number up to which events were counted in the metric.
@@ -371,6 +374,7 @@ impl Writer {
             }),
             wake: Condvar::new(),
             occupancy: AtomicUsize::new(0),
+            refuse_next: AtomicU64::new(0),
             handed: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             fatal_reported: AtomicBool::new(false),
@@ -425,6 +429,14 @@ impl Writer {
         if shared.closed.load(Ordering::Acquire) {
             return None;
         }
+        if shared.refuse_next.load(Ordering::Relaxed) > 0
+            && shared
+                .refuse_next
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1))
+                .is_ok()
+        {
+            return None;
+        }
         shared
             .occupancy
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |occupied| {
@@ -452,6 +464,13 @@ impl Writer {
     /// once the queue ran empty): above a few flush times, the writer is falling behind.
     pub fn queue_delay(&self) -> Duration {
         Duration::from_micros(self.shared.queue_delay_us.load(Ordering::Acquire))
+    }
+
+    /// Refuses the next `count` permits as if the queue were full, then admits as before: a
+    /// test seam that makes exactly one step of a flow meet a full queue, where filling the
+    /// real queue would refuse the steps around it too.
+    pub fn refuse_next_permits(&self, count: u64) {
+        self.shared.refuse_next.store(count, Ordering::Release);
     }
 
     /// Changes queued, in flight or reserved right now.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use stockroom::startup::Options;
 use tempfile::TempDir;
 
-use crate::helpers::{counters, error_code, TestApp, TestCart};
+use crate::helpers::{counters, error_code, TestApp, TestCart, ADMIN_TOKEN};
 
 /// `(sku, qty)` of a cart's or order's lines.
 fn lines(body: &Value) -> Vec<(String, u64)> {
@@ -628,6 +628,51 @@ async fn a_cart_whose_sku_cannot_extend_its_hold_reports_it_instead_of_moving_it
         after["expires_at"], before,
         "the cart's expiry did not move past a hold that did not move"
     );
+}
+
+#[actix_web::test]
+async fn a_cart_whose_sku_cannot_release_a_line_at_expiry_expires_only_once_it_has() {
+    let (clock, options) = with_manual_clock();
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |_| {}).await;
+    app.create_sku("mug", 10).await;
+    let cart = app.create_cart().await;
+    assert_eq!(app.set_line(&cart, "mug", 2).await.status(), StatusCode::OK);
+    let path = format!("/v1/carts/{}", cart.id);
+    let engine = Arc::clone(app.state.engine().unwrap());
+    // The cart's hold time passes. Its expiry pass releases the line at the SKU, which meets
+    // a full queue (once); the cart's own write after it would not.
+    clock.advance(31 * 60 * 1000);
+    engine.writer.refuse_next_permits(1);
+    // A late write finds the cart closed, and wakes its overdue expiry pass.
+    let late = app.set_line(&cart, "mug", 3).await;
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(&late.json().await.unwrap()), "cart_closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = app.get_as(&cart, &path).await;
+        if read["status"] == "expired" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cart expires once the SKU takes the release: {read}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let movements: Value = app.read_json(ADMIN_TOKEN, "/v1/skus/mug/movements").await;
+    let kinds: Vec<&str> = movements["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|movement| movement["kind"].as_str().unwrap())
+        .collect();
+    // The hold time had passed at the SKU too, so the release there is an `expiry`.
+    assert_eq!(
+        kinds,
+        ["receipt", "reservation", "expiry"],
+        "the cart let go of its line before it called itself expired"
+    );
+    assert_eq!(counters(&app.sku("mug").await), (10, 0, 10));
 }
 
 #[actix_web::test]

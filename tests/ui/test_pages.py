@@ -52,6 +52,15 @@ def call(method, path, body=None, token=ADMIN, base=None):
         return error.code, json.loads(text) if text else None
 
 
+def server_metric(name, base=None):
+    """A metric without labels from the server's /metrics, as an integer."""
+    with urllib.request.urlopen((base or BASE) + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return int(float(line.split()[1]))
+    return 0  # not recorded yet
+
+
 def put_sku(sku, name, price_minor, on_hand, currency="EUR", base=None):
     status, _ = call("PUT", "/v1/skus/" + sku,
                      {"name": name, "price_minor": price_minor, "currency": currency, "on_hand": on_hand}, base=base)
@@ -291,6 +300,9 @@ class Pages(unittest.TestCase):
 
     def test_4_the_back_office_restocks_and_the_storefront_sees_it_live(self):
         shop = self.storefront()
+        # A cart with a hold, so that the back office has carts and holds to count.
+        product(shop, "tee").find_element(By.CSS_SELECTOR, "button.add").click()
+        wait(shop, lambda: shop.find_elements(By.CSS_SELECTOR, '.cart-line[data-sku="tee"]'), "the tee is in the cart")
         before = stock_of(shop, "mug")
         office = self.open("/admin")
         self.assertNotIn(TOKEN, office.page_source)
@@ -302,7 +314,9 @@ class Pages(unittest.TestCase):
         office.find_element(By.CSS_SELECTOR, "#sign-in button").click()
         row = '#stock-rows tr[data-sku="mug"][data-location="default"]'
         wait(office, lambda: office.find_elements(By.CSS_SELECTOR, row), "the stock table shows the mug")
-        wait(office, lambda: office.find_element(By.ID, "carts-open").text not in ("", "–"), "the live counters show")
+        wait(office, lambda: office.find_element(By.ID, "carts-open").text == str(server_metric("stockroom_carts_open"))
+             and office.find_element(By.ID, "holds").text == str(server_metric("stockroom_reservations_held")),
+             "the live counters show this server's open carts and holds")
         self.assert_accessible(office)
         self.assertNotIn(TOKEN, office.page_source, "the credential is not written into the page")
         self.assertEqual(office.execute_script("return localStorage.length"), 0, "nothing kept beyond the tab")

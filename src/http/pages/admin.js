@@ -302,7 +302,8 @@
     try {
       const response = await fetch("/metrics", { cache: "no-store" });
       const text = await response.text();
-      const show = (id, value) => ($(id).textContent = value === null ? "–" : String(value));
+      // A series not recorded yet counts nothing so far.
+      const show = (id, value) => ($(id).textContent = String(value === null ? 0 : value));
       show("carts-open", metricValue(text, "stockroom_carts_open"));
       show("holds", metricValue(text, "stockroom_reservations_held"));
       const paid = ["paid", "packed", "partially_shipped"].map((status) => metricValue(text, "stockroom_orders", `status="${status}"`) || 0);

@@ -32,37 +32,31 @@ struct Asset {
 
 /// The files under `/ui/`.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("pages/app.css"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pages/common.js"),
-    },
-    Asset {
-        name: "storefront.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pages/storefront.js"),
-    },
-    Asset {
-        name: "order.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pages/order.js"),
-    },
-    Asset {
-        name: "admin.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pages/admin.js"),
-    },
-    Asset {
-        name: "explorer.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("pages/explorer.js"),
-    },
+    Asset::style("app.css", include_str!("pages/app.css")),
+    Asset::script("common.js", include_str!("pages/common.js")),
+    Asset::script("storefront.js", include_str!("pages/storefront.js")),
+    Asset::script("order.js", include_str!("pages/order.js")),
+    Asset::script("admin.js", include_str!("pages/admin.js")),
+    Asset::script("explorer.js", include_str!("pages/explorer.js")),
 ];
+
+impl Asset {
+    const fn script(name: &'static str, body: &'static str) -> Self {
+        Asset {
+            name,
+            content_type: "text/javascript; charset=utf-8",
+            body,
+        }
+    }
+
+    const fn style(name: &'static str, body: &'static str) -> Self {
+        Asset {
+            name,
+            content_type: "text/css; charset=utf-8",
+            body,
+        }
+    }
+}
 
 const STOREFRONT: &str = include_str!("pages/index.html");
 const ORDER: &str = include_str!("pages/order.html");

@@ -15,6 +15,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 # The demo store: demo payments and the order simulator on.
@@ -396,6 +397,30 @@ class Pages(unittest.TestCase):
         wait(office, lambda: office.find_elements(By.CSS_SELECTOR, "#stock-rows tr"), "the stock shows")
         self.assert_accessible(office)
         shot(office, "13-back-office-phone")
+
+    def test_9_the_storefront_works_from_the_keyboard_alone(self):
+        shop = self.storefront()
+        body = shop.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        first = shop.switch_to.active_element
+        self.assertEqual(first.text, "Skip to the products", "the first stop skips to the products")
+        self.assertNotEqual(first.value_of_css_property("left"), "-999px", "and shows itself when focused")
+        # Tab on to the first "Add to cart": every stop on the way is visibly focused.
+        for _ in range(30):
+            shop.switch_to.active_element.send_keys(Keys.TAB)
+            focused = shop.switch_to.active_element
+            self.assertNotEqual(focused.value_of_css_property("outline-style"), "none",
+                                "%s shows where the focus is" % focused.get_attribute("outerHTML")[:60])
+            if "add" in (focused.get_attribute("class") or "").split():
+                break
+        else:
+            self.fail("no Add to cart button within 30 tab stops")
+        sku = shop.execute_script("return document.activeElement.closest('.product').dataset.sku")
+        focused.send_keys(Keys.ENTER)
+        wait(shop, lambda: shop.find_elements(By.CSS_SELECTOR, '.cart-line[data-sku="%s"]' % sku), "Enter adds it to the cart")
+        shot(shop, "16-keyboard")
+        shop.find_element(By.CSS_SELECTOR, '.cart-line[data-sku="%s"] button.remove' % sku).send_keys(Keys.ENTER)
+        wait(shop, lambda: not shop.find_elements(By.CSS_SELECTOR, ".cart-line"), "Enter on Remove empties the cart")
 
     def test_8_the_order_page_says_when_it_reconnects_and_resumes_after_what_it_saw(self):
         if RESTART is None or not QUIET:

@@ -847,6 +847,20 @@ mod tests {
         LocationId::default_location()
     }
 
+    /// Ships `qty` of `sku` from the default location at `now_ms`, nothing waiting; it must
+    /// be let.
+    fn ship(order: &mut Order, sku: &str, qty: u64, now_ms: u64) {
+        order
+            .fulfil(
+                FulfilmentId::generate(),
+                default_location(),
+                units(sku, qty),
+                &[0],
+                now_ms,
+            )
+            .unwrap();
+    }
+
     #[test]
     fn fulfilments_ship_in_parts_and_never_more_than_was_ordered() {
         let mut order = order();
@@ -862,15 +876,7 @@ mod tests {
             "{early:?}"
         );
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
-        order
-            .fulfil(
-                FulfilmentId::generate(),
-                default_location(),
-                units("mug", 1),
-                &[0],
-                3_000,
-            )
-            .unwrap();
+        ship(&mut order, "mug", 1, 3_000);
         assert_eq!(order.status(), OrderStatus::PartiallyShipped);
         assert_eq!(order.pending.len(), 1);
         let before = order.clone();
@@ -903,15 +909,7 @@ mod tests {
             Err(OrderRejection::NoSuchLine { .. })
         ));
         order = before;
-        order
-            .fulfil(
-                FulfilmentId::generate(),
-                default_location(),
-                units("mug", 2),
-                &[0],
-                5_000,
-            )
-            .unwrap();
+        ship(&mut order, "mug", 2, 5_000);
         assert_eq!(order.status(), OrderStatus::Shipped);
         assert_eq!(order.progress[0].shipped, 3);
         assert_eq!(order.progress[0].parts, Some(Vec::new()));
@@ -921,15 +919,7 @@ mod tests {
     fn cancelling_a_partially_shipped_order_cancels_what_is_left_and_owes_it_back() {
         let mut order = order();
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
-        order
-            .fulfil(
-                FulfilmentId::generate(),
-                default_location(),
-                units("mug", 1),
-                &[0],
-                3_000,
-            )
-            .unwrap();
+        ship(&mut order, "mug", 1, 3_000);
         order.pending.clear();
         order.cancel_rest(4_000).unwrap();
         assert_eq!(order.status(), OrderStatus::Shipped);
@@ -942,15 +932,7 @@ mod tests {
     fn returns_take_back_at_most_what_shipped_and_compute_the_refund() {
         let mut order = order();
         order.move_to(OrderStatus::Paid, 2_000).unwrap();
-        order
-            .fulfil(
-                FulfilmentId::generate(),
-                default_location(),
-                units("mug", 3),
-                &[0],
-                3_000,
-            )
-            .unwrap();
+        ship(&mut order, "mug", 3, 3_000);
         let early = order.take_back(ReturnId::generate(), default_location(), true, units("mug", 1), 3_500);
         assert!(matches!(early, Err(OrderRejection::InvalidTransition { .. })));
         order.move_to(OrderStatus::Delivered, 4_000).unwrap();

@@ -13,14 +13,8 @@ async fn put_settings(app: &TestApp, sku: &str, settings: Value) -> (StatusCode,
     body.as_object_mut()
         .unwrap()
         .extend(settings.as_object().unwrap().clone());
-    let response = app
-        .admin(Method::PUT, &format!("/v1/skus/{sku}"))
-        .json(&body)
-        .send()
+    app.call_json(ADMIN_TOKEN, Method::PUT, &format!("/v1/skus/{sku}"), &body)
         .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
 }
 
 /// `[on_hand, reserved, committed]`, `available` (signed) and `backordered` of a SKU.

@@ -13,14 +13,7 @@ use crate::crash::{check_ledger, crash_run, put_sku, read_skus, ServerProcess};
 use crate::helpers::{error_code, TestApp, ADMIN_TOKEN};
 
 async fn batch(app: &TestApp, body: Value) -> (StatusCode, Value) {
-    let response = app
-        .admin(Method::POST, "/v1/stock/batch")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    app.call_json(ADMIN_TOKEN, Method::POST, "/v1/stock/batch", &body).await
 }
 
 /// `[on_hand, reserved, committed, available]` of a SKU (all locations).

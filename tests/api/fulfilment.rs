@@ -26,14 +26,7 @@ async fn at(app: &TestApp, sku: &str, location: &str) -> [u64; 4] {
 
 /// Sends `body` to `path` with `token` and returns status and JSON.
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let response = app
-        .with_token(token, Method::POST, path)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    app.call_json(token, Method::POST, path, &body).await
 }
 
 /// A paid order of `qty` units of `sku`; returns its id.

@@ -129,6 +129,13 @@ impl TestApp {
         self.client.request(method, self.url(path)).bearer_auth(token)
     }
 
+    /// `method path` with a bearer token and a JSON body; the status and the JSON answer.
+    pub async fn call_json(&self, token: &str, method: Method, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self.with_token(token, method, path).json(body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
     /// `GET path` with a bearer token, as JSON (whatever the status).
     pub async fn read_json(&self, token: &str, path: &str) -> Value {
         let response = self.with_token(token, Method::GET, path).send().await.unwrap();

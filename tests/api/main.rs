@@ -1,6 +1,11 @@
 //! Black-box tests: the real server on port 0 with a fresh data directory, driven over HTTP.
 //! One test binary (fast to link); one module per area. The crash tests run the real binary.
 
+// The in-process server allocates as the real binary does (`src/main.rs`), so what these
+// tests time (recovery, for example) is what a deployment sees.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod access;
 mod backorders;
 mod bad_input;

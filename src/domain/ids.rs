@@ -33,7 +33,7 @@ macro_rules! merchant_id {
             /// Parses the id, refusing anything outside the documented alphabet and length.
             pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
                 if is_merchant_id(raw) {
-                    Ok(Self(Arc::from(raw)))
+                    Ok(Self::shared(raw))
                 } else {
                     Err(InvalidValue::new(
                         $code,
@@ -92,10 +92,32 @@ merchant_id!(
     "location"
 );
 
+impl SkuId {
+    /// The id's text in a new allocation (a SKU's id is shared from its actor onwards).
+    fn shared(raw: &str) -> Self {
+        Self(Arc::from(raw))
+    }
+}
+
 impl LocationId {
-    /// The `default` location, where stock without a location lives.
+    /// The `default` location, where stock without a location lives. One allocation for the
+    /// whole process: every hold at `default` (most of them) names it, in memory and when
+    /// read back from storage.
     pub fn default_location() -> Self {
-        Self(Arc::from(super::location::DEFAULT_LOCATION))
+        static DEFAULT: std::sync::OnceLock<LocationId> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| Self(Arc::from(super::location::DEFAULT_LOCATION)))
+            .clone()
+    }
+
+    /// The id's text: `default` shared, any other in a new allocation (only `default` is
+    /// interned, so ids sent by clients never grow a process-wide table).
+    fn shared(raw: &str) -> Self {
+        if raw == super::location::DEFAULT_LOCATION {
+            Self::default_location()
+        } else {
+            Self(Arc::from(raw))
+        }
     }
 }
 
@@ -235,6 +257,18 @@ mod tests {
         for bad in ["", "has space", "slash/inside", "ümlaut", &"x".repeat(65)] {
             assert_eq!(SkuId::parse(bad).unwrap_err().code, "invalid_sku", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_default_location_is_one_allocation_however_it_is_made() {
+        let made = LocationId::default_location();
+        let parsed = LocationId::parse("default").unwrap();
+        let stored: LocationId = bincode::deserialize(&bincode::serialize(&made).unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&made.0, &parsed.0) && Arc::ptr_eq(&made.0, &stored.0));
+        assert_eq!(stored, made);
+        // Other ids are not interned: what clients send never grows a shared table.
+        let berlin = LocationId::parse("berlin-1").unwrap();
+        assert!(!Arc::ptr_eq(&berlin.0, &LocationId::parse("berlin-1").unwrap().0));
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //!
 //! # Record format
 //!
-//! `[RECORD_VERSION] [bincode of WalRecord] [crc32 of everything before, little-endian]`.
-//! Version 2 records who made each change (`by` in every event); version 1 records, written
-//! before, are still read (their events have an empty `by`).
+//! `[RECORD_VERSION] [events end: u64 little-endian] [bincode of WalRecord] [crc32 of
+//! everything before, little-endian]`. The events end is the sequence number after the
+//! record's last event (0: no events), so that replay reads it without decoding the events
+//! ([`decode_record_ops`]). Version 3 added it; version 2 records (who made each change,
+//! `by`, in every event) and version 1 records (events without `by`), written before, are
+//! still read.
 //! Records are keyed by their position, a `u64` that grows by one per record. A group commit
 //! larger than [`RECORD_BYTES_TARGET`] is split into several records, all appended in one
 //! atomic call, so that no sled item (a record, or a leaf of about 16 records) goes over
@@ -34,7 +37,13 @@ use super::{Op, StoreError};
 use crate::domain::{DomainEvent, EventRecord};
 
 /// The version byte of the log records this build writes.
-pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION: u8 = 3;
+
+/// The format before the events end in the header.
+const RECORD_VERSION_2: u8 = 2;
+
+/// Bytes of a version 3 header: the version and the events end.
+const HEADER_BYTES: usize = 1 + 8;
 
 /// The first record format: events without `by`.
 const RECORD_VERSION_1: u8 = 1;
@@ -120,9 +129,16 @@ fn options() -> impl Options {
         .reject_trailing_bytes()
 }
 
-/// Encodes a record: version byte, body, checksum.
+/// The ops of a record without its events: [`WalRecord`]'s first field, read on its own.
+#[derive(Deserialize)]
+struct OpsOnly {
+    ops: Vec<Op>,
+}
+
+/// Encodes a record: version byte, events end, body, checksum.
 pub fn encode_record(ops: &[Op], events: &[EventRecord]) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
+    out.extend_from_slice(&events_end_of(events).unwrap_or(0).to_le_bytes());
     // expect: encoding plain structs into a Vec cannot fail; a failure is a programming error.
     options()
         .serialize_into(&mut out, &WalRecordRef { ops, events })
@@ -132,12 +148,70 @@ pub fn encode_record(ops: &[Op], events: &[EventRecord]) -> Vec<u8> {
     out
 }
 
+/// The sequence number after the last of `events`, if any.
+fn events_end_of(events: &[EventRecord]) -> Option<u64> {
+    events.last().map(|event| event.seq + 1)
+}
+
 /// Decodes the record at `position`, checking its version and checksum.
 pub fn decode_record(position: u64, bytes: &[u8]) -> Result<WalRecord, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
+    let corrupt = corrupt_at(position);
+    match checked_body(position, bytes)? {
+        (RECORD_VERSION, header, rest) => {
+            let record: WalRecord = options()
+                .deserialize(rest)
+                .map_err(|error| corrupt(error.to_string()))?;
+            if events_end_of(&record.events) != stored_events_end(header) {
+                return Err(corrupt("the header's events end does not match the events".to_owned()));
+            }
+            Ok(record)
+        }
+        (RECORD_VERSION_2, _, rest) => options().deserialize(rest).map_err(|error| corrupt(error.to_string())),
+        (RECORD_VERSION_1, _, rest) => options()
+            .deserialize::<WalRecordV1>(rest)
+            .map(WalRecord::from)
+            .map_err(|error| corrupt(error.to_string())),
+        (version, _, _) => Err(corrupt(format!("unknown format version {version}"))),
+    }
+}
+
+/// What replay needs of the record at `position`: its row ops, and the sequence number
+/// after its last event (if any). A current record's events are not decoded; checks the
+/// version and checksum as [`decode_record`] does.
+pub fn decode_record_ops(position: u64, bytes: &[u8]) -> Result<(Vec<Op>, Option<u64>), StoreError> {
+    match checked_body(position, bytes)? {
+        (RECORD_VERSION, header, rest) => {
+            // The ops come first in the body; the events after them are left unread.
+            let ops = options()
+                .allow_trailing_bytes()
+                .deserialize::<OpsOnly>(rest)
+                .map_err(|error| corrupt_at(position)(error.to_string()))?
+                .ops;
+            Ok((ops, stored_events_end(header)))
+        }
+        _ => decode_record(position, bytes).map(|record| {
+            let end = events_end_of(&record.events);
+            (record.ops, end)
+        }),
+    }
+}
+
+/// The events end a version 3 header stores (0: no events).
+fn stored_events_end(header: [u8; 8]) -> Option<u64> {
+    Some(u64::from_le_bytes(header)).filter(|end| *end != 0)
+}
+
+fn corrupt_at(position: u64) -> impl Fn(String) -> StoreError {
+    move |reason| StoreError::Corrupt {
         key: format!("log record {position}"),
         reason,
-    };
+    }
+}
+
+/// A record's version, its events end header (zeros before version 3) and its body, once
+/// its checksum holds.
+fn checked_body(position: u64, bytes: &[u8]) -> Result<(u8, [u8; 8], &[u8]), StoreError> {
+    let corrupt = corrupt_at(position);
     if bytes.len() < 5 {
         return Err(corrupt(format!("{} bytes is too short", bytes.len())));
     }
@@ -147,12 +221,14 @@ pub fn decode_record(position: u64, bytes: &[u8]) -> Result<WalRecord, StoreErro
         return Err(corrupt("checksum mismatch (a torn or damaged record)".to_owned()));
     }
     match body.split_first() {
-        Some((&RECORD_VERSION, rest)) => options().deserialize(rest).map_err(|error| corrupt(error.to_string())),
-        Some((&RECORD_VERSION_1, rest)) => options()
-            .deserialize::<WalRecordV1>(rest)
-            .map(WalRecord::from)
-            .map_err(|error| corrupt(error.to_string())),
-        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
+        Some((&RECORD_VERSION, _)) => {
+            let header = body
+                .get(1..HEADER_BYTES)
+                .and_then(|header| <[u8; 8]>::try_from(header).ok())
+                .ok_or_else(|| corrupt("a version 3 record shorter than its header".to_owned()))?;
+            Ok((RECORD_VERSION, header, &body[HEADER_BYTES..]))
+        }
+        Some((&version, rest)) => Ok((version, [0; 8], rest)),
         None => Err(corrupt("empty record".to_owned())),
     }
 }
@@ -295,5 +371,57 @@ mod tests {
         }];
         let record = decode_record(2, &encode_record(&ops, &new)).unwrap();
         assert_eq!(&*record.events[0].by, "erp");
+    }
+
+    #[test]
+    fn replay_reads_the_ops_and_events_end_of_every_format_and_refuses_a_lying_header() {
+        use crate::domain::{CartEvent, CartId};
+        let ops = vec![Op::Put(b"k".to_vec(), b"v".to_vec()), Op::Delete(b"gone".to_vec())];
+        let events: Vec<EventRecord> = [7, 8]
+            .map(|seq| EventRecord {
+                seq,
+                time_ms: 10,
+                event: DomainEvent::Cart {
+                    cart: CartId::generate(),
+                    event: CartEvent::Created,
+                },
+                by: std::sync::Arc::from("erp"),
+            })
+            .to_vec();
+
+        let current = encode_record(&ops, &events);
+        assert_eq!(current[0], RECORD_VERSION);
+        assert_eq!(decode_record_ops(1, &current).unwrap(), (ops.clone(), Some(9)));
+        assert_eq!(decode_record(1, &current).unwrap().events, events);
+        assert_eq!(
+            decode_record_ops(1, &encode_record(&ops, &[])).unwrap(),
+            (ops.clone(), None)
+        );
+
+        // Format 2, as the previous build wrote it: no header, the events decoded to find
+        // their end.
+        let mut previous = vec![RECORD_VERSION_2];
+        options()
+            .serialize_into(
+                &mut previous,
+                &WalRecordRef {
+                    ops: &ops,
+                    events: &events,
+                },
+            )
+            .unwrap();
+        let crc = crc32fast::hash(&previous);
+        previous.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_record_ops(1, &previous).unwrap(), (ops.clone(), Some(9)));
+        assert_eq!(decode_record(1, &previous).unwrap().events, events);
+
+        // A header that disagrees with the events (with a valid checksum) is corruption.
+        let mut lying = current[..current.len() - 4].to_vec();
+        lying[1..HEADER_BYTES].copy_from_slice(&5u64.to_le_bytes());
+        let crc = crc32fast::hash(&lying);
+        lying.extend_from_slice(&crc.to_le_bytes());
+        assert!(decode_record(1, &lying).is_err());
+        // A torn current record is refused by the ops-only read too.
+        assert!(decode_record_ops(1, &current[..current.len() - 1]).is_err());
     }
 }

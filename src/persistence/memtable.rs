@@ -69,6 +69,20 @@ impl Memtable {
         }
     }
 
+    /// A memtable that holds `rows`, the newest value of every row changed by the log
+    /// records after the checkpoint up to `through`, with events continuing at `events_end`
+    /// (what replaying the log rebuilt).
+    pub fn recovered(rows: Table, through: u64, events_end: u64) -> Self {
+        Self {
+            tables: Mutex::new(Tables {
+                active: rows,
+                frozen: None,
+                applied_through: through,
+                events_end,
+            }),
+        }
+    }
+
     /// Applies the row ops of the log records up to `through`. Conditional deletes must
     /// have been resolved.
     pub fn apply(&self, ops: impl IntoIterator<Item = Op>, through: u64, events_end: u64) {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::checkpoint::read_mark;
-use super::log::decode_record;
-use super::memtable::{Memtable, StateView};
+use super::log::decode_record_ops;
+use super::memtable::{Memtable, StateView, Table};
 use super::rows::{restore_sku, SkuRow};
 use super::writer::LogStart;
-use super::{codec, keys, Storage};
+use super::{codec, keys, Op, Storage};
 use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::order::Order;
 use crate::domain::sku::{Hold, SkuState};
@@ -56,31 +56,87 @@ pub struct Replayed {
 /// Replays the log records after the checkpoint into a new memtable. A last record that
 /// fails its checksum (torn by a crash mid-write) ends the log and is removed; a damaged
 /// record anywhere else is corruption and fails recovery.
+///
+/// Two threads share the work: a reader reads and decodes the records (most of replay's
+/// CPU), and this thread keeps the newest value of each row in a hash map, which becomes the
+/// memtable's ordered table with one sort at the end (instead of a B-tree insert per change).
 pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)> {
     let started = Instant::now();
     let mark = read_mark(storage).context("reading the checkpoint mark")?;
-    let (through, mut events_end) = match mark {
+    let (through, events_end) = match mark {
         Some(mark) => (mark.through, mark.events_end),
         None => (0, legacy_events_end(storage)?),
     };
-    let memtable = Memtable::new(through, events_end);
-    let mut last_position = through;
+    let (sender, decoded) = std::sync::mpsc::sync_channel::<DecodedRecord>(REPLAY_QUEUE_RECORDS);
+    let mut rows = Table::new();
+    let mut events_end = events_end;
     let mut records = 0;
     let mut ops = 0;
-    let mut torn_record = false;
-    let mut from = 0;
+    let end = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_records(storage, through, sender));
+        for record in decoded {
+            records += 1;
+            ops += record.ops.len() as u64;
+            if let Some(end) = record.events_end {
+                events_end = events_end.max(end);
+            }
+            for op in record.ops {
+                match op {
+                    Op::Put(key, value) => rows.insert(key, Some(value)),
+                    Op::Delete(key) => rows.insert(key, None),
+                    Op::DeleteIf(..) => unreachable!("the writer resolves conditional deletes"),
+                };
+            }
+        }
+        reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    let memtable = Memtable::recovered(rows, end.last_position, events_end);
+    let replayed = Replayed {
+        start: LogStart {
+            next_position: end.last_position + 1,
+            next_event_seq: events_end.max(1),
+        },
+        records,
+        ops,
+        torn_record: end.torn_record,
+        elapsed: started.elapsed(),
+    };
+    Ok((memtable, replayed))
+}
+
+/// Decoded records the reader may run ahead of the table by (about 6 KiB each).
+const REPLAY_QUEUE_RECORDS: usize = 256;
+
+/// A log record as replay needs it: its row changes, and where its events end.
+struct DecodedRecord {
+    ops: Vec<Op>,
+    events_end: Option<u64>,
+}
+
+/// Where the log ended.
+struct LogEnd {
+    last_position: u64,
+    torn_record: bool,
+}
+
+/// The reader of [`replay_log`]: sends every record after `through`, decoded, in order.
+fn read_records(
+    storage: &dyn Storage,
+    through: u64,
+    sender: std::sync::mpsc::SyncSender<DecodedRecord>,
+) -> anyhow::Result<LogEnd> {
+    let mut last_position = through;
+    // Records up to `through` are covered by the checkpoint (kept only for their events, and
+    // whole: the mark is written once the log is durable through them): not read.
+    let mut from = through + 1;
     loop {
         let page = storage.read(from, 1024).context("reading the log")?;
         let Some(&(page_last, _)) = page.last() else { break };
         let page_len = page.len();
         for (index, (position, bytes)) in page.into_iter().enumerate() {
             last_position = last_position.max(position);
-            if position <= through {
-                // Covered by the checkpoint; kept only for its events.
-                continue;
-            }
-            let record = match decode_record(position, &bytes) {
-                Ok(record) => record,
+            let (ops, events_end) = match decode_record_ops(position, &bytes) {
+                Ok(decoded) => decoded,
                 Err(error) => {
                     let is_last = index + 1 == page_len && storage.read(position + 1, 1)?.is_empty();
                     if !is_last {
@@ -88,31 +144,23 @@ pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)>
                     }
                     tracing::warn!(position, error = %error, "the last log record is torn; the log ends before it");
                     storage.remove(vec![position]).context("removing the torn record")?;
-                    last_position = position - 1;
-                    torn_record = true;
-                    break;
+                    return Ok(LogEnd {
+                        last_position: position - 1,
+                        torn_record: true,
+                    });
                 }
             };
-            if let Some(event) = record.events.last() {
-                events_end = events_end.max(event.seq + 1);
+            let decoded = DecodedRecord { ops, events_end };
+            if sender.send(decoded).is_err() {
+                bail!("replay stopped reading the log");
             }
-            records += 1;
-            ops += record.ops.len() as u64;
-            memtable.apply(record.ops, position, events_end);
         }
         from = page_last + 1;
     }
-    let replayed = Replayed {
-        start: LogStart {
-            next_position: last_position + 1,
-            next_event_seq: events_end.max(1),
-        },
-        records,
-        ops,
-        torn_record,
-        elapsed: started.elapsed(),
-    };
-    Ok((memtable, replayed))
+    Ok(LogEnd {
+        last_position,
+        torn_record: false,
+    })
 }
 
 /// In a store of the first release (event rows, no checkpoint): the sequence number after
@@ -132,55 +180,63 @@ fn legacy_events_end(storage: &dyn Storage) -> anyhow::Result<u64> {
 }
 
 /// Reads all state rows and rebuilds the SKUs; fails on a corrupt row or a broken invariant.
+///
+/// A second thread reads and decodes the hold rows (most of the rows, and most of the work)
+/// while this one reads the SKU rows and rebuilds each SKU with its holds.
 pub fn recover(store: &StateView) -> anyhow::Result<Recovered> {
     let started = Instant::now();
-    let mut holds = HoldCursor::new(store);
-    let mut skus = Vec::new();
-    let mut hold_count = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(&[keys::SKU], after.as_deref(), PAGE_ROWS)
-            .context("reading SKU rows")?;
-        let Some((last_key, _)) = page.last() else { break };
-        after = Some(last_key.clone());
-        for (key, value) in page {
-            let sku = keys::sku_of(&key).with_context(|| format!("bad SKU key {}", keys::display(&key)))?;
-            let row: SkuRow = codec::decode_versioned(&key, &value)?;
-            let sku_holds = holds.take_for(&sku)?;
-            hold_count += sku_holds.len();
-            let state = restore_sku(sku, row, sku_holds)
-                .map_err(|broken| anyhow::anyhow!("invariant broken in storage: {broken}"))?;
-            skus.push(state);
+    let (sender, pages) = std::sync::mpsc::sync_channel(HOLD_PAGES_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_holds(store, &sender));
+        let mut holds = HoldCursor::new(pages);
+        let mut skus = Vec::new();
+        let mut hold_count = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store
+                .scan(&[keys::SKU], after.as_deref(), PAGE_ROWS)
+                .context("reading SKU rows")?;
+            let Some((last_key, _)) = page.last() else { break };
+            after = Some(last_key.clone());
+            for (key, value) in page {
+                let sku = keys::sku_of(&key).with_context(|| format!("bad SKU key {}", keys::display(&key)))?;
+                let row: SkuRow = codec::decode_versioned(&key, &value)?;
+                let sku_holds = holds.take_for(&sku)?;
+                hold_count += sku_holds.len();
+                let state = restore_sku(sku, row, sku_holds)
+                    .map_err(|broken| anyhow::anyhow!("invariant broken in storage: {broken}"))?;
+                skus.push(state);
+            }
         }
-    }
-    if let Some(orphan) = holds.next_sku()? {
-        bail!("hold rows exist for SKU {orphan}, which has no SKU row");
-    }
-    // Only live carts and orders are kept: settled ones (most of them) are read a page at a
-    // time and dropped, so recovery's memory follows what is live, not what was ever written.
-    let mut carts = Vec::new();
-    for_each_row(store, keys::CART, |key, value| {
-        let cart: Cart = codec::decode_versioned(key, value)?;
-        if matches!(cart.status, CartStatus::Open | CartStatus::CheckingOut(_)) {
-            carts.push(cart);
+        if let Some(orphan) = holds.next_sku()? {
+            bail!("hold rows exist for SKU {orphan}, which has no SKU row");
         }
-        Ok(())
-    })?;
-    let mut orders = Vec::new();
-    for_each_row(store, keys::ORDER, |key, value| {
-        let order: Order = codec::decode_versioned(key, value)?;
-        if !order.status().is_settled() || order.owes_stock() {
-            orders.push(order);
-        }
-        Ok(())
-    })?;
-    Ok(Recovered {
-        skus,
-        carts,
-        orders,
-        holds: hold_count,
-        elapsed: started.elapsed(),
+        // Only live carts and orders are kept: settled ones (most of them) are read a page at
+        // a time and dropped, so recovery's memory follows what is live, not what was ever
+        // written.
+        let mut carts = Vec::new();
+        for_each_row(store, keys::CART, |key, value| {
+            let cart: Cart = codec::decode_versioned(key, value)?;
+            if matches!(cart.status, CartStatus::Open | CartStatus::CheckingOut(_)) {
+                carts.push(cart);
+            }
+            Ok(())
+        })?;
+        let mut orders = Vec::new();
+        for_each_row(store, keys::ORDER, |key, value| {
+            let order: Order = codec::decode_versioned(key, value)?;
+            if !order.status().is_settled() || order.owes_stock() {
+                orders.push(order);
+            }
+            Ok(())
+        })?;
+        Ok(Recovered {
+            skus,
+            carts,
+            orders,
+            holds: hold_count,
+            elapsed: started.elapsed(),
+        })
     })
 }
 
@@ -203,61 +259,100 @@ pub fn for_each_row(
     Ok(())
 }
 
-/// Walks the hold rows in key order (grouped by SKU), one page at a time.
-struct HoldCursor<'a> {
-    store: &'a StateView,
-    page: std::collections::VecDeque<(SkuId, Hold)>,
-    after: Option<Vec<u8>>,
-    exhausted: bool,
+/// Pages of decoded holds the reader may run ahead by.
+const HOLD_PAGES_AHEAD: usize = 4;
+
+/// Held reservations of one SKU, in key order; one SKU's holds may span several groups.
+type HoldGroup = (SkuId, Vec<Hold>);
+
+/// A page of hold rows, decoded, or why it could not be read.
+type HoldPage = anyhow::Result<Vec<HoldGroup>>;
+
+/// The reader of [`recover`]: sends every hold row in key order, a page at a time, grouped
+/// by SKU (one SKU id parsed per group, not per hold). Stops at the end, at an error (sent
+/// on), or when nobody receives any more.
+fn read_holds(store: &StateView, sender: &std::sync::mpsc::SyncSender<HoldPage>) {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = read_hold_page(store, &mut after);
+        let last = !matches!(page, Ok((_, true)));
+        if sender.send(page.map(|(groups, _)| groups)).is_err() || last {
+            return;
+        }
+    }
 }
 
-impl<'a> HoldCursor<'a> {
-    fn new(store: &'a StateView) -> Self {
+/// One page of hold rows after `after` (moved past them), grouped by SKU; and whether more
+/// may follow.
+fn read_hold_page(store: &StateView, after: &mut Option<Vec<u8>>) -> anyhow::Result<(Vec<HoldGroup>, bool)> {
+    let rows = store
+        .scan(&[keys::HOLD], after.as_deref(), PAGE_ROWS)
+        .context("reading hold rows")?;
+    let more = rows.len() == PAGE_ROWS;
+    if let Some((last, _)) = rows.last() {
+        *after = Some(last.clone());
+    }
+    let mut groups: Vec<HoldGroup> = Vec::new();
+    for (key, value) in rows {
+        let sku = hold_sku(&key).with_context(|| format!("bad hold key {}", keys::display(&key)))?;
+        let hold: Hold = codec::decode_versioned(&key, &value)?;
+        match groups.last_mut() {
+            Some((owner, holds)) if owner.as_str().as_bytes() == sku => holds.push(hold),
+            _ => {
+                let owner = std::str::from_utf8(sku)
+                    .ok()
+                    .and_then(|sku| SkuId::parse(sku).ok())
+                    .with_context(|| format!("bad hold key {}", keys::display(&key)))?;
+                groups.push((owner, vec![hold]));
+            }
+        }
+    }
+    Ok((groups, more))
+}
+
+/// Walks the hold rows in key order (grouped by SKU), as [`read_holds`] sends them.
+struct HoldCursor {
+    pages: std::sync::mpsc::Receiver<HoldPage>,
+    groups: std::collections::VecDeque<HoldGroup>,
+}
+
+impl HoldCursor {
+    fn new(pages: std::sync::mpsc::Receiver<HoldPage>) -> Self {
         Self {
-            store,
-            page: Default::default(),
-            after: None,
-            exhausted: false,
+            pages,
+            groups: Default::default(),
         }
     }
 
-    fn fill(&mut self) -> anyhow::Result<()> {
-        if !self.page.is_empty() || self.exhausted {
-            return Ok(());
+    /// The next group, receiving a page when none is left; `None` at the end.
+    fn front(&mut self) -> anyhow::Result<Option<&mut HoldGroup>> {
+        while self.groups.is_empty() {
+            match self.pages.recv() {
+                Ok(page) => self.groups.extend(page?),
+                Err(_) => return Ok(None),
+            }
         }
-        let rows = self
-            .store
-            .scan(&[keys::HOLD], self.after.as_deref(), PAGE_ROWS)
-            .context("reading hold rows")?;
-        self.exhausted = rows.len() < PAGE_ROWS;
-        if let Some((last, _)) = rows.last() {
-            self.after = Some(last.clone());
-        }
-        for (key, value) in rows {
-            let sku = hold_sku(&key).with_context(|| format!("bad hold key {}", keys::display(&key)))?;
-            let hold: Hold = codec::decode_versioned(&key, &value)?;
-            self.page.push_back((sku, hold));
-        }
-        Ok(())
+        Ok(self.groups.front_mut())
     }
 
     fn next_sku(&mut self) -> anyhow::Result<Option<SkuId>> {
-        self.fill()?;
-        Ok(self.page.front().map(|(sku, _)| sku.clone()))
+        Ok(self.front()?.map(|(sku, _)| sku.clone()))
     }
 
     /// Takes the holds of `sku`. SKUs are visited in key order, so its holds are next, if any.
     fn take_for(&mut self, sku: &SkuId) -> anyhow::Result<Vec<Hold>> {
         let mut out = Vec::new();
         loop {
-            self.fill()?;
-            match self.page.front() {
-                Some((owner, _)) if owner == sku => {
-                    if let Some((_, hold)) = self.page.pop_front() {
-                        out.push(hold);
+            match self.front()? {
+                Some((owner, holds)) if owner == sku => {
+                    if out.is_empty() {
+                        out = std::mem::take(holds);
+                    } else {
+                        out.append(holds);
                     }
+                    self.groups.pop_front();
                 }
-                Some((owner, _)) if owner < sku => bail!("hold rows exist for SKU {owner}, which has no SKU row"),
+                Some((owner, _)) if &*owner < sku => bail!("hold rows exist for SKU {owner}, which has no SKU row"),
                 _ => return Ok(out),
             }
         }
@@ -265,10 +360,10 @@ impl<'a> HoldCursor<'a> {
 }
 
 /// The SKU id inside a hold key: between the prefix and the `0x00` separator.
-fn hold_sku(key: &[u8]) -> Option<SkuId> {
+fn hold_sku(key: &[u8]) -> Option<&[u8]> {
     let rest = key.strip_prefix(&[keys::HOLD])?;
     let end = rest.iter().position(|byte| *byte == 0)?;
-    SkuId::parse(std::str::from_utf8(&rest[..end]).ok()?).ok()
+    Some(&rest[..end])
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ async fn a_crash_that_left_a_million_changes_in_the_log_recovers_them_all() {
         .find_map(|line| line.strip_prefix("stockroom_recovery_duration_seconds "))
         .expect("the recovery time is reported");
     println!(
-        "recovery of {CHANGES} unreplayed log changes: {recovery_seconds} s by the server's metric, {} ms to ready ({} build; release figures are in docs/BENCHMARKS.md)",
+        "recovery of {CHANGES} unreplayed log changes: {recovery_seconds} s by the server's metric (store open to actors started), {} ms to ready ({} build; release figures are in docs/BENCHMARKS.md)",
         ready.as_millis(),
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );

@@ -182,7 +182,7 @@ impl SkuState {
             product: snapshot.product,
             stock: snapshot.stock.into_iter().collect(),
             low_stock_threshold: snapshot.low_stock_threshold,
-            holds: HashMap::new(),
+            holds: HashMap::with_capacity(holds.len()),
             expiry: BTreeSet::new(),
             in_transit: snapshot
                 .in_transit

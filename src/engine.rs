@@ -254,9 +254,7 @@ impl Engine {
         ));
         let sku_count = recovered.skus.len();
         // SKUs first: recovered carts and orders resume sagas that talk to them.
-        for state in recovered.skus {
-            registry.skus.start_recovered(state);
-        }
+        registry.skus.start_recovered(recovered.skus);
         let (cart_count, order_count) = (recovered.carts.len(), recovered.orders.len());
         for cart in recovered.carts {
             // Open until checked out or expired: one mid-checkout still counts.

@@ -131,16 +131,31 @@ impl SkuDirectory {
             .clone()
     }
 
-    /// Starts the actor of a recovered SKU.
-    pub fn start_recovered(&self, state: SkuState) {
-        let sku = state.sku().clone();
-        let shared = Arc::new(sku.clone());
-        for hold in state.holds() {
-            self.deps.hold_index.insert(hold.id, Arc::clone(&shared));
+    /// Starts the actors of the recovered SKUs. Their holds are indexed first, on two
+    /// threads (a million holds took 0.4 s on one, most of what a restart spent after
+    /// reading the store).
+    pub fn start_recovered(&self, states: Vec<SkuState>) {
+        const INDEX_THREADS: usize = 2;
+        let index = &self.deps.hold_index;
+        let shared: Vec<Arc<SkuId>> = states.iter().map(|state| Arc::new(state.sku().clone())).collect();
+        std::thread::scope(|scope| {
+            for part in 0..INDEX_THREADS {
+                let (states, shared) = (&states, &shared);
+                scope.spawn(move || {
+                    for (state, sku) in states.iter().zip(shared) {
+                        for hold in state.holds().skip(part).step_by(INDEX_THREADS) {
+                            index.insert(hold.id, Arc::clone(sku));
+                        }
+                    }
+                });
+            }
+        });
+        for state in states {
+            metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
+            let sku = state.sku().clone();
+            let mailbox = self.start(sku.clone(), Some(state));
+            self.skus.insert(sku, mailbox);
         }
-        metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
-        let mailbox = self.start(sku.clone(), Some(state));
-        self.skus.insert(sku, mailbox);
     }
 
     /// The SKU holding a reservation, if it is held.

@@ -57,9 +57,9 @@ pub struct Replayed {
 /// fails its checksum (torn by a crash mid-write) ends the log and is removed; a damaged
 /// record anywhere else is corruption and fails recovery.
 ///
-/// Two threads share the work: a reader reads and decodes the records (most of replay's
-/// CPU), and this thread keeps the newest value of each row in a hash map, which becomes the
-/// memtable's ordered table with one sort at the end (instead of a B-tree insert per change).
+/// Two threads share the work: a reader reads and decodes the records, and hands them over
+/// in chunks sorted by key with only the newest change of each row; this thread merges the
+/// chunks into the memtable's table (sorted inserts, one per row a chunk changed).
 pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)> {
     let started = Instant::now();
     let mark = read_mark(storage).context("reading the checkpoint mark")?;
@@ -67,26 +67,18 @@ pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)>
         Some(mark) => (mark.through, mark.events_end),
         None => (0, legacy_events_end(storage)?),
     };
-    let (sender, decoded) = std::sync::mpsc::sync_channel::<DecodedRecord>(REPLAY_QUEUE_RECORDS);
+    let (sender, chunks) = std::sync::mpsc::sync_channel::<ReplayChunk>(REPLAY_CHUNKS_AHEAD);
     let mut rows = Table::new();
     let mut events_end = events_end;
     let mut records = 0;
     let mut ops = 0;
     let end = std::thread::scope(|scope| {
         let reader = scope.spawn(move || read_records(storage, through, sender));
-        for record in decoded {
-            records += 1;
-            ops += record.ops.len() as u64;
-            if let Some(end) = record.events_end {
-                events_end = events_end.max(end);
-            }
-            for op in record.ops {
-                match op {
-                    Op::Put(key, value) => rows.insert(key, Some(value)),
-                    Op::Delete(key) => rows.insert(key, None),
-                    Op::DeleteIf(..) => unreachable!("the writer resolves conditional deletes"),
-                };
-            }
+        for chunk in chunks {
+            records += chunk.records;
+            ops += chunk.ops;
+            events_end = events_end.max(chunk.events_end);
+            rows.extend(chunk.rows);
         }
         reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
@@ -104,13 +96,49 @@ pub fn replay_log(storage: &dyn Storage) -> anyhow::Result<(Memtable, Replayed)>
     Ok((memtable, replayed))
 }
 
-/// Decoded records the reader may run ahead of the table by (about 6 KiB each).
-const REPLAY_QUEUE_RECORDS: usize = 256;
+/// Chunks the reader may run ahead of the table by.
+const REPLAY_CHUNKS_AHEAD: usize = 4;
 
-/// A log record as replay needs it: its row changes, and where its events end.
-struct DecodedRecord {
-    ops: Vec<Op>,
-    events_end: Option<u64>,
+/// Row changes per chunk (before coalescing), about 100 records' worth; a few under test, so
+/// that the model test replays across many chunks.
+const REPLAY_CHUNK_OPS: usize = if cfg!(test) { 5 } else { 8192 };
+
+/// Consecutive log records as replay needs them: the newest change of each row they touch,
+/// sorted by key, and where their events end.
+#[derive(Default)]
+struct ReplayChunk {
+    rows: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    records: u64,
+    ops: u64,
+    events_end: u64,
+}
+
+impl ReplayChunk {
+    fn add(&mut self, ops: Vec<Op>, events_end: Option<u64>) {
+        self.records += 1;
+        self.ops += ops.len() as u64;
+        self.events_end = self.events_end.max(events_end.unwrap_or(0));
+        self.rows.extend(ops.into_iter().map(|op| match op {
+            Op::Put(key, value) => (key, Some(value)),
+            Op::Delete(key) => (key, None),
+            Op::DeleteIf(..) => unreachable!("the writer resolves conditional deletes"),
+        }));
+    }
+
+    /// Sorts the rows by key, keeping only the last change of each (a stable sort keeps
+    /// changes to one row in log order).
+    fn coalesced(mut self) -> Self {
+        self.rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(self.rows.len());
+        for row in self.rows {
+            match rows.last_mut() {
+                Some(last) if last.0 == row.0 => *last = row,
+                _ => rows.push(row),
+            }
+        }
+        self.rows = rows;
+        self
+    }
 }
 
 /// Where the log ended.
@@ -119,12 +147,20 @@ struct LogEnd {
     torn_record: bool,
 }
 
-/// The reader of [`replay_log`]: sends every record after `through`, decoded, in order.
+/// The reader of [`replay_log`]: sends every record after `through`, decoded, in chunks of
+/// consecutive records, in order.
 fn read_records(
     storage: &dyn Storage,
     through: u64,
-    sender: std::sync::mpsc::SyncSender<DecodedRecord>,
+    sender: std::sync::mpsc::SyncSender<ReplayChunk>,
 ) -> anyhow::Result<LogEnd> {
+    let send = |chunk: ReplayChunk| -> anyhow::Result<()> {
+        if chunk.records > 0 && sender.send(chunk.coalesced()).is_err() {
+            bail!("replay stopped reading the log");
+        }
+        Ok(())
+    };
+    let mut chunk = ReplayChunk::default();
     let mut last_position = through;
     // Records up to `through` are covered by the checkpoint (kept only for their events, and
     // whole: the mark is written once the log is durable through them): not read.
@@ -144,19 +180,21 @@ fn read_records(
                     }
                     tracing::warn!(position, error = %error, "the last log record is torn; the log ends before it");
                     storage.remove(vec![position]).context("removing the torn record")?;
+                    send(chunk)?;
                     return Ok(LogEnd {
                         last_position: position - 1,
                         torn_record: true,
                     });
                 }
             };
-            let decoded = DecodedRecord { ops, events_end };
-            if sender.send(decoded).is_err() {
-                bail!("replay stopped reading the log");
+            chunk.add(ops, events_end);
+            if chunk.rows.len() >= REPLAY_CHUNK_OPS {
+                send(std::mem::take(&mut chunk))?;
             }
         }
         from = page_last + 1;
     }
+    send(chunk)?;
     Ok(LogEnd {
         last_position,
         torn_record: false,

@@ -1,11 +1,12 @@
 //! A live SKU: its counters, its holds indexed by expiry, its invariants, and [`apply`], which
 //! changes it by one event.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::event::SkuEvent;
+use super::holds::Holds;
 use super::model::{
     Backorder, Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer,
     ON_HAND_MAX,
@@ -126,7 +127,7 @@ pub struct SkuState {
     /// Below this many available units a location is low (0: never).
     pub(super) low_stock_threshold: u64,
     /// Held reservations by id.
-    pub(super) holds: HashMap<ReservationId, Hold>,
+    pub(super) holds: Holds,
     /// The same holds ordered by expiry, so expiring is a walk from the front.
     pub(super) expiry: BTreeSet<(u64, ReservationId)>,
     /// Transfers in transit, by id.
@@ -163,7 +164,7 @@ impl SkuState {
             product,
             stock,
             low_stock_threshold: 0,
-            holds: HashMap::new(),
+            holds: Holds::default(),
             expiry: BTreeSet::new(),
             in_transit: BTreeMap::new(),
             movement_seq: 0,
@@ -182,7 +183,7 @@ impl SkuState {
             product: snapshot.product,
             stock: snapshot.stock.into_iter().collect(),
             low_stock_threshold: snapshot.low_stock_threshold,
-            holds: HashMap::with_capacity(holds.len()),
+            holds: Holds::with_capacity(holds.len()),
             expiry: BTreeSet::new(),
             in_transit: snapshot
                 .in_transit
@@ -198,7 +199,7 @@ impl SkuState {
         };
         for hold in holds {
             state.expiry.insert((hold.expires_ms, hold.id));
-            if state.holds.insert(hold.id, hold).is_some() {
+            if state.holds.insert(hold).is_err() {
                 return Err(format!("{}: a reservation is stored twice", state.sku));
             }
         }
@@ -866,8 +867,7 @@ fn hold_taken(state: &mut SkuState, hold: Hold, ledger: &mut Vec<Movement>) {
         state.backorder_excess(hold.id, &part.location);
     }
     state.expiry.insert((hold.expires_ms, hold.id));
-    let previous = state.holds.insert(hold.id, hold);
-    assert!(previous.is_none(), "reservation id reused");
+    assert!(state.holds.insert(hold).is_ok(), "reservation id reused");
 }
 
 fn hold_changed(

@@ -175,7 +175,7 @@ pub fn decide(
                 hold: Hold {
                     id: *id,
                     qty: qty.get(),
-                    parts,
+                    parts: parts.into_iter().collect(),
                     created_ms: now_ms,
                     expires_ms: now_ms.saturating_add(*ttl_ms),
                 },
@@ -250,7 +250,7 @@ pub fn decide(
                     hold: Hold {
                         id: *id,
                         qty: *qty,
-                        parts,
+                        parts: parts.into_iter().collect(),
                         created_ms: now_ms,
                         expires_ms: *expires_ms,
                     },
@@ -261,7 +261,7 @@ pub fn decide(
             Some(hold) if hold.expires_ms != *expires_ms => Ok(vec![SkuEvent::HoldChanged {
                 id: *id,
                 qty: hold.qty,
-                parts: hold.parts.clone(),
+                parts: hold.parts.to_vec(),
                 expires_ms: *expires_ms,
             }]),
             _ => Ok(Vec::new()),
@@ -712,7 +712,7 @@ mod tests {
         let hold = Hold {
             id: ReservationId::generate(),
             qty,
-            parts: at_default(qty),
+            parts: at_default(qty).into(),
             created_ms: 0,
             expires_ms: 10,
         };

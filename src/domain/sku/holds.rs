@@ -173,9 +173,37 @@ mod tests {
         Hold {
             id,
             qty,
-            parts: at_default(qty),
+            parts: at_default(qty).into(),
             created_ms: 0,
             expires_ms: qty,
+        }
+    }
+
+    /// Inline parts change nothing in storage: a hold encodes exactly as it did with a
+    /// `Vec` of parts (log records and hold rows written before still read back).
+    #[test]
+    fn a_hold_encodes_as_with_a_vec_of_parts() {
+        #[derive(serde::Serialize)]
+        struct WithVec {
+            id: ReservationId,
+            qty: u64,
+            parts: Vec<crate::domain::sku::Part>,
+            created_ms: u64,
+            expires_ms: u64,
+        }
+        let mut held = hold(ReservationId::generate(), 3);
+        for parts in [held.parts.to_vec(), [at_default(1), at_default(2)].concat()] {
+            held.parts = parts.iter().cloned().collect();
+            let before = WithVec {
+                id: held.id,
+                qty: held.qty,
+                parts,
+                created_ms: held.created_ms,
+                expires_ms: held.expires_ms,
+            };
+            let encoded = crate::persistence::codec::encode(&held);
+            assert_eq!(encoded, crate::persistence::codec::encode(&before));
+            assert_eq!(bincode::deserialize::<Hold>(&encoded[1..]).unwrap(), held);
         }
     }
 

@@ -46,4 +46,4 @@ pub use model::{
     Reservation, ReservationState, SkuLimits, SkuView, Transfer, TransferRecord, EXPIRE_BATCH_MAX, ON_HAND_MAX,
 };
 pub use state::{apply, apply_all, SkuSnapshot, SkuSnapshotV2, SkuState};
-pub use stock::{Allocation, Part, Placement, Site, Sites, Stock, Strategy};
+pub use stock::{Allocation, Part, Parts, Placement, Site, Sites, Stock, Strategy};

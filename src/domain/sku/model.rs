@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stock::{at_default, Allocation, Part, Stock};
+use super::stock::{at_default, Allocation, Part, Parts, Stock};
 use crate::domain::ids::{ReservationId, SkuId, TransferId};
 use crate::domain::location::LocationId;
 use crate::domain::values::{Currency, Name};
@@ -31,8 +31,8 @@ pub struct Hold {
     pub id: ReservationId,
     /// Units held: the sum of `parts`.
     pub qty: u64,
-    /// Where the units are held, one part per location.
-    pub parts: Vec<Part>,
+    /// Where the units are held, one part per location (almost always one: kept inline).
+    pub parts: Parts,
     /// When the hold was taken.
     pub created_ms: u64,
     /// When the hold lapses unless committed or released first.
@@ -57,7 +57,7 @@ impl From<LegacyHold> for Hold {
         Hold {
             id: legacy.id,
             qty: legacy.qty,
-            parts: at_default(legacy.qty),
+            parts: at_default(legacy.qty).into_iter().collect(),
             created_ms: legacy.created_ms,
             expires_ms: legacy.expires_ms,
         }
@@ -376,7 +376,7 @@ pub fn settled_reservation(sku: &SkuId, hold: &Hold, state: ReservationState, no
         id: hold.id,
         sku: sku.clone(),
         qty: hold.qty,
-        parts: hold.parts.clone(),
+        parts: hold.parts.to_vec(),
         state,
         created_ms: hold.created_ms,
         expires_ms: hold.expires_ms,

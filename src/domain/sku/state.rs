@@ -11,7 +11,7 @@ use super::model::{
     Backorder, Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer,
     ON_HAND_MAX,
 };
-use super::stock::{merge_parts, shrink_parts, Part, Stock};
+use super::stock::{merge_parts, shrink_parts, Part, Parts, Stock};
 use crate::domain::ids::{ReservationId, SkuId, TransferId};
 use crate::domain::location::LocationId;
 
@@ -439,7 +439,7 @@ impl SkuState {
             id: hold.id,
             sku: self.sku.clone(),
             qty: hold.qty,
-            parts: hold.parts.clone(),
+            parts: hold.parts.to_vec(),
             state: ReservationState::Held,
             created_ms: hold.created_ms,
             expires_ms: hold.expires_ms,
@@ -901,7 +901,7 @@ fn hold_changed(
         "expiry index out of step"
     );
     hold.qty = qty;
-    hold.parts = parts.to_vec();
+    hold.parts = Parts::from(parts);
     hold.expires_ms = expires_ms;
     state.expiry.insert((expires_ms, id));
 }
@@ -953,7 +953,7 @@ mod tests {
         let hold = Hold {
             id: ReservationId::generate(),
             qty: 2,
-            parts: super::super::stock::at_default(2),
+            parts: super::super::stock::at_default(2).into(),
             created_ms: 0,
             expires_ms: 10,
         };
@@ -980,7 +980,7 @@ mod tests {
         assert!(SkuState::restore(sku.clone(), snapshot(5, 3), vec![hold.clone()]).is_err());
         assert!(SkuState::restore(sku.clone(), snapshot(1, 2), vec![hold.clone()]).is_err());
         let elsewhere = Hold {
-            parts: vec![Part {
+            parts: smallvec::smallvec![Part {
                 location: LocationId::parse("shop").unwrap(),
                 qty: 2,
             }],

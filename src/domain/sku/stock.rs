@@ -50,6 +50,10 @@ pub struct Part {
     pub qty: u64,
 }
 
+/// A hold's parts: inline while there is one (a hold in memory then needs no allocation of
+/// its own; stored and encoded as a sequence, as a `Vec` is).
+pub type Parts = smallvec::SmallVec<[Part; 1]>;
+
 /// The parts of `qty` units all at `default`: how holds from before locations are read.
 pub fn at_default(qty: u64) -> Vec<Part> {
     vec![Part {

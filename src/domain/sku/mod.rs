@@ -31,6 +31,7 @@ pub mod command;
 pub mod decide;
 pub mod event;
 pub mod execute;
+pub mod expiry;
 pub mod holds;
 pub mod model;
 pub mod state;

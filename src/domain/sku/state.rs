@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::event::SkuEvent;
+use super::expiry::ExpiryIndex;
 use super::holds::Holds;
 use super::model::{
     Backorder, Hold, Movement, MovementKind, Product, Reference, Reservation, ReservationState, SkuView, Transfer,
@@ -129,7 +130,7 @@ pub struct SkuState {
     /// Held reservations by id.
     pub(super) holds: Holds,
     /// The same holds ordered by expiry, so expiring is a walk from the front.
-    pub(super) expiry: BTreeSet<(u64, ReservationId)>,
+    pub(super) expiry: ExpiryIndex,
     /// Transfers in transit, by id.
     pub(super) in_transit: BTreeMap<TransferId, Transfer>,
     /// The last movement written to the ledger.
@@ -165,7 +166,7 @@ impl SkuState {
             stock,
             low_stock_threshold: 0,
             holds: Holds::default(),
-            expiry: BTreeSet::new(),
+            expiry: ExpiryIndex::default(),
             in_transit: BTreeMap::new(),
             movement_seq: 0,
             opening: Vec::new(),
@@ -184,7 +185,7 @@ impl SkuState {
             stock: snapshot.stock.into_iter().collect(),
             low_stock_threshold: snapshot.low_stock_threshold,
             holds: Holds::with_capacity(holds.len()),
-            expiry: BTreeSet::new(),
+            expiry: ExpiryIndex::default(),
             in_transit: snapshot
                 .in_transit
                 .into_iter()

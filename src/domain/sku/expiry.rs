@@ -117,32 +117,33 @@ impl ExpiryIndex {
 mod tests {
     use std::collections::BTreeSet;
 
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     /// Random inserts and removals, in order and out of it, agree with a `BTreeSet` after
     /// every step, and the runs keep their shape.
     #[test]
     fn agrees_with_a_btree_set() {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
         let ids: Vec<ReservationId> = (0..8).map(|_| ReservationId::generate()).collect();
         let mut index = ExpiryIndex::default();
         let mut model: BTreeSet<Entry> = BTreeSet::new();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut clock = 0u64;
         for step in 0..40_000u64 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let id = ids[(seed % ids.len() as u64) as usize];
-            let entry = match (seed >> 8) % 4 {
+            let id = ids[rng.random_range(0..ids.len())];
+            let entry = if rng.random_bool(0.5) {
                 // Mostly in order, as holds arrive.
-                0 | 1 => {
-                    clock += (seed >> 16) % 3;
-                    (clock, id)
-                }
+                clock += rng.random_range(0..3);
+                (clock, id)
+            } else {
                 // Anywhere among the recent ones.
-                _ => (clock.saturating_sub((seed >> 16) % 64), id),
+                (clock.saturating_sub(rng.random_range(0..64)), id)
             };
-            if (seed >> 24) % 5 < 3 {
+            if rng.random_bool(0.6) {
                 assert_eq!(index.insert(entry), model.insert(entry), "insert at step {step}");
             } else {
                 assert_eq!(index.remove(&entry), model.remove(&entry), "remove at step {step}");

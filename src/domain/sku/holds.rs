@@ -166,6 +166,9 @@ impl std::ops::Index<&ReservationId> for Holds {
 mod tests {
     use std::collections::HashMap;
 
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
     use crate::domain::sku::stock::at_default;
 
@@ -210,16 +213,15 @@ mod tests {
     /// Random inserts, removals and changes agree with a `HashMap` after every step.
     #[test]
     fn agrees_with_a_hash_map() {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
         let ids: Vec<ReservationId> = (0..64).map(|_| ReservationId::generate()).collect();
         let mut table = Holds::with_capacity(4);
         let mut model: HashMap<ReservationId, Hold> = HashMap::new();
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         for step in 0..20_000u64 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let id = ids[(seed % ids.len() as u64) as usize];
-            match (seed >> 8) % 3 {
+            let id = ids[rng.random_range(0..ids.len())];
+            match rng.random_range(0..3) {
                 0 => {
                     let inserted = table.insert(hold(id, step)).is_ok();
                     assert_eq!(inserted, !model.contains_key(&id));

@@ -93,9 +93,13 @@ impl ExpiryIndex {
         self.len -= 1;
         if run.is_empty() {
             self.runs.remove(at);
-        } else {
-            self.merge_if_thin(at);
+            return true;
         }
+        if run.len() * 4 <= run.capacity() {
+            // Removals thinned it out: give back what it no longer needs.
+            run.shrink_to((run.len() * 2).next_power_of_two());
+        }
+        self.merge_if_thin(at);
         true
     }
 
@@ -150,7 +154,10 @@ mod tests {
             }
             assert_eq!(index.len(), model.len());
             assert_eq!(index.first(), model.first());
-            assert!(index.runs.iter().all(|run| !run.is_empty() && run.len() <= RUN));
+            assert!(index
+                .runs
+                .iter()
+                .all(|run| !run.is_empty() && run.len() <= RUN && run.capacity() < 4 * run.len().max(RUN)));
             if step % 97 == 0 {
                 assert!(index.iter().eq(model.iter()), "order at step {step}");
             }

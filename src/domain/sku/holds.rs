@@ -1,7 +1,7 @@
 //! A SKU's held reservations: a dense table, looked up by id.
 //!
 //! A flash sale leaves a SKU with hundreds of thousands of holds, and memory per hold is what
-//! bounds how many one server keeps (docs/BENCHMARKS.md, "Memory per held reservation"). A
+//! bounds how many one server keeps (docs/BENCHMARKS.md, "Memory per hold"). A
 //! `HashMap<ReservationId, Hold>` stores the id twice, sizes every slot for the whole entry
 //! (81 bytes), and is 44% to 88% full: 92 to 184 bytes a hold. Here the holds sit side by side
 //! in chunks of [`CHUNK`] (the first one grows up to that size, so a SKU with few holds keeps

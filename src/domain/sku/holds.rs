@@ -71,18 +71,13 @@ impl Holds {
         Some(&mut self.chunks[at / CHUNK][at % CHUNK])
     }
 
-    /// Whether `id` is held.
-    pub fn contains(&self, id: &ReservationId) -> bool {
-        self.position(id).is_some()
-    }
-
     /// Adds `hold`, or, when its id is already held, gives it back and changes nothing.
     pub fn insert(&mut self, hold: Hold) -> Result<(), Hold> {
-        if self.contains(&hold.id) {
+        let hash = self.hasher.hash_one(hold.id);
+        if self.position_hashed(hash, &hold.id).is_some() {
             return Err(hold);
         }
         let at = u32::try_from(self.len).expect("at most 4 billion holds on one SKU");
-        let hash = self.hasher.hash_one(hold.id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.index.insert_unique(hash, at, |&other| {
             let other = other as usize;
@@ -141,7 +136,11 @@ impl Holds {
     }
 
     fn position(&self, id: &ReservationId) -> Option<usize> {
-        let hash = self.hasher.hash_one(id);
+        self.position_hashed(self.hasher.hash_one(id), id)
+    }
+
+    /// The position of `id`, whose hash is `hash`.
+    fn position_hashed(&self, hash: u64, id: &ReservationId) -> Option<usize> {
         self.index
             .find(hash, |&at| self.at(at as usize).id == *id)
             .map(|&at| at as usize)

@@ -19,6 +19,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::join_all;
 
 use super::mailbox::{Acked, Reply};
 use super::mailbox::{AskError, MailboxSlot};
@@ -33,10 +34,10 @@ use crate::domain::cart::{
 };
 pub use crate::domain::cart::{LineFailure, PricedLine};
 use crate::domain::order::Order;
-use crate::domain::sku::Placement;
+use crate::domain::sku::{Placement, SkuView};
 use crate::domain::sku::{Reservation, ReservationState, SkuCommand, SkuRejection};
 use crate::domain::{CartEvent, DomainEvent, OrderEvent};
-use crate::domain::{OrderId, SkuId};
+use crate::domain::{OrderId, ReservationId, SkuId};
 use crate::idempotency::IdempotencyDraft;
 use crate::metrics as names;
 use crate::persistence::{codec, keys, Op, Ticket};
@@ -374,29 +375,56 @@ fn cart_event(cart: &Cart, event: CartEvent) -> DomainEvent {
     DomainEvent::Cart { cart: cart.id, event }
 }
 
+/// What one SKU said of a cart's line: units held and the SKU's view (`None`: no such SKU).
+type LineRead = Option<(u64, SkuView)>;
+
 /// The cart's lines, read from the SKUs and priced, with the newest ticket among the reads.
 async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
+    let (reads, ticket) = read_lines(context, cart.skus.iter(), cart).await?;
+    let view = priced_view(cart, reads.iter().map(|(sku, line)| (sku, line.as_ref())))?;
+    Ok((view, ticket))
+}
+
+/// Reads line by line at `skus`, all in flight at once (the SKUs answer in parallel), with
+/// the newest ticket among the reads.
+async fn read_lines<'a>(
+    context: &CartContext,
+    skus: impl Iterator<Item = &'a SkuId>,
+    cart: &Cart,
+) -> Result<(Vec<(SkuId, LineRead)>, Ticket), CartFailure> {
+    let skus: Vec<&SkuId> = skus.collect();
+    let reads = join_all(skus.iter().map(|sku| context.skus.line(sku, cart.line_id(sku)))).await;
+    let mut lines = Vec::with_capacity(skus.len());
+    let mut ticket = 0;
+    for (sku, read) in skus.into_iter().zip(reads) {
+        let (line, read) = read?;
+        ticket = ticket.max(read);
+        lines.push((sku.clone(), line));
+    }
+    Ok((lines, ticket))
+}
+
+/// The cart's lines priced from what the SKUs said, in the cart's order.
+fn priced_view<'a>(
+    cart: &Cart,
+    reads: impl Iterator<Item = (&'a SkuId, Option<&'a (u64, SkuView)>)> + Clone,
+) -> Result<CartView, CartFailure> {
     let mut held = Vec::new();
     let mut names = Vec::new();
-    let mut ticket = 0;
     for sku in &cart.skus {
-        let (line, read) = context.skus.line(sku, cart.line_id(sku)).await?;
-        ticket = ticket.max(read);
+        let line = reads.clone().find(|(read, _)| *read == sku).and_then(|(_, line)| line);
         if let Some((qty, sku_view)) = line {
-            held.push((sku.clone(), qty, sku_view.product.price_minor));
-            names.push((sku.clone(), sku_view.product.name));
+            held.push((sku.clone(), *qty, sku_view.product.price_minor));
+            names.push((sku.clone(), sku_view.product.name.clone()));
         }
     }
     let (lines, total) = price_lines(held).map_err(CartFailure::Rejected)?;
-    Ok((
-        CartView {
-            cart: cart.clone(),
-            lines,
-            total_minor: total.minor(),
-            names,
-        },
-        ticket,
-    ))
+    Ok(CartView {
+        cart: cart.clone(),
+        lines,
+        total_minor: total.minor(),
+        names,
+    })
 }
 
 async fn set_line(
@@ -427,14 +455,16 @@ async fn set_line_steps(
         return (Err(CartFailure::Rejected(rejection)), 0);
     }
     let line_id = cart.line_id(sku);
-    let (line, mut ticket) = match context.skus.line(sku, line_id).await {
+    // One round of reads: this SKU's line and the cart's others, all at once.
+    let others = cart.skus.iter().filter(|other| *other != sku);
+    let (reads, mut ticket) = match read_lines(context, std::iter::once(sku).chain(others), cart).await {
         Ok(read) => read,
-        Err(error) => return (Err(error.into()), 0),
+        Err(failure) => return (Err(failure), 0),
     };
-    let Some((held, sku_view)) = line else {
+    let Some((_, Some((held, sku_view)))) = reads.first() else {
         return (Err(CartFailure::Stock(SkuRejection::SkuNotFound)), ticket);
     };
-    let product = &sku_view.product;
+    let (held, product) = (*held, &sku_view.product);
     let at_sku = LineAtSku {
         held,
         price_minor: product.price_minor,
@@ -443,16 +473,11 @@ async fn set_line_steps(
     let change = cart.decide_line(sku, qty, at_sku, limits.lines_max, now_ms);
     if let Ok(LineChange::Hold { .. }) = change {
         // The cart's total with the new line must fit too: checked before any stock moves.
-        let (before, read) = match view(context, cart).await {
-            Ok(read) => read,
-            Err(failure) => return (Err(failure), ticket),
-        };
-        ticket = ticket.max(read);
-        let others = before.lines.into_iter().filter(|line| line.sku != *sku);
-        let with_line =
-            others
-                .map(|line| (line.sku, line.qty, line.price_minor))
-                .chain([(sku.clone(), qty, product.price_minor)]);
+        let others = reads[1..].iter().filter_map(|(other, line)| {
+            line.as_ref()
+                .map(|(held, view)| (other.clone(), *held, view.product.price_minor))
+        });
+        let with_line = others.chain([(sku.clone(), qty, product.price_minor)]);
         if let Err(rejection) = price_lines(with_line) {
             return (Err(CartFailure::Rejected(rejection)), ticket);
         }
@@ -482,34 +507,43 @@ async fn set_line_steps(
         qty,
         expires_ms,
     };
-    match context.skus.command(sku, set, by).await {
-        Ok((Ok(Ok(_)), set)) => ticket = ticket.max(set),
-        Ok((Ok(Err(rejection)), set)) => return (Err(CartFailure::Stock(rejection)), ticket.max(set)),
-        Ok((Err(failure), set)) => return (Err(failure.into()), ticket.max(set)),
+    // Each change is read back with the same round trip (the read follows it in the SKU's
+    // mailbox): the answer shows the lines as the changes left them.
+    let mut after: Vec<(SkuId, LineRead)> = Vec::with_capacity(cart.skus.len());
+    match context.skus.command_then_read(sku, set, by, line_id, false).await {
+        Ok((Ok(Ok(_)), set, line, _)) => {
+            ticket = ticket.max(set);
+            after.push((sku.clone(), line));
+        }
+        Ok((Ok(Err(rejection)), set, _, _)) => return (Err(CartFailure::Stock(rejection)), ticket.max(set)),
+        Ok((Err(failure), set, _, _)) => return (Err(failure.into()), ticket.max(set)),
         Err(error) => return (Err(error.into()), ticket),
     }
-    // Every write extends the whole cart's hold.
-    for other in cart.skus.iter().filter(|other| *other != sku) {
-        let extend = SkuCommand::ExtendHold {
-            id: cart.line_id(other),
-            expires_ms,
-        };
+    // Every write extends the whole cart's hold, at every other SKU at once.
+    let others: Vec<&SkuId> = cart.skus.iter().filter(|other| *other != sku).collect();
+    let extends = join_all(others.iter().map(|other| {
+        let id = cart.line_id(other);
+        let extend = SkuCommand::ExtendHold { id, expires_ms };
+        context.skus.command_then_read(other, extend, by, id, false)
+    }))
+    .await;
+    for (other, extended) in others.into_iter().zip(extends) {
         // A SKU that could not extend (a full queue) fails the request: the cart's expiry
         // moves only when every line's hold moved with it.
-        match context.skus.command(other, extend, by).await {
-            Ok((Ok(_), extended)) => ticket = ticket.max(extended),
-            Ok((Err(failure), _)) => return (Err(failure.into()), ticket),
+        match extended {
+            Ok((Ok(_), extended, line, _)) => {
+                ticket = ticket.max(extended);
+                after.push((other.clone(), line));
+            }
+            Ok((Err(failure), _, _, _)) => return (Err(failure.into()), ticket),
             Err(error) => return (Err(error.into()), ticket),
         }
     }
     // The cart in memory stays what storage has until the write below succeeds.
     let stored = cart.clone();
     cart.line_set(sku, qty, expires_ms);
-    let reply = match view(context, cart).await {
-        Ok((view, read)) => {
-            ticket = ticket.max(read);
-            Ok(CartOutcome::Cart(view))
-        }
+    let reply = match priced_view(cart, after.iter().map(|(sku, line)| (sku, line.as_ref()))) {
+        Ok(view) => Ok(CartOutcome::Cart(view)),
         Err(failure) => {
             *cart = stored;
             return (Err(failure), ticket);
@@ -594,9 +628,10 @@ async fn checkout(
 /// lapsed, and SKUs repriced into another currency.
 async fn preflight(context: &CartContext, cart: &Cart) -> Result<Vec<(SkuId, u64, LineFailure)>, CartFailure> {
     let mut failures = Vec::new();
-    for sku in &cart.skus {
+    let reads = join_all(cart.skus.iter().map(|sku| context.skus.line(sku, cart.line_id(sku)))).await;
+    for (sku, read) in cart.skus.iter().zip(reads) {
         let id = cart.line_id(sku);
-        let (line, _) = context.skus.line(sku, id).await?;
+        let (line, _) = read?;
         let Some((held, view)) = line else {
             continue;
         };
@@ -653,58 +688,27 @@ async fn saga(
     idempotency: Option<IdempotencyDraft<CartReply>>,
     by: By,
 ) -> (Cart, CartReply, Ticket) {
+    // Every line's hold is committed at once: the SKUs work in parallel, and each step is
+    // idempotent, so a run cut short by a full queue is simply run again.
+    let lines: Vec<(SkuId, ReservationId)> = cart.skus.iter().map(|sku| (sku.clone(), cart.line_id(sku))).collect();
+    let results = join_all(lines.iter().map(|(sku, id)| commit_line(&context, sku, *id, &by))).await;
     let mut ticket = 0;
-    let mut commits = Vec::with_capacity(cart.skus.len());
-    for sku in cart.skus.clone() {
-        let id = cart.line_id(&sku);
-        let commit = match context
-            .skus
-            .command(
-                &sku,
-                SkuCommand::Commit {
-                    id,
-                    until_shipped: true,
-                },
-                &by,
-            )
-            .await
-        {
-            Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done)) => {
+    let mut overloaded = false;
+    let mut commits = Vec::with_capacity(lines.len());
+    for ((sku, id), result) in lines.into_iter().zip(results) {
+        match result {
+            Ok((commit, done)) => {
                 ticket = ticket.max(done);
-                let (price_minor, currency, name) = match context.skus.line(&sku, id).await {
-                    Ok((Some((_, view)), _)) => (
-                        view.product.price_minor,
-                        Some(view.product.currency),
-                        Some(view.product.name.as_str().to_owned()),
-                    ),
-                    Ok((None, _)) => (0, None, None),
-                    Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
-                };
-                let backordered = match context.skus.backordered(&sku, id).await {
-                    Ok(units) => units,
-                    Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
-                };
-                LineCommit::Committed {
-                    qty: reservation.qty,
-                    price_minor,
-                    currency,
-                    name,
-                    parts: reservation.parts,
-                    backordered,
-                }
+                commits.push((sku, id, commit));
             }
-            // No hold: the line was never set, or was emptied (released).
-            Ok((
-                Ok(Err(
-                    SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound | SkuRejection::ReservationReleased,
-                )),
-                _,
-            )) => LineCommit::NoHold,
-            Ok((Ok(Err(_)), _)) => LineCommit::Lapsed,
-            // Not reached now (a full queue): the saga runs again.
-            Ok((Ok(Ok(_)), _)) | Ok((Err(_), _)) | Err(_) => return (cart, Err(CartFailure::Overloaded), ticket),
-        };
-        commits.push((sku, id, commit));
+            Err(done) => {
+                ticket = ticket.max(done);
+                overloaded = true;
+            }
+        }
+    }
+    if overloaded {
+        return (cart, Err(CartFailure::Overloaded), ticket);
     }
     let now_ms = context.services.clock.now_ms();
     let payment_timeout_ms = context.orders.limits().payment_timeout_ms;
@@ -765,6 +769,50 @@ async fn saga(
             (cart, reply, written)
         }
         Err(failure) => (previous, Err(failure), ticket),
+    }
+}
+
+/// Commits one line's hold at its SKU and reads what the order needs of it (price, name,
+/// units not on a shelf yet). `Err` with the newest ticket seen when a SKU's queue was full
+/// or it did not answer: the saga runs again.
+async fn commit_line(
+    context: &CartContext,
+    sku: &SkuId,
+    id: ReservationId,
+    by: &By,
+) -> Result<(LineCommit, Ticket), Ticket> {
+    let commit = SkuCommand::Commit {
+        id,
+        until_shipped: true,
+    };
+    match context.skus.command_then_read(sku, commit, by, id, true).await {
+        Ok((Ok(Ok(SkuOutcome::Reservation(reservation))), done, line, backordered)) => {
+            let (price_minor, currency, name) = match line {
+                Some((_, view)) => (
+                    view.product.price_minor,
+                    Some(view.product.currency),
+                    Some(view.product.name.as_str().to_owned()),
+                ),
+                None => (0, None, None),
+            };
+            let committed = LineCommit::Committed {
+                qty: reservation.qty,
+                price_minor,
+                currency,
+                name,
+                parts: reservation.parts,
+                backordered,
+            };
+            Ok((committed, done))
+        }
+        // No hold: the line was never set, or was emptied (released).
+        Ok((
+            Ok(Err(SkuRejection::ReservationNotFound | SkuRejection::SkuNotFound | SkuRejection::ReservationReleased)),
+            ..,
+        )) => Ok((LineCommit::NoHold, 0)),
+        Ok((Ok(Err(_)), ..)) => Ok((LineCommit::Lapsed, 0)),
+        // Not reached now (a full queue): the saga runs again.
+        Ok((Ok(Ok(_)), ..)) | Ok((Err(_), ..)) | Err(_) => Err(0),
     }
 }
 

@@ -204,6 +204,44 @@ impl SkuDirectory {
         Ok((acked.value, acked.ticket))
     }
 
+    /// Runs a command at a SKU and reads line `id` there right after it, and with
+    /// `backordered` its units not on a shelf yet: every message is sent before any answer
+    /// is awaited, so the reads see the command's effect (one actor handles its mailbox in
+    /// order) for one round trip instead of two or three. The reads are `None` and 0 for an
+    /// unknown SKU.
+    pub async fn command_then_read(
+        &self,
+        sku: &SkuId,
+        command: SkuCommand,
+        by: &By,
+        id: ReservationId,
+        backordered: bool,
+    ) -> Result<(SkuReply, Ticket, Option<(u64, SkuView)>, u64), AskError> {
+        let Some(mailbox) = self.get(sku) else {
+            return Ok((Ok(Err(SkuRejection::SkuNotFound)), 0, None, 0));
+        };
+        let done = mailbox.ask(|reply, slot| ExecuteSkuCommand {
+            command,
+            idempotency: None,
+            by: Arc::clone(by),
+            reply,
+            slot,
+        })?;
+        let line = mailbox.ask(|reply, slot| GetLine { id, reply, slot })?;
+        let units = if backordered {
+            Some(mailbox.ask(|reply, slot| super::sku::GetBackordered { id, reply, slot })?)
+        } else {
+            None
+        };
+        let done = done.await.map_err(|_| AskError::NoAnswer)?;
+        let line = line.await.map_err(|_| AskError::NoAnswer)?;
+        let units = match units {
+            Some(units) => units.await.map_err(|_| AskError::NoAnswer)?.value,
+            None => 0,
+        };
+        Ok((done.value, done.ticket.max(line.ticket), line.value, units))
+    }
+
     /// Units of reservation `id` not on a shelf yet (0 for an unknown SKU).
     pub async fn backordered(&self, sku: &SkuId, id: ReservationId) -> Result<u64, AskError> {
         let Some(mailbox) = self.get(sku) else {

@@ -221,8 +221,21 @@ impl Engine {
             // Movement events are for the Kafka bridge; without it the rows are the ledger.
             publish_movements: settings.ledger.publish_movements && settings.kafka.enabled,
             settled_retention_ms: settings.reservation.settled_retention_hours.saturating_mul(3_600_000),
-            // Sized for the recovered holds: no rehashing while a million are indexed.
-            hold_index: Arc::new(DashMap::with_capacity(recovered.holds)),
+            // Sized for the recovered holds it takes (those whose ids do not carry their SKU's
+            // tag): no rehashing while a million are indexed.
+            hold_index: Arc::new(DashMap::with_capacity(
+                recovered
+                    .skus
+                    .iter()
+                    .map(|state| {
+                        let tag = state.sku().tag();
+                        state
+                            .holds()
+                            .filter(|hold| crate::actors::sku::needs_index(tag, &hold.id))
+                            .count()
+                    })
+                    .sum(),
+            )),
             feed: Arc::clone(&feed),
         });
         let idle_stop_ms = settings.order.idle_stop_seconds.saturating_mul(1000);

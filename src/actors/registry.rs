@@ -24,6 +24,7 @@ use std::sync::{Arc, Weak};
 
 use actix::{Actor, Addr, ArbiterHandle, Supervisor};
 use dashmap::DashMap;
+use smallvec::SmallVec;
 
 use super::cart::CartActor;
 use super::mailbox::{AskError, Mailbox};
@@ -89,9 +90,23 @@ impl Placement {
     }
 }
 
+/// Where a reservation may be held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// The hold index names the SKU holding it.
+    Indexed(SkuId),
+    /// Not in the index: held, if at all, at one of these SKUs, those whose tag the id
+    /// carries (almost always one; none for an id that names no SKU). A settled
+    /// reservation is in storage instead.
+    Tagged(SmallVec<[SkuId; 1]>),
+}
+
 /// Every SKU's actor.
 pub struct SkuDirectory {
     skus: DashMap<SkuId, Mailbox<SkuActor>>,
+    /// Every SKU by its tag ([`SkuId::tag`]): the SKUs that may hold a reservation whose
+    /// id carries the tag. Almost always one; two SKUs' tags may collide.
+    by_tag: DashMap<u32, SmallVec<[SkuId; 1]>>,
     placement: Placement,
     /// What every SKU actor shares.
     deps: Arc<SkuDeps>,
@@ -103,6 +118,7 @@ impl SkuDirectory {
     pub fn new(placement: Placement, deps: Arc<SkuDeps>, mailbox_capacity: usize) -> Self {
         Self {
             skus: DashMap::new(),
+            by_tag: DashMap::new(),
             placement,
             deps,
             mailbox_capacity,
@@ -126,9 +142,17 @@ impl SkuDirectory {
         }
         self.skus
             .entry(sku.clone())
-            .or_insert_with(|| self.start(sku.clone(), None))
+            .or_insert_with(|| {
+                self.tag(sku);
+                self.start(sku.clone(), None)
+            })
             .value()
             .clone()
+    }
+
+    /// Files `sku` under its tag, once, before its actor takes a reservation.
+    fn tag(&self, sku: &SkuId) {
+        self.by_tag.entry(sku.tag()).or_default().push(sku.clone());
     }
 
     /// Starts the actors of the recovered SKUs. Their holds are indexed first, on two
@@ -143,7 +167,9 @@ impl SkuDirectory {
                 let (states, shared) = (&states, &shared);
                 scope.spawn(move || {
                     for (state, sku) in states.iter().zip(shared) {
-                        for hold in state.holds().skip(part).step_by(INDEX_THREADS) {
+                        let tag = sku.tag();
+                        let holds = state.holds().skip(part).step_by(INDEX_THREADS);
+                        for hold in holds.filter(|hold| super::sku::needs_index(tag, &hold.id)) {
                             index.insert(hold.id, Arc::clone(sku));
                         }
                     }
@@ -153,14 +179,20 @@ impl SkuDirectory {
         for state in states {
             metrics::gauge!(names::RESERVATIONS_HELD).increment(state.hold_count() as f64);
             let sku = state.sku().clone();
+            self.tag(&sku);
             let mailbox = self.start(sku.clone(), Some(state));
             self.skus.insert(sku, mailbox);
         }
     }
 
-    /// The SKU holding a reservation, if it is held.
-    pub fn holder_of(&self, id: &ReservationId) -> Option<SkuId> {
-        self.deps.hold_index.get(id).map(|entry| SkuId::clone(entry.value()))
+    /// Where reservation `id` is held, if it is: the SKU the hold index names, or else the
+    /// SKUs whose tag the id carries (a SKU's own reservations are not indexed).
+    pub fn holder_of(&self, id: &ReservationId) -> Holder {
+        if let Some(entry) = self.deps.hold_index.get(id) {
+            return Holder::Indexed(SkuId::clone(entry.value()));
+        }
+        let tagged = self.by_tag.get(&id.sku_tag()).map(|entry| entry.value().clone());
+        Holder::Tagged(tagged.unwrap_or_default())
     }
 
     /// Number of SKU actors.
@@ -551,8 +583,8 @@ impl Registry {
         self.skus.get_or_start(sku)
     }
 
-    /// The SKU holding a reservation, if it is held.
-    pub fn holder_of(&self, id: &ReservationId) -> Option<SkuId> {
+    /// Where reservation `id` is held, if it is ([`SkuDirectory::holder_of`]).
+    pub fn holder_of(&self, id: &ReservationId) -> Holder {
         self.skus.holder_of(id)
     }
 

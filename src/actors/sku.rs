@@ -135,12 +135,20 @@ pub struct SkuDeps {
     pub publish_movements: bool,
     /// How long settled reservations stay readable.
     pub settled_retention_ms: u64,
-    /// Which SKU holds each held reservation, so reservation routes find their actor. The
-    /// SKU id is shared, not copied, per hold: one of these entries exists per held unit of
-    /// stock a shop has out, so its size is the size of a flash sale.
+    /// Which SKU holds each held reservation whose id does not name it ([`needs_index`]:
+    /// cart lines, and holds from releases before ids carried their SKU's tag), so
+    /// reservation routes find their actor. The SKU id is shared, not copied, per hold.
     pub hold_index: Arc<DashMap<ReservationId, Arc<SkuId>>>,
     /// Live stock watchers.
     pub feed: Arc<super::feed::StockFeed>,
+}
+
+/// Whether a hold of the SKU with `tag` goes into the hold index: only when its id does not
+/// carry the tag ([`ReservationId::generate_for`]). Holds from an earlier release and cart
+/// lines (whose ids are derived from the cart) are indexed; a SKU's own reservations are
+/// found by their tag.
+pub fn needs_index(tag: u32, id: &ReservationId) -> bool {
+    id.sku_tag() != tag
 }
 
 /// How soon to retry expiring holds when the writer's queue was full.
@@ -152,6 +160,8 @@ pub struct SkuActor {
     sku: SkuId,
     /// The same id, shared by this SKU's entries in the hold index.
     shared_sku: Arc<SkuId>,
+    /// The SKU's tag: holds whose ids carry it are found by it, not by the hold index.
+    tag: u32,
     /// The SKU's state; `None` until it is created (or while reloading after a restart).
     state: Option<SkuState>,
     /// Shared storage, clock and limits.
@@ -178,6 +188,7 @@ impl SkuActor {
     pub fn new(sku: SkuId, state: Option<SkuState>, deps: Arc<SkuDeps>) -> Self {
         Self {
             shared_sku: Arc::new(sku.clone()),
+            tag: sku.tag(),
             sku,
             state,
             deps,
@@ -256,11 +267,11 @@ impl SkuActor {
         }
         for event in &events {
             match event {
-                SkuEvent::Held { hold } => {
+                SkuEvent::Held { hold } if needs_index(self.tag, &hold.id) => {
                     deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                 }
                 other => {
-                    if let Some((id, _)) = other.settles() {
+                    if let Some((id, _)) = other.settles().filter(|(id, _)| needs_index(self.tag, id)) {
                         deps.hold_index.remove(&id);
                     }
                 }
@@ -440,7 +451,7 @@ impl SkuActor {
         match self.load() {
             Ok(state) => {
                 if let Some(state) = &state {
-                    for hold in state.holds() {
+                    for hold in state.holds().filter(|hold| needs_index(self.tag, &hold.id)) {
                         self.deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                     }
                 }
@@ -748,7 +759,9 @@ impl Handler<PrepareBatch> for SkuActor {
                     record_event_metrics(&events);
                     // Holds that fell due were expired by the batch's change.
                     for record in settled {
-                        actor.deps.hold_index.remove(&record.id);
+                        if needs_index(actor.tag, &record.id) {
+                            actor.deps.hold_index.remove(&record.id);
+                        }
                         actor.recently_settled_order.push_back((ticket, record.id));
                         actor.recently_settled.insert(record.id, record);
                     }

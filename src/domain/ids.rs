@@ -97,6 +97,17 @@ impl SkuId {
     fn shared(raw: &str) -> Self {
         Self(Arc::from(raw))
     }
+
+    /// A 32-bit hash of the id (FNV-1a), written into the ids of the SKU's reservations
+    /// ([`ReservationId::generate_for`]). Spelled out here, not taken from a hasher, because
+    /// it must not change between releases: ids handed out stay valid across upgrades.
+    pub fn tag(&self) -> u32 {
+        const OFFSET_BASIS: u32 = 0x811c_9dc5;
+        const PRIME: u32 = 0x0100_0193;
+        self.0
+            .bytes()
+            .fold(OFFSET_BASIS, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(PRIME))
+    }
 }
 
 impl LocationId {
@@ -129,6 +140,24 @@ impl ReservationId {
     /// A new id for the current time.
     pub fn generate() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// A new id for a hold at `sku`: a UUIDv7 whose last 32 bits are the SKU's
+    /// [`tag`](SkuId::tag), so the SKU can be found from the id without an index entry.
+    /// Still unique and time-ordered: the uuid crate keeps its v7 counter in `rand_a` and
+    /// the 30 bits of `rand_b` above these (its 42-bit counter), and only 32 random bits go.
+    pub fn generate_for(sku: &SkuId) -> Self {
+        let mut bytes = *Uuid::now_v7().as_bytes();
+        bytes[12..].copy_from_slice(&sku.tag().to_be_bytes());
+        Self(Uuid::from_bytes(bytes))
+    }
+
+    /// The 32 bits that name the SKU of an id from [`generate_for`](Self::generate_for). An
+    /// id from elsewhere (an earlier release, a cart line) has other bits there, which may
+    /// match some SKU's tag by chance: a hint to check, never proof.
+    pub fn sku_tag(&self) -> u32 {
+        let bytes = self.0.as_bytes();
+        u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
     }
 
     /// Parses the text form of a reservation id.
@@ -292,6 +321,24 @@ mod tests {
             ReservationId::for_cart_line(&cart, &mug, 0),
             ReservationId::for_cart_line(&CartId::generate(), &mug, 0)
         );
+    }
+
+    #[test]
+    fn a_skus_reservation_ids_carry_its_tag_and_stay_unique_and_in_order() {
+        let mug = SkuId::parse("mug").unwrap();
+        // FNV-1a of "mug", computed outside this code: the tag must never change between
+        // releases, or ids handed out before an upgrade would name no SKU after it.
+        assert_eq!(mug.tag(), 0xe084_dc30);
+        assert_ne!(mug.tag(), SkuId::parse("tee").unwrap().tag());
+        let ids: Vec<ReservationId> = (0..10_000).map(|_| ReservationId::generate_for(&mug)).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+        }
+        for id in &ids {
+            assert_eq!(id.sku_tag(), mug.tag());
+            assert_eq!(id.0.get_version_num(), 7, "{id} is still a UUIDv7");
+            assert_eq!(id.0.get_variant(), uuid::Variant::RFC4122);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::request::{JsonBody, NoFields};
 use super::views::{render_reservation, render_reserved, ReservationBody};
 use super::{path_param, AppState};
 use crate::access::Caller;
+use crate::actors::registry::Holder;
 use crate::actors::sku::GetReservation;
 use crate::domain::location::LocationId;
 use crate::domain::sku::{Placement, Reservation, SkuCommand};
@@ -109,7 +110,7 @@ pub async fn create(
     let placement = placement_of(engine, body.value.location.as_deref(), body.value.locations.as_deref())?;
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let command = SkuCommand::Reserve {
-        id: ReservationId::generate(),
+        id: ReservationId::generate_for(&sku),
         qty,
         ttl_ms: ttl_seconds * 1000,
         placement,
@@ -124,7 +125,11 @@ pub async fn create(
 pub async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let engine = state.engine()?;
     let id = ReservationId::parse(path_param(&request, "id"))?;
-    if let Some(mailbox) = engine.registry.holder_of(&id).and_then(|sku| engine.registry.sku(&sku)) {
+    let candidates = match engine.registry.holder_of(&id) {
+        Holder::Indexed(sku) => smallvec::smallvec![sku],
+        Holder::Tagged(skus) => skus,
+    };
+    for mailbox in candidates.iter().filter_map(|sku| engine.registry.sku(sku)) {
         let held = ask_durable(engine, &mailbox, |reply, slot| GetReservation { id, reply, slot }).await?;
         if let Some(reservation) = held? {
             return Ok(HttpResponse::Ok().json(ReservationBody::from(&reservation)));
@@ -176,8 +181,8 @@ async fn settle(
     let engine = state.engine()?;
     let id = ReservationId::parse(path_param(&request, "id"))?;
     let sku = match engine.registry.holder_of(&id) {
-        Some(sku) => sku,
-        None => settled_reservation(engine, &id).await?.ok_or(ApiError::NotFound)?.sku,
+        Holder::Indexed(sku) => sku,
+        Holder::Tagged(candidates) => unindexed_holder(engine, &id, candidates).await?,
     };
     let mailbox = engine.registry.sku(&sku).ok_or(ApiError::NotFound)?;
     let keyed = Keyed::new(&key, &caller, &request, &body.canonical);
@@ -191,6 +196,37 @@ async fn settle(
         render_reservation,
     )
     .await
+}
+
+/// The SKU to settle an unindexed reservation at, among the SKUs whose tag its id carries.
+/// A settled reservation's record names its SKU, and is looked at first: an id from an
+/// earlier release may carry some other SKU's tag by chance. Otherwise a single candidate
+/// is the one (its actor answers for an id it does not hold); of several (tags that collide),
+/// the one holding it. An id no SKU holds and storage does not know is not found, once
+/// that reading is durable.
+async fn unindexed_holder(
+    engine: &Engine,
+    id: &ReservationId,
+    candidates: smallvec::SmallVec<[SkuId; 1]>,
+) -> Result<SkuId, ApiError> {
+    // Only to route: the answer comes from the SKU's actor and waits for durability.
+    if let Some(record) = engine.store.get_versioned::<Reservation>(&keys::reservation(id))? {
+        return Ok(record.sku);
+    }
+    if let [only] = candidates.as_slice() {
+        return Ok(only.clone());
+    }
+    for sku in &candidates {
+        let Some(mailbox) = engine.registry.sku(sku) else {
+            continue;
+        };
+        let id = *id;
+        let held = ask_durable(engine, &mailbox, |reply, slot| GetReservation { id, reply, slot }).await?;
+        if held?.is_some() {
+            return Ok(sku.clone());
+        }
+    }
+    Ok(settled_reservation(engine, id).await?.ok_or(ApiError::NotFound)?.sku)
 }
 
 /// A settled reservation from storage (which sees a reservation settled a moment ago), once

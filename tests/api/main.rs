@@ -31,6 +31,7 @@ mod power_cut;
 mod power_cut_fs;
 mod readme;
 mod recovery;
+mod reservation_ids;
 mod simulation;
 mod slow_clients;
 mod stock;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use stockroom::actors::sku::ExecuteSkuCommand;
+use stockroom::access::by_system;
 use stockroom::domain::sku::{Placement, SkuCommand};
 use stockroom::domain::{Quantity, ReservationId, SkuId};
 use stockroom::startup::Options;
@@ -120,26 +120,16 @@ async fn legacy_hold(app: &TestApp, sku: &str, tag_of: Option<&str>) -> Reservat
     }
     let id = ReservationId::from_bytes(bytes);
     let engine = Arc::clone(app.state.engine().unwrap());
-    let mailbox = engine.registry.sku(&SkuId::parse(sku).unwrap()).unwrap();
     let command = SkuCommand::Reserve {
         id,
         qty: Quantity::parse(1, 1).unwrap(),
         ttl_ms: 3_600_000,
         placement: Placement::Any,
     };
-    let acked = mailbox
-        .ask(|reply, slot| ExecuteSkuCommand {
-            command,
-            idempotency: None,
-            by: stockroom::access::by_system(),
-            reply,
-            slot,
-        })
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(acked.value.is_ok(), "{:?}", acked.value);
-    engine.writer.durability().wait(acked.ticket).await.unwrap();
+    let sku = SkuId::parse(sku).unwrap();
+    let (reply, ticket) = engine.registry.skus.command(&sku, command, &by_system()).await.unwrap();
+    assert!(matches!(reply, Ok(Ok(_))), "{reply:?}");
+    engine.writer.durability().wait(ticket).await.unwrap();
     id
 }
 

@@ -381,7 +381,7 @@ type LineRead = Option<(u64, SkuView)>;
 /// The cart's lines, read from the SKUs and priced, with the newest ticket among the reads.
 async fn view(context: &CartContext, cart: &Cart) -> Result<(CartView, Ticket), CartFailure> {
     let (reads, ticket) = read_lines(context, cart.skus.iter(), cart).await?;
-    let view = priced_view(cart, reads.iter().map(|(sku, line)| (sku, line.as_ref())))?;
+    let view = priced_view(cart, &reads)?;
     Ok((view, ticket))
 }
 
@@ -405,14 +405,14 @@ async fn read_lines<'a>(
 }
 
 /// The cart's lines priced from what the SKUs said, in the cart's order.
-fn priced_view<'a>(
-    cart: &Cart,
-    reads: impl Iterator<Item = (&'a SkuId, Option<&'a (u64, SkuView)>)> + Clone,
-) -> Result<CartView, CartFailure> {
+fn priced_view(cart: &Cart, reads: &[(SkuId, LineRead)]) -> Result<CartView, CartFailure> {
     let mut held = Vec::new();
     let mut names = Vec::new();
     for sku in &cart.skus {
-        let line = reads.clone().find(|(read, _)| *read == sku).and_then(|(_, line)| line);
+        let line = reads
+            .iter()
+            .find(|(read, _)| read == sku)
+            .and_then(|(_, line)| line.as_ref());
         if let Some((qty, sku_view)) = line {
             held.push((sku.clone(), *qty, sku_view.product.price_minor));
             names.push((sku.clone(), sku_view.product.name.clone()));
@@ -542,7 +542,7 @@ async fn set_line_steps(
     // The cart in memory stays what storage has until the write below succeeds.
     let stored = cart.clone();
     cart.line_set(sku, qty, expires_ms);
-    let reply = match priced_view(cart, after.iter().map(|(sku, line)| (sku, line.as_ref()))) {
+    let reply = match priced_view(cart, &after) {
         Ok(view) => Ok(CartOutcome::Cart(view)),
         Err(failure) => {
             *cart = stored;
@@ -628,11 +628,10 @@ async fn checkout(
 /// lapsed, and SKUs repriced into another currency.
 async fn preflight(context: &CartContext, cart: &Cart) -> Result<Vec<(SkuId, u64, LineFailure)>, CartFailure> {
     let mut failures = Vec::new();
-    let reads = join_all(cart.skus.iter().map(|sku| context.skus.line(sku, cart.line_id(sku)))).await;
-    for (sku, read) in cart.skus.iter().zip(reads) {
+    let (reads, _) = read_lines(context, cart.skus.iter(), cart).await?;
+    for (sku, line) in &reads {
         let id = cart.line_id(sku);
-        let (line, _) = read?;
-        let Some((held, view)) = line else {
+        let Some(&(held, ref view)) = line.as_ref() else {
             continue;
         };
         if held > 0 {

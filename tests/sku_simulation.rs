@@ -6,7 +6,9 @@
 //! adjust and count at any of four locations, one of them inactive; transfers and their
 //! receipt; cart-line holds resized; expiry), moves the clock (forwards, sometimes far,
 //! sometimes backwards) and restarts (rebuilding the SKU from the rows it wrote to a real
-//! sled store, as recovery does). Some runs start from a SKU row of the release before
+//! sled store, as recovery does). Rows go into a memtable, and at random steps a checkpoint
+//! writes them to sled (runs of ledger movements as pages), so reads see both and restarts
+//! find both. Some runs start from a SKU row of the release before
 //! locations. After every step the SKU must agree with the model at every location, hold the
 //! same parts, answer as the model predicts, keep its invariants, and its stored ledger
 //! (opening balance plus movements) must sum to its counters. A failing run
@@ -26,8 +28,10 @@ use stockroom::domain::sku::{
 };
 use stockroom::domain::values::{Currency, Name, Quantity, StockDelta, QUANTITY_MAX};
 use stockroom::domain::{ReservationId, SkuId};
+use stockroom::persistence::checkpoint::{checkpoint_once, LogRetention};
+use stockroom::persistence::ledger::read_movements;
 use stockroom::persistence::recovery::recover;
-use stockroom::persistence::rows::{sku_change_ops, LegacySkuRow, MovementRow, SkuChange};
+use stockroom::persistence::rows::{sku_change_ops, LegacySkuRow, SkuChange};
 use stockroom::persistence::{codec, keys, Op, SledStore, StateView, Storage};
 
 const HOLDS_MAX: usize = 8;
@@ -518,9 +522,11 @@ fn some_placement(rng: &mut StdRng) -> Placement {
     }
 }
 
-/// Stores what one call to `execute` did, as the SKU actor does.
+/// Stores what one call to `execute` did, as the SKU actor does: into the memtable, as the
+/// writer applies a change once it is logged (`position` counts the log records).
 fn store_change(
-    storage: &Arc<dyn Storage>,
+    store: &StateView,
+    position: &mut u64,
     state: &Option<SkuState>,
     executed: &stockroom::domain::sku::Executed,
     now_ms: u64,
@@ -533,8 +539,9 @@ fn store_change(
         _ => Vec::new(),
     };
     let by: Arc<str> = Arc::from("simulation");
-    storage
-        .apply(sku_change_ops(&SkuChange {
+    *position += 1;
+    store.memtable.apply(
+        sku_change_ops(&SkuChange {
             after: state.as_ref().expect("the SKU exists"),
             events: &executed.events,
             settled: &executed.settled,
@@ -543,8 +550,21 @@ fn store_change(
             now_ms,
             by: &by,
             settled_retention_ms: u64::MAX / 2,
-        }))
-        .expect("store apply");
+        }),
+        *position,
+        0,
+    );
+}
+
+/// Writes the memtable's rows into sled as the checkpoint thread does.
+fn checkpoint(store: &StateView) {
+    let retention = LogRetention {
+        max_events: 0,
+        kafka: false,
+    };
+    let outcome = checkpoint_once(store, retention, 0, u64::MAX).expect("checkpoint");
+    assert!(!outcome.waiting, "nothing waits for the log here");
+    assert!(store.memtable.is_empty());
 }
 
 fn simulate(seed: u64, steps: usize) {
@@ -552,8 +572,8 @@ fn simulate(seed: u64, steps: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let storage: Arc<dyn Storage> = Arc::new(SledStore::open(dir.path(), 4 << 20).expect("sled opens"));
-    // Rows go straight into the state tree, as a checkpoint writes them.
     let store = StateView::new(Arc::clone(&storage), Arc::default());
+    let mut position = 0;
     let sku = SkuId::parse("sim").expect("valid");
     let mut now_ms: u64 = 1_700_000_000_000;
     let strategy = if rng.random_bool(0.5) {
@@ -596,7 +616,7 @@ fn simulate(seed: u64, steps: usize) {
         let created =
             execute(&sku, &mut state, &create, now_ms, &limits, |_| Ok::<_, ()>(None)).expect("no store errors");
         assert!(matches!(created.answer, Ok(SkuOutcome::Sku { created: true, .. })));
-        store_change(&storage, &state, &created, now_ms);
+        store_change(&store, &mut position, &state, &created, now_ms);
     }
     model.stock.insert("default".to_owned(), (initial, 0, 0));
 
@@ -666,11 +686,7 @@ fn simulate(seed: u64, steps: usize) {
                 let mut folded: BTreeMap<LocationId, [i64; 3]> = BTreeMap::new();
                 let mut upto_seq = from_seq.saturating_sub(1);
                 let take = rng.random_range(1..=10);
-                for (key, bytes) in store.scan(&keys::movements_of(&sku), None, usize::MAX).expect("scan") {
-                    let row: MovementRow = codec::decode(&key, &bytes).expect("decodes");
-                    if !(from_seq..from_seq + take).contains(&row.movement.seq) {
-                        continue;
-                    }
+                for row in read_movements(&store, &sku, from_seq, from_seq + take, usize::MAX).expect("read") {
                     let sum = folded.entry(row.movement.location.clone()).or_default();
                     sum[0] += row.movement.on_hand_delta;
                     sum[1] += row.movement.reserved_delta;
@@ -754,7 +770,10 @@ fn simulate(seed: u64, steps: usize) {
             expected,
             "step {step}: answer to {command:?}"
         );
-        store_change(&storage, &state, &executed, now_ms);
+        store_change(&store, &mut position, &state, &executed, now_ms);
+        if rng.random_ratio(1, 8) {
+            checkpoint(&store);
+        }
         check(&state, &model, &store, step, "after a command");
     }
 }
@@ -819,8 +838,8 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
     }
     let mut seqs = Vec::new();
     let mut last_available: BTreeMap<String, u64> = BTreeMap::new();
-    for (key, bytes) in store.scan(&[keys::MOVEMENT], None, usize::MAX).expect("scan") {
-        let row: MovementRow = codec::decode(&key, &bytes).expect("decodes");
+    let sku = SkuId::parse("sim").expect("valid");
+    for row in read_movements(store, &sku, state.ledger_start(), u64::MAX, usize::MAX).expect("read") {
         seqs.push(row.movement.seq);
         last_available.insert(row.movement.location.to_string(), row.movement.available_after);
         let entry = sums.entry(row.movement.location.to_string()).or_default();
@@ -834,6 +853,16 @@ fn check(state: &Option<SkuState>, model: &Model, store: &StateView, step: usize
         state.ledger_start(),
         state.movement_seq()
     );
+    // Folded movements are deleted: a row may hold folded ones only beside a kept one (a
+    // page keyed by its last movement, which is kept).
+    for (key, _) in store.scan(&[keys::MOVEMENT], None, usize::MAX).expect("scan") {
+        let (_, seq) = keys::movement_parts(&key).expect("a movement key");
+        assert!(
+            seq >= state.ledger_start(),
+            "step {step} {when}: row {seq} is below the ledger's start {}",
+            state.ledger_start()
+        );
+    }
     for (at, available) in &last_available {
         assert_eq!(
             *available,

@@ -18,8 +18,8 @@ use crate::domain::sku::{SkuCommand, TransferRecord};
 use crate::domain::{Quantity, SkuId};
 use crate::engine::Engine;
 use crate::idempotency::IdempotencyKey;
-use crate::persistence::keys;
 use crate::persistence::rows::{MovementRow, SkuRow};
+use crate::persistence::{keys, ledger};
 
 /// Body of `POST /v1/transfers`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -284,14 +284,13 @@ pub async fn movements(
             .get_versioned(&keys::sku(&sku))?
             .ok_or(ApiError::NotFound)?;
         let wanted = |movement: &MovementRow| location.as_ref().is_none_or(|id| movement.movement.location == *id);
-        let prefix = keys::movements_of(&sku);
+        // Movements before `ledger_start` were folded into `opening`: nothing to read there.
+        let first = row.ledger_start.max(1);
         let mut rows: Vec<MovementRow> = Vec::new();
         let mut scanned = 0;
         let mut next = None;
         if descending {
             let mut below = query.after.unwrap_or(u64::MAX).min(row.movement_seq + 1);
-            // Movements before `ledger_start` were folded into `opening`: nothing to read there.
-            let first = row.ledger_start.max(1);
             while below > first && rows.len() < limit {
                 if scanned >= MOVEMENT_SCAN_MAX {
                     next = Some(below);
@@ -299,18 +298,9 @@ pub async fn movements(
                 }
                 let window = (limit - rows.len()).max(64) as u64;
                 let from = below.saturating_sub(window).max(first);
-                let start = (from > 1).then(|| keys::movement(&sku, from - 1));
-                let page = engine.store.scan(
-                    &prefix,
-                    start.as_deref(),
-                    usize::try_from(below - from).unwrap_or(usize::MAX),
-                )?;
+                let page = ledger::read_movements(&engine.store, &sku, from, below, usize::MAX)?;
                 scanned += page.len();
-                for (key, bytes) in page.iter().rev() {
-                    let movement: MovementRow = engine.store.decode(key, bytes)?;
-                    if movement.movement.seq >= below {
-                        continue;
-                    }
+                for movement in page.into_iter().rev() {
                     if wanted(&movement) {
                         if rows.len() == limit {
                             next = rows.last().map(|last| last.movement.seq);
@@ -325,14 +315,13 @@ pub async fn movements(
                 }
             }
         } else {
-            let mut start = query.after.map(|after| keys::movement(&sku, after));
+            let mut from = query.after.map_or(first, |after| after.saturating_add(1).max(first));
             'pages: loop {
-                let page = engine.store.scan(&prefix, start.as_deref(), limit.max(64))?;
-                let Some((last_key, _)) = page.last() else { break };
-                let last_key = last_key.clone();
-                for (key, bytes) in &page {
+                let page = ledger::read_movements(&engine.store, &sku, from, u64::MAX, limit.max(64))?;
+                let Some(last) = page.last() else { break };
+                from = last.movement.seq.saturating_add(1);
+                for movement in page {
                     scanned += 1;
-                    let movement: MovementRow = engine.store.decode(key, bytes)?;
                     let seq = movement.movement.seq;
                     if wanted(&movement) {
                         if rows.len() == limit {
@@ -346,7 +335,6 @@ pub async fn movements(
                         break 'pages;
                     }
                 }
-                start = Some(last_key);
             }
         }
         Ok((row, rows, next))

@@ -2,10 +2,11 @@
 //! log records they make unneeded removed.
 //!
 //! A checkpoint freezes the memtable's active rows (the newest value of each row changed
-//! since the last checkpoint: many changes to one row are one write), writes them into the
-//! state tree with the [`CheckpointMark`] (the log position they cover), syncs, and only then
-//! drops them from memory and removes log records up to that position that no consumer still
-//! needs (the Kafka bridge, and the configured event retention).
+//! since the last checkpoint: many changes to one row are one write, and a run of one SKU's
+//! ledger movements is one page, see [`ledger`]), writes them into the state tree with the
+//! [`CheckpointMark`] (the log position they cover), syncs, and only then drops them from
+//! memory and removes log records up to that position that no consumer still needs (the
+//! Kafka bridge, and the configured event retention).
 //!
 //! The rows go in order, in chunks of [`CHUNK_ROWS`], with the mark written last. No atomic
 //! batch is needed (sled's would take a process-wide lock and stall log appends): sled keeps
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger;
 use super::log::decode_record;
 use super::memtable::StateView;
 use super::writer::Durability;
@@ -90,14 +92,7 @@ pub fn checkpoint_once(
         }
         Some(frozen) => {
             let started = Instant::now();
-            let rows: Vec<Op> = frozen
-                .rows
-                .iter()
-                .map(|(key, value)| match value {
-                    Some(value) => Op::Put(key.clone(), value.clone()),
-                    None => Op::Delete(key.clone()),
-                })
-                .collect();
+            let rows = ledger::checkpoint_ops(&frozen.rows);
             outcome.rows = rows.len();
             let mark = CheckpointMark {
                 through: frozen.through,

@@ -76,6 +76,19 @@ pub fn movement(sku: &SkuId, seq: u64) -> Vec<u8> {
     key
 }
 
+/// A movement key split into its SKU's ledger prefix (the key without its last 8 bytes) and
+/// its seq; `None` for any other key.
+pub fn movement_parts(key: &[u8]) -> Option<(&[u8], u64)> {
+    if key.first() != Some(&MOVEMENT) || key.len() < 11 {
+        return None;
+    }
+    let (prefix, seq) = key.split_at(key.len() - 8);
+    if prefix.last() != Some(&0) {
+        return None;
+    }
+    Some((prefix, u64::from_be_bytes(seq.try_into().ok()?)))
+}
+
 /// Key of a transfer.
 pub fn transfer(id: &crate::domain::ids::TransferId) -> Vec<u8> {
     let mut key = Vec::with_capacity(17);
@@ -242,5 +255,14 @@ mod tests {
         let key = expiring(42, &target);
         assert_eq!(expiring_parts(&key), Some((42, target.as_slice())));
         assert_eq!(sku_of(&sku(&SkuId::parse("x-1").unwrap())).unwrap().as_str(), "x-1");
+    }
+
+    #[test]
+    fn movement_keys_split_into_their_ledger_and_seq() {
+        let sku = SkuId::parse("mug").unwrap();
+        let key = movement(&sku, 300);
+        assert_eq!(movement_parts(&key), Some((movements_of(&sku).as_slice(), 300)));
+        assert_eq!(movement_parts(&hold(&sku, &ReservationId::generate())), None);
+        assert_eq!(movement_parts(&movements_of(&sku)), None, "a prefix is not a movement");
     }
 }

@@ -240,6 +240,14 @@ impl StateView {
         error
     }
 
+    /// A value read from this view under `key` is damaged: a failed read, reported as such.
+    pub fn corrupt(&self, key: &[u8], reason: &str) -> StoreError {
+        self.read_failed(StoreError::Corrupt {
+            key: super::keys::display(key),
+            reason: reason.to_owned(),
+        })
+    }
+
     /// The newest value of `key`, decoded. A value that does not decode is a failed read.
     pub fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.get(key)?.map(|bytes| self.decode(key, &bytes)).transpose()

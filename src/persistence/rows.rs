@@ -1,8 +1,8 @@
 //! The stored rows, and how a SKU change turns into puts and deletes.
 //!
 //! Rows are fine-grained current state (one per SKU, one per hold, one per settled
-//! reservation, one per transfer, one per ledger movement), so recovery reads state instead of
-//! replaying events.
+//! reservation, one per transfer, one per ledger movement until a checkpoint writes a run of
+//! them as one page: [`super::ledger`]), so recovery reads state instead of replaying events.
 
 use std::sync::Arc;
 

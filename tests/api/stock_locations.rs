@@ -648,27 +648,7 @@ async fn the_ledger_pages_both_ways_and_refuses_bad_queries() {
     let (items, opening) = movements(&reqwest::Client::new(), &app.url(""), "pin").await;
     assert_eq!(items.len(), 10);
     assert_eq!(opening, json!([]));
-    let mut seen = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = app
-            .read_json(
-                ADMIN_TOKEN,
-                &format!("/v1/skus/pin/movements?order=desc&limit=3{after}"),
-            )
-            .await;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|item| item["seq"].as_u64().unwrap()),
-        );
-        match page["next"].as_u64() {
-            Some(next) => after = format!("&after={next}"),
-            None => break,
-        }
-    }
+    let seen = seqs_newest_first(&app, "pin", 3).await;
     assert_eq!(seen, (1..=10).rev().collect::<Vec<u64>>());
     for query in [
         "limit=0",
@@ -853,4 +833,99 @@ async fn one_ledger_pass_folds_more_than_one_batch_of_a_busy_sku() {
         json!([{"location": "default", "on_hand": 2_100, "reserved": 0, "committed": 0}])
     );
     assert_ledger_matches(&app, "busy").await;
+}
+
+/// The ledger newest first, `limit` a page, as seqs.
+async fn seqs_newest_first(app: &TestApp, sku: &str, limit: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = app
+            .read_json(
+                ADMIN_TOKEN,
+                &format!("/v1/skus/{sku}/movements?order=desc&limit={limit}{after}"),
+            )
+            .await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["seq"].as_u64().unwrap()),
+        );
+        match page["next"].as_u64() {
+            Some(next) => after = format!("&after={next}"),
+            None => return seen,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_ledger_reads_the_same_from_checkpointed_pages_after_a_fold_and_a_restart() {
+    let (clock, options) = test_clock();
+    let app = TestApp::spawn_with(Arc::new(TempDir::new().unwrap()), options, |settings| {
+        settings.ledger.retention_days = 1;
+    })
+    .await;
+    app.create_sku("tide", 0).await;
+    let restock = |times: usize| {
+        let app = &app;
+        async move {
+            for _ in 0..times {
+                assert_eq!(
+                    post(app, "/v1/skus/tide/restock", json!({"qty": 1})).await.0,
+                    StatusCode::OK
+                );
+            }
+        }
+    };
+    restock(60).await;
+    clock.advance(36 * 3_600_000);
+    restock(60).await;
+    let client = reqwest::Client::new();
+    let (before, _) = movements(&client, &app.url(""), "tide").await;
+    assert_eq!(before.len(), 120);
+    let newest_first = seqs_newest_first(&app, "tide", 7).await;
+
+    // The checkpoint writes the 120 movements as a few pages; reads are unchanged.
+    let engine = Arc::clone(app.state.engine().unwrap());
+    engine.checkpoint().unwrap();
+    let sku = stockroom::domain::SkuId::parse("tide").unwrap();
+    let rows = engine
+        .store
+        .storage
+        .scan(&stockroom::persistence::keys::movements_of(&sku), None, usize::MAX)
+        .unwrap();
+    assert!(rows.len() < 10, "120 movements in {} rows", rows.len());
+    assert_eq!(movements(&client, &app.url(""), "tide").await.0, before);
+    assert_eq!(seqs_newest_first(&app, "tide", 7).await, newest_first);
+
+    // The 60 movements of a day and a half ago fold; the page that holds the last of them
+    // and the first kept one stays, and reads start after the folded ones.
+    assert_eq!(engine.trim_ledgers().await.unwrap(), 1);
+    engine.checkpoint().unwrap();
+    let first_kept = before[60]["seq"].as_u64().unwrap();
+    let stored = stockroom::persistence::ledger::read_movements(&engine.store, &sku, 1, u64::MAX, usize::MAX).unwrap();
+    assert!(
+        stored.first().is_some_and(|row| row.movement.seq < first_kept),
+        "a page holds folded movements beside kept ones"
+    );
+    assert_folded_ledger(&app, &before[60..], &newest_first[..60]).await;
+    drop(engine);
+    let dir = app.stop().await;
+    let app = TestApp::spawn_with(dir, Options::default(), |_| {}).await;
+    assert_folded_ledger(&app, &before[60..], &newest_first[..60]).await;
+}
+
+/// The ledger of `tide` after its first 60 units folded: `kept` oldest first, `newest_first`
+/// as seqs, and an opening balance of 60.
+async fn assert_folded_ledger(app: &TestApp, kept: &[Value], newest_first: &[u64]) {
+    let (items, opening) = movements(&reqwest::Client::new(), &app.url(""), "tide").await;
+    assert_eq!(items, kept);
+    assert_eq!(
+        opening,
+        json!([{"location": "default", "on_hand": 60, "reserved": 0, "committed": 0}])
+    );
+    assert_eq!(seqs_newest_first(app, "tide", 7).await, newest_first);
+    assert_ledger_matches(app, "tide").await;
 }

@@ -17,13 +17,18 @@
 //!   empty `conf`. So opening fsyncs `conf`, the data file and every directory on the way to
 //!   the store (a new data directory's own entry included), and every sync fsyncs each file
 //!   that appeared in the store directory or in `blobs/` since the last one, and those
-//!   directories.
+//!   directories. It lists them only when inotify reports an entry created or moved into
+//!   one of them since the last look ([`EntryWatch`]), or always where inotify is not
+//!   available: listing them on every sync cost about a third of the sync thread's CPU.
 //!
 //! Any of these failing is a store error.
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,6 +59,8 @@ struct Database {
     /// Files already fsynced in its directory and in `blobs/`, so that each sync fsyncs only
     /// the new ones (and their directory).
     synced_entries: Mutex<HashSet<PathBuf>>,
+    /// Tells whether entries appeared in those directories since the last sync.
+    watch: EntryWatch,
 }
 
 /// Subdirectory of the store directory that holds the log's database.
@@ -111,11 +118,13 @@ impl Database {
             data_file,
             path: path.to_owned(),
             synced_entries: Mutex::default(),
+            // Watching before the first listing below: whatever appears after it is reported.
+            watch: EntryWatch::new(path),
         };
         // Everything sled wrote while opening (conf, the first segment) first.
         database.db.flush()?;
         database.data_file.sync_all()?;
-        database.sync_new_entries()?;
+        database.sync_listed_entries()?;
         Ok(database)
     }
 
@@ -126,15 +135,28 @@ impl Database {
         self.sync_new_entries()
     }
 
+    /// Fsyncs every file that appeared in the directory or in `blobs/` since the last sync,
+    /// and the directory that holds it; lists the directories only when the watch saw an
+    /// entry appear.
+    fn sync_new_entries(&self) -> Result<(), StoreError> {
+        if self.watch.changed() {
+            self.sync_listed_entries()?;
+        }
+        Ok(())
+    }
+
     /// Fsyncs every file in the directory and in `blobs/` not fsynced before, and the
     /// directory that holds it. Files sled rewrites in place (its data file) are synced by
     /// `sync_data`; `conf`, snapshots and blobs are written once and then only replaced.
-    fn sync_new_entries(&self) -> Result<(), StoreError> {
+    fn sync_listed_entries(&self) -> Result<(), StoreError> {
         let mut synced = self
             .synced_entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut listed = HashSet::with_capacity(synced.len());
         for dir in [self.path.clone(), self.path.join("blobs")] {
+            // `blobs/` may have appeared since the last listing: watch it before listing it.
+            self.watch.add(&dir);
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
@@ -144,6 +166,7 @@ impl Database {
             for entry in entries {
                 let entry = entry?;
                 let path = entry.path();
+                listed.insert(path.clone());
                 if synced.contains(&path) {
                     continue;
                 }
@@ -163,8 +186,116 @@ impl Database {
             }
         }
         // Forget removed files, so the set stays as small as the directories.
-        synced.retain(|path| path.exists());
+        synced.retain(|path| listed.contains(path));
         Ok(())
+    }
+
+    /// How many times the directories were listed (tests).
+    #[cfg(test)]
+    fn listings(&self) -> usize {
+        self.watch.listings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Reports entries created in or moved into watched directories, through an inotify
+/// instance of its own. Events are queued by the kernel in the call that makes the entry, so
+/// an entry made before [`EntryWatch::changed`] is always reported by it. Without inotify (no
+/// instance left, another operating system's rules) every call reports a change, and each
+/// sync lists the directories as before.
+struct EntryWatch {
+    /// The inotify instance, non-blocking; `None` when it could not be made.
+    fd: Option<OwnedFd>,
+    /// A watch or a read failed: the events can no longer be trusted.
+    broken: AtomicBool,
+    /// Calls that reported a change (tests).
+    #[cfg(test)]
+    listings: std::sync::atomic::AtomicUsize,
+}
+
+impl EntryWatch {
+    fn new(dir: &Path) -> Self {
+        // SAFETY: `inotify_init1` takes flags only; a non-negative result is a new descriptor
+        // that nothing else owns.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            tracing::info!(
+                error = %std::io::Error::last_os_error(),
+                "no inotify instance for the store directory; every sync lists it"
+            );
+        }
+        let watch = Self {
+            // SAFETY: see above.
+            fd: (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) }),
+            broken: AtomicBool::new(false),
+            #[cfg(test)]
+            listings: Default::default(),
+        };
+        watch.add(dir);
+        watch
+    }
+
+    /// Watches `dir` too (again is harmless; a directory that does not exist is skipped, and
+    /// one that cannot be watched turns the watch off, so that every sync lists).
+    fn add(&self, dir: &Path) {
+        let Some(fd) = &self.fd else { return };
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: `fd` is our inotify descriptor and `path` a NUL-terminated string that
+        // outlives the call.
+        let added =
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
+        if added < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::NotFound {
+            self.broken();
+        }
+    }
+
+    /// Whether an entry appeared since the last call (true when it cannot tell: queue
+    /// overflow, a failed read, no inotify). Drains the events.
+    fn changed(&self) -> bool {
+        let Some(fd) = self.fd.as_ref().filter(|_| !self.broken.load(Ordering::Acquire)) else {
+            return self.listed();
+        };
+        let mut events = [0u8; 4096];
+        let mut any = false;
+        loop {
+            // SAFETY: reads into a buffer we own, at most its length.
+            let read = unsafe { libc::read(fd.as_raw_fd(), events.as_mut_ptr().cast(), events.len()) };
+            if read > 0 {
+                any = true;
+                continue;
+            }
+            let error = std::io::Error::last_os_error();
+            if read < 0 && error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if read < 0 && error.kind() != std::io::ErrorKind::WouldBlock {
+                self.broken();
+                return self.listed();
+            }
+            break;
+        }
+        if any {
+            return self.listed();
+        }
+        false
+    }
+
+    /// Counts a listing (tests) and says to list.
+    fn listed(&self) -> bool {
+        #[cfg(test)]
+        self.listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// The watch cannot be trusted: from now on, every call to [`EntryWatch::changed`] says
+    /// yes.
+    fn broken(&self) {
+        self.broken.store(true, Ordering::Release);
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "the store directory's inotify watch failed; every sync lists it from now on"
+        );
     }
 }
 
@@ -263,6 +394,57 @@ impl Log for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn synced(database: &Database) -> HashSet<PathBuf> {
+        database.synced_entries.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_sync_fsyncs_the_entries_that_appeared_and_lists_the_directories_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let rows = &store.rows;
+        assert!(
+            synced(rows).contains(&dir.path().join("conf")),
+            "what sled wrote at open"
+        );
+        // The log's directory appeared in the store's after the store's first listing.
+        store.flush().unwrap();
+        assert!(synced(rows).contains(&dir.path().join(LOG_DIR)));
+        let before = rows.listings();
+        for _ in 0..3 {
+            store.apply(vec![Op::Put(b"k".to_vec(), b"v".to_vec())]).unwrap();
+            store.flush().unwrap();
+        }
+        assert_eq!(rows.listings(), before, "no entry appeared: nothing listed");
+
+        // A file appears, as a sled snapshot does, and one is renamed into place.
+        std::fs::write(dir.path().join("snap.0001"), b"snapshot").unwrap();
+        std::fs::write(dir.path().join("snap.0002.generating"), b"snapshot").unwrap();
+        std::fs::rename(dir.path().join("snap.0002.generating"), dir.path().join("snap.0002")).unwrap();
+        store.flush().unwrap();
+        assert_eq!(rows.listings(), before + 1, "listed once");
+        let entries = synced(rows);
+        assert!(entries.contains(&dir.path().join("snap.0001")));
+        assert!(entries.contains(&dir.path().join("snap.0002")));
+        assert!(
+            !entries.contains(&dir.path().join("snap.0002.generating")),
+            "gone, so forgotten"
+        );
+        store.flush().unwrap();
+        assert_eq!(rows.listings(), before + 1, "nothing new since");
+
+        // In `blobs/`, and in the log's directory.
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        store.flush().unwrap();
+        std::fs::write(dir.path().join("blobs").join("7"), b"blob").unwrap();
+        store.flush().unwrap();
+        assert!(synced(rows).contains(&dir.path().join("blobs").join("7")));
+        let log_entry = dir.path().join(LOG_DIR).join("snap.0003");
+        std::fs::write(&log_entry, b"snapshot").unwrap();
+        store.sync().unwrap();
+        assert!(synced(&store.log).contains(&log_entry));
+    }
 
     #[test]
     fn applied_batches_survive_a_reopen_after_flush() {

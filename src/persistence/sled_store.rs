@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::log::PositionedRecord;
@@ -139,20 +139,30 @@ impl Database {
     /// and the directory that holds it; lists the directories only when the watch saw an
     /// entry appear.
     fn sync_new_entries(&self) -> Result<(), StoreError> {
+        // Under the lock: a sync that finds no event must not return while another one,
+        // which took the events, is still fsyncing what they announced.
+        let mut synced = self.synced();
         if self.watch.changed() {
-            self.sync_listed_entries()?;
+            self.sync_listed(&mut synced)?;
         }
         Ok(())
+    }
+
+    fn synced(&self) -> MutexGuard<'_, HashSet<PathBuf>> {
+        self.synced_entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`Database::sync_listed`], taking the lock.
+    fn sync_listed_entries(&self) -> Result<(), StoreError> {
+        self.sync_listed(&mut self.synced())
     }
 
     /// Fsyncs every file in the directory and in `blobs/` not fsynced before, and the
     /// directory that holds it. Files sled rewrites in place (its data file) are synced by
     /// `sync_data`; `conf`, snapshots and blobs are written once and then only replaced.
-    fn sync_listed_entries(&self) -> Result<(), StoreError> {
-        let mut synced = self
-            .synced_entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn sync_listed(&self, synced: &mut HashSet<PathBuf>) -> Result<(), StoreError> {
         let mut listed = HashSet::with_capacity(synced.len());
         for dir in [self.path.clone(), self.path.join("blobs")] {
             // `blobs/` may have appeared since the last listing: watch it before listing it.
@@ -193,7 +203,7 @@ impl Database {
     /// How many times the directories were listed (tests).
     #[cfg(test)]
     fn listings(&self) -> usize {
-        self.watch.listings.load(std::sync::atomic::Ordering::Relaxed)
+        self.watch.listings.load(Ordering::Relaxed)
     }
 }
 
@@ -239,7 +249,7 @@ impl EntryWatch {
     fn add(&self, dir: &Path) {
         let Some(fd) = &self.fd else { return };
         let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return;
+            return self.broken();
         };
         // SAFETY: `fd` is our inotify descriptor and `path` a NUL-terminated string that
         // outlives the call.
@@ -284,7 +294,7 @@ impl EntryWatch {
     /// Counts a listing (tests) and says to list.
     fn listed(&self) -> bool {
         #[cfg(test)]
-        self.listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.listings.fetch_add(1, Ordering::Relaxed);
         true
     }
 

@@ -227,13 +227,7 @@ impl Engine {
                 recovered
                     .skus
                     .iter()
-                    .map(|state| {
-                        let tag = state.sku().tag();
-                        state
-                            .holds()
-                            .filter(|hold| crate::actors::sku::needs_index(tag, &hold.id))
-                            .count()
-                    })
+                    .map(|state| crate::actors::sku::indexed_holds(state).count())
                     .sum(),
             )),
             feed: Arc::clone(&feed),

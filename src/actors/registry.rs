@@ -167,9 +167,7 @@ impl SkuDirectory {
                 let (states, shared) = (&states, &shared);
                 scope.spawn(move || {
                     for (state, sku) in states.iter().zip(shared) {
-                        let tag = sku.tag();
-                        let holds = state.holds().skip(part).step_by(INDEX_THREADS);
-                        for hold in holds.filter(|hold| super::sku::needs_index(tag, &hold.id)) {
+                        for hold in super::sku::indexed_holds(state).skip(part).step_by(INDEX_THREADS) {
                             index.insert(hold.id, Arc::clone(sku));
                         }
                     }

@@ -151,6 +151,12 @@ pub fn needs_index(tag: u32, id: &ReservationId) -> bool {
     id.sku_tag() != tag
 }
 
+/// The holds of `state` that go into the hold index ([`needs_index`]).
+pub fn indexed_holds(state: &SkuState) -> impl Iterator<Item = &crate::domain::sku::Hold> {
+    let tag = state.sku().tag();
+    state.holds().filter(move |hold| needs_index(tag, &hold.id))
+}
+
 /// How soon to retry expiring holds when the writer's queue was full.
 const EXPIRY_RETRY: Duration = Duration::from_millis(100);
 
@@ -451,7 +457,7 @@ impl SkuActor {
         match self.load() {
             Ok(state) => {
                 if let Some(state) = &state {
-                    for hold in state.holds().filter(|hold| needs_index(self.tag, &hold.id)) {
+                    for hold in indexed_holds(state) {
                         self.deps.hold_index.insert(hold.id, Arc::clone(&self.shared_sku));
                     }
                 }
